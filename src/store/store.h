@@ -1,0 +1,140 @@
+/* store: thin-provisioned volumes with O(1) snapshots and 4 KiB-exact diffs.
+ *
+ * A pool is a directory; each volume lives in POOL/volumes/NAME/.  This
+ * header is the whole interface the rest of ferry uses, so that another
+ * backend (e.g. librbd) can be put behind it later.  See docs/FORMAT.md.
+ *
+ * Threading: one struct store may be used from many threads.  A struct vol
+ * may be used from many threads at once: reads (of the head or of any
+ * snapshot) run concurrently with each other and with writes.
+ *
+ * Errors: every function returns 0 or a negative errno:
+ *   -ENOENT  no such volume / snapshot      -EEXIST  name taken
+ *   -EINVAL  bad name, size, alignment      -ERANGE  range past the end
+ *   -ENOTEMPTY volume has snapshots (remove without force)
+ *   -EBUSY   volume is open elsewhere / in use
+ *   -ENOSPC, -EIO ... from the file system
+ */
+#ifndef FERRY_STORE_H
+#define FERRY_STORE_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#define STORE_BLOCK 4096u                /* change-tracking granularity */
+#define STORE_MAX_SIZE (16ull << 40)     /* 16 TiB */
+#define STORE_MIN_OBJECT (64u << 10)
+#define STORE_MAX_OBJECT (64u << 20)
+#define STORE_DEFAULT_OBJECT (4u << 20)
+#define STORE_NAME_MAX 64
+
+struct store;
+struct vol;
+
+struct vol_params {
+	uint64_t size;        /* bytes, multiple of block_size, <= 16 TiB */
+	uint32_t object_size; /* power of two, 64 KiB..64 MiB; 0 = 4 MiB */
+	uint32_t block_size;  /* 512 or 4096; 0 = 512 */
+};
+
+struct vol_info {
+	char name[STORE_NAME_MAX + 1];
+	char uuid[37];            /* stable per volume, made at create */
+	uint64_t size;
+	uint32_t object_size;
+	uint32_t block_size;
+	uint64_t objects;         /* ceil(size / object_size) */
+	uint64_t allocated_bytes; /* data stored, head and snapshots together */
+	uint32_t snapshots;
+};
+
+struct snap_info {
+	char name[STORE_NAME_MAX + 1];
+	uint64_t id;              /* increases with creation order, never reused */
+	uint64_t ctime;           /* unix seconds */
+};
+
+/* ---- pool ------------------------------------------------------------- */
+/* Opens (creating if needed) the store in directory dir.  Caller closes. */
+int store_open(const char *dir, struct store **out);
+/* Closes the store.  All volumes must have been closed. */
+void store_close(struct store *s);
+
+int store_vol_create(struct store *s, const char *name, const struct vol_params *p);
+/* Removes a volume.  With snapshots present it fails with -ENOTEMPTY
+ * unless force.  Fails with -EBUSY while the volume is open. */
+int store_vol_remove(struct store *s, const char *name, bool force);
+/* Names of all volumes, sorted.  *names is one malloc'd array of
+ * *n entries; free it with free(). */
+int store_vol_list(struct store *s, char (**names)[STORE_NAME_MAX + 1], size_t *n);
+bool store_vol_exists(struct store *s, const char *name);
+
+/* ---- volume ----------------------------------------------------------- */
+/* Opens a volume.  The same volume may be opened several times (each call
+ * returns a reference to one shared object); each open needs a close. */
+int vol_open(struct store *s, const char *name, struct vol **out);
+void vol_close(struct vol *v);
+int vol_info(struct vol *v, struct vol_info *out);
+
+/* Reads len bytes at off from snapshot snap (NULL = the head).  off and
+ * len need no alignment.  Unwritten ranges read as zeros. */
+int vol_read(struct vol *v, const char *snap, void *buf, uint64_t off, size_t len);
+/* Writes to the head.  No alignment needed.  All-zero 4 KiB blocks are
+ * stored as zero ranges (no data).  Not durable until vol_flush(). */
+int vol_write(struct vol *v, const void *buf, uint64_t off, size_t len);
+/* Makes [off, off+len) read as zeros; whole 4 KiB blocks inside the range
+ * are freed and recorded as zero ranges.  write_zeroes and discard are the
+ * same operation in this backend (both deallocate). */
+int vol_write_zeroes(struct vol *v, uint64_t off, uint64_t len);
+int vol_discard(struct vol *v, uint64_t off, uint64_t len);
+/* Makes every completed write durable (data and metadata). */
+int vol_flush(struct vol *v);
+
+/* ---- snapshots -------------------------------------------------------- */
+/* Freezes the head as snapshot name, in time independent of the volume's
+ * size or written data (it flushes first). */
+int vol_snap_create(struct vol *v, const char *name);
+/* Deletes a snapshot; no other snapshot's content nor the head changes. */
+int vol_snap_delete(struct vol *v, const char *name);
+/* Snapshots in creation order; *out malloc'd, caller frees. */
+int vol_snap_list(struct vol *v, struct snap_info **out, size_t *n);
+/* Looks one snapshot up.  0 or -ENOENT. */
+int vol_snap_get(struct vol *v, const char *name, struct snap_info *out);
+/* Makes the head equal to snapshot name again, dropping every write made
+ * since (used for promotion after a failover).  Snapshots are untouched. */
+int vol_rollback(struct vol *v, const char *name);
+
+/* ---- diff ------------------------------------------------------------- */
+enum extent_kind { EXTENT_DATA = 0, EXTENT_ZERO = 1 };
+
+struct extent {
+	uint64_t offset;  /* bytes, volume-relative, 4 KiB aligned */
+	uint64_t length;  /* bytes; only the volume's last extent may end
+	                     unaligned (at the volume size) */
+	enum extent_kind kind; /* ZERO: reads as zeros at the later snapshot */
+};
+
+/* What changed in one object between two points. */
+struct diff_object {
+	uint64_t objno;
+	const struct extent *extents; /* sorted, coalesced, inside the object */
+	size_t n_extents;
+	bool all_zero;                /* the whole object reads as zeros at `to` */
+};
+
+/* Called once per changed object, in increasing objno order.  Return 0 to
+ * go on, anything else to stop (that value is returned by vol_diff). */
+typedef int (*diff_cb)(void *ctx, const struct diff_object *obj);
+
+/* Every 4 KiB block touched (written or discarded) after snapshot from
+ * (NULL = since the volume was created) up to snapshot to (NULL = the
+ * head, which is only meaningful while nothing writes).  Cost is
+ * proportional to what changed, not to the volume size.  Never reports
+ * less than what changed. */
+int vol_diff(struct vol *v, const char *from, const char *to, diff_cb cb, void *ctx);
+
+/* True when the whole object reads as zeros at snap (NULL = head). */
+int vol_object_is_zero(struct vol *v, const char *snap, uint64_t objno, bool *zero);
+
+#endif

@@ -1,0 +1,118 @@
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <cmocka.h>
+
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "common/common.h"
+
+static void test_parse_size(void **st)
+{
+	(void)st;
+	uint64_t v;
+	assert_int_equal(parse_size("0", &v), 0);
+	assert_int_equal(v, 0);
+	assert_int_equal(parse_size("4096", &v), 0);
+	assert_int_equal(v, 4096);
+	assert_int_equal(parse_size("4K", &v), 0);
+	assert_int_equal(v, 4096);
+	assert_int_equal(parse_size("200G", &v), 0);
+	assert_int_equal(v, 200ull << 30);
+	assert_int_equal(parse_size("16T", &v), 0);
+	assert_int_equal(v, 16ull << 40);
+	assert_int_equal(parse_size("1MiB", &v), 0);
+	assert_int_equal(v, 1ull << 20);
+	assert_int_equal(parse_size("", &v), -EINVAL);
+	assert_int_equal(parse_size("-1", &v), -EINVAL);
+	assert_int_equal(parse_size("1X", &v), -EINVAL);
+	assert_int_equal(parse_size("K", &v), -EINVAL);
+	assert_int_equal(parse_size("99999999999999999999", &v), -ERANGE);
+	assert_int_equal(parse_size("17179869184T", &v), -ERANGE);
+}
+
+static void test_name_valid(void **st)
+{
+	(void)st;
+	assert_true(name_valid("db"));
+	assert_true(name_valid("a.b-c_d9"));
+	assert_false(name_valid(""));
+	assert_false(name_valid("."));
+	assert_false(name_valid(".."));
+	assert_false(name_valid("-x"));
+	assert_false(name_valid("a/b"));
+	assert_false(name_valid("a b"));
+	char long_name[70];
+	memset(long_name, 'a', 64);
+	long_name[64] = 0;
+	assert_true(name_valid(long_name));
+	long_name[64] = 'a';
+	long_name[65] = 0;
+	assert_false(name_valid(long_name));
+}
+
+static void test_json(void **st)
+{
+	(void)st;
+	struct sbuf b;
+	struct jw w;
+	sbuf_init(&b);
+	jw_init(&w, &b);
+	jw_obj_begin(&w);
+	jw_key(&w, "a");
+	jw_u64(&w, 1);
+	jw_key(&w, "s");
+	jw_str(&w, "q\"\n");
+	jw_key(&w, "l");
+	jw_arr_begin(&w);
+	jw_u64(&w, 1);
+	jw_obj_begin(&w);
+	jw_obj_end(&w);
+	jw_null(&w);
+	jw_arr_end(&w);
+	jw_key(&w, "t");
+	jw_bool(&w, true);
+	jw_obj_end(&w);
+	assert_string_equal(b.p, "{\"a\":1,\"s\":\"q\\\"\\n\",\"l\":[1,{},null],\"t\":true}");
+	sbuf_free(&b);
+}
+
+static void test_crc32c(void **st)
+{
+	(void)st;
+	/* The standard check value of CRC-32C. */
+	assert_int_equal(crc32c(0, "123456789", 9), 0xE3069283u);
+	/* Chaining gives the same result as one call. */
+	uint32_t c = crc32c(0, "1234", 4);
+	assert_int_equal(crc32c(c, "56789", 5), 0xE3069283u);
+}
+
+static void test_zero(void **st)
+{
+	(void)st;
+	char buf[8193];
+	memset(buf, 0, sizeof(buf));
+	assert_true(buf_is_zero(buf, sizeof(buf)));
+	assert_true(buf_is_zero(buf + 1, sizeof(buf) - 1));
+	for (size_t i = 0; i < sizeof(buf); i += 97) {
+		buf[i] = 1;
+		assert_false(buf_is_zero(buf, sizeof(buf)));
+		buf[i] = 0;
+	}
+	buf[8192] = 1;
+	assert_false(buf_is_zero(buf + 3, 8190));
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(test_parse_size),
+		cmocka_unit_test(test_name_valid),
+		cmocka_unit_test(test_json),
+		cmocka_unit_test(test_crc32c),
+		cmocka_unit_test(test_zero),
+	};
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}

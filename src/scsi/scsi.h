@@ -51,6 +51,10 @@ struct scsi_cmd {
 	uint8_t cdb_len;
 	uint64_t nexus;            /* identifies the I_T nexus (initiator port) for
 	                              reservations and unit attentions */
+	const char *initiator;     /* optional (NULL = unknown): the initiator port's
+	                              name, "IQN,i,0xISID" or just the IQN; only
+	                              read by PERSISTENT RESERVE OUT registrations,
+	                              for the TransportIDs of READ FULL STATUS */
 	const uint8_t *data_out;   /* the initiator's data, data_out_len bytes */
 	uint32_t data_out_len;
 	uint8_t *data_in;          /* transport's buffer for data to the initiator */

@@ -1,0 +1,77 @@
+/* iscsi: an iSCSI target (RFC 7143) serving SCSI logical units.
+ *
+ * The transport knows nothing of the store: it holds the struct scsi_lu
+ * pointers its caller hands it and runs their commands.  One epoll thread
+ * owns every socket and PDU; a small worker pool runs scsi_lu_exec() (which
+ * blocks on disk I/O) and hands completions back through an eventfd, so
+ * disk I/O never blocks the network.  A malformed or hostile PDU ends at
+ * most its own connection.
+ *
+ * Supported: SendTargets discovery, normal sessions (one connection each,
+ * ErrorRecoveryLevel 0), AuthMethod None and CHAP (MD5, one-way or mutual,
+ * per target), header/data digests (CRC32C), immediate and unsolicited
+ * data, R2T, the CmdSN window, NOP, Text, Logout and task management.
+ *
+ * Every function is thread-safe and may be called while sessions run.
+ */
+#ifndef FERRY_ISCSI_H
+#define FERRY_ISCSI_H
+
+#include <stdint.h>
+
+#include "scsi/scsi.h"
+
+#define ISCSI_NAME_MAX 223          /* RFC 7143: iSCSI names are <= 223 bytes */
+#define ISCSI_CHAP_SECRET_MIN 12    /* RFC 7143 12.1.3 asks for >= 96 bits */
+#define ISCSI_CHAP_SECRET_MAX 255
+#define ISCSI_MAX_LUN 16383         /* flat space addressing */
+
+struct iscsi_server;
+
+/* Credentials for CHAP: user name and secret (both NUL-terminated; copied). */
+struct iscsi_chap {
+	const char *user;
+	const char *secret;
+};
+
+/* Starts a target listening on "HOST:PORT" ("[v6]:PORT" for IPv6; PORT 0
+ * picks a free port, see iscsi_server_port()).  Spawns the network thread
+ * and the workers.  Caller owns *out and frees it with
+ * iscsi_server_destroy().  Returns 0, -EINVAL for a bad address, or the
+ * socket error (e.g. -EADDRINUSE). */
+int iscsi_server_create(const char *listen_hostport, struct iscsi_server **out);
+/* Closes every connection, waits for in-flight commands and frees srv.
+ * The logical units handed in stay the caller's. */
+void iscsi_server_destroy(struct iscsi_server *srv);
+/* The TCP port actually listened on. */
+int iscsi_server_port(const struct iscsi_server *srv);
+
+/* Adds a target.  chap (may be NULL) makes initiators authenticate with
+ * CHAP; mutual (may be NULL; requires chap) makes the target authenticate
+ * back.  Strings are copied.  0, -EEXIST, or -EINVAL (bad name or secret:
+ * secrets are 12..255 bytes, and the mutual secret must differ). */
+int iscsi_target_add(struct iscsi_server *srv, const char *iqn, const struct iscsi_chap *chap,
+                     const struct iscsi_chap *mutual);
+/* Removes a target that has no LUN left, closing its sessions.  0,
+ * -ENOENT, or -EBUSY while it still has LUNs. */
+int iscsi_target_remove(struct iscsi_server *srv, const char *iqn);
+
+/* Makes lu visible as LUN lun of target iqn.  lu is borrowed: the caller
+ * keeps it alive until iscsi_lun_remove() returned.  0, -ENOENT (no
+ * target), -EEXIST (LUN taken), -EINVAL (lun > ISCSI_MAX_LUN). */
+int iscsi_lun_add(struct iscsi_server *srv, const char *iqn, uint64_t lun, struct scsi_lu *lu);
+/* Hides a LUN and waits until no command runs on it any more; afterwards
+ * the caller may destroy the lu.  0 or -ENOENT. */
+int iscsi_lun_remove(struct iscsi_server *srv, const char *iqn, uint64_t lun);
+
+/* Counters for tests and status output. */
+struct iscsi_stats {
+	uint64_t sessions;       /* live sessions, discovery included */
+	uint64_t logins;         /* successful logins since start */
+	uint64_t login_failures;
+	uint64_t commands;       /* SCSI commands completed */
+	uint64_t conn_errors;    /* connections dropped for protocol errors */
+};
+void iscsi_server_stats(struct iscsi_server *srv, struct iscsi_stats *out);
+
+#endif

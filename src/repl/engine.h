@@ -1,0 +1,122 @@
+/* repl engine internals shared by engine*.c.  Private to src/repl. */
+#ifndef FERRY_REPL_ENGINE_H
+#define FERRY_REPL_ENGINE_H
+
+#include <pthread.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "repl/link.h"
+#include "repl/repl.h"
+
+#define PAIR_ID_LEN 32
+#define REPL_DEFAULT_PERIOD 60
+#define REPL_DEFAULT_INFLIGHT 8
+#define REPL_WINDOW_BYTES (32ull << 20)  /* byte bound of the read window */
+#define REPL_BACKOFF_MAX_S 60
+
+struct cycle_stats {
+	uint64_t number;
+	uint64_t extents;
+	uint64_t data_bytes;   /* changed bytes sent as data */
+	uint64_t zero_bytes;   /* changed bytes sent as zero records */
+	uint64_t wire_bytes;   /* bytes on the link this cycle, both ways */
+	double seconds;
+};
+
+struct pair {
+	struct repl *r;
+	struct pair *next;
+	/* persisted (POOL/pairs/NAME.pair) */
+	char name[STORE_NAME_MAX + 1];    /* local volume */
+	char id[WIRE_NAME_MAX + 1];
+	enum repl_role role;
+	char peer[WIRE_TEXT_MAX + 1];     /* primary: where to connect; secondary: origin */
+	char remote[STORE_NAME_MAX + 1];  /* primary: secondary volume; secondary: primary pair */
+	uint64_t period_s;
+	uint32_t max_inflight;
+	uint64_t bandwidth;
+	bool compress;
+	bool paused;
+	uint64_t created;
+	char seed_snap[STORE_NAME_MAX + 1]; /* secondary: empty base of the initial sync */
+	uint64_t last_cycle;              /* 0 = never synced */
+	char last_snap[STORE_NAME_MAX + 1];
+	uint64_t last_time;               /* primary's snapshot time of last_cycle */
+	uint64_t cur_cycle;               /* primary: cycle in flight (0 = none) */
+	char cur_snap[STORE_NAME_MAX + 1];
+	uint64_t cur_time;
+	struct cycle_stats stats;         /* of the last committed cycle */
+	bool has_stats;
+
+	/* runtime, under r->mu */
+	bool running;                     /* a cycle transfers (either role) */
+	uint64_t done_bytes, total_bytes;
+	char error[512];                  /* last failure, "" when fine */
+	unsigned failures;                /* consecutive, for the backoff */
+	uint64_t next_due_ns;             /* monotonic time of the next cycle */
+	uint64_t sync_req;                /* generation of `pair sync` requests */
+	uint64_t sync_taken;              /* requests covered by a taken snapshot */
+	uint64_t sync_done;               /* requests covered by a commit */
+	uint64_t sync_failed;             /* requests whose cycle failed */
+	bool stop;
+	bool removed;
+	bool has_thread;
+	pthread_t th;
+	uint64_t cur_gen;                 /* sync requests the running cycle covers */
+	uint64_t cycle_start_ns;          /* for rate and ETA */
+	struct link *active;              /* link in use, for abort */
+	struct bucket bucket;
+	unsigned refs;
+};
+
+struct repl {
+	struct store *store;
+	char pool[4096];
+	char pairs_dir[4200];
+	uint8_t *secret;
+	size_t secret_len;
+	unsigned max_transfers;
+	unsigned transfers;               /* running, under mu */
+	int timeout_ms;
+	char site[WIRE_TEXT_MAX + 1];
+	char listen_req[WIRE_TEXT_MAX + 1];
+	char listen_addr[WIRE_TEXT_MAX + 1];
+	int lfd;
+	bool started, stopping;
+	pthread_t accept_th;
+	unsigned conns;                   /* server connection threads */
+	struct link *srv[64];             /* their links, to abort at stop */
+	pthread_mutex_t mu;
+	pthread_cond_t cv;
+	struct pair *pairs;
+};
+
+/* engine.c */
+struct pair *pair_find(struct repl *r, const char *name); /* under mu */
+void pair_get(struct pair *p);                             /* under mu */
+void pair_put(struct pair *p);                             /* under mu */
+int pair_save(struct pair *p);                             /* under mu */
+int pair_ckpt_path(struct repl *r, const char *name, char *buf, size_t len);
+void snap_name(const char *pair, uint64_t cycle, char *out, size_t len);
+
+/* Connects and authenticates to peer; the reason goes to err. */
+int repl_dial(struct repl *r, const char *peer, struct link **out, char *err, size_t errlen);
+
+/* engine_send.c: one cycle of a primary pair; 0 or -errno with p->error. */
+int send_cycle(struct pair *p);
+/* engine_recv.c: serves one accepted connection (the caller closes it). */
+void serve_conn(struct repl *r, struct link *l);
+/* engine_verify.c */
+struct digest_list {
+	struct wire_digest *d;
+	size_t n, cap;
+};
+/* md5 of the whole snapshot and XXH3 of every object that is not all
+ * zero.  emit (may be NULL) is called per batch; non-zero stops. */
+int verify_compute(struct vol *v, const char *snap, uint8_t md5[16],
+                   struct digest_list *out,
+                   int (*emit)(void *ctx, const struct wire_digest *d, size_t n),
+                   void *ctx);
+
+#endif

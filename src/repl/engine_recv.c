@@ -1,0 +1,726 @@
+/* repl engine, secondary side: serves one authenticated connection.
+ *
+ * A cycle is applied to the head of the secondary volume; the last synced
+ * snapshot is never written.  Progress is made durable in a checkpoint
+ * (POOL/pairs/NAME.ckpt: cycle, base, target, next object, objects done),
+ * written only after vol_flush() so that every object before `next` is on
+ * disk.  The commit is: flush, snapshot `target`, record it as last synced
+ * (atomic file replace), drop the checkpoint and the previous snapshot,
+ * then acknowledge.
+ */
+#include "repl/engine.h"
+
+#include <errno.h>
+#include <inttypes.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <zstd.h>
+
+#include "common/common.h"
+
+/* A checkpoint (flush + atomic file replace) after this much applied data,
+ * this many objects, or this much time, whichever comes first: what a
+ * resume resends is bounded by these. */
+#define CKPT_EVERY_BYTES (16ull << 20)
+#define CKPT_EVERY_OBJECTS 64
+#define CKPT_EVERY_NS 1000000000ull
+
+struct ckpt {
+	uint64_t cycle;
+	char base[STORE_NAME_MAX + 1];
+	char target[STORE_NAME_MAX + 1];
+	uint64_t next_objno;
+	uint64_t done_objects;
+};
+
+static int ckpt_save(struct repl *r, const char *name, const struct ckpt *c)
+{
+	char path[4400], text[512];
+	int rc = pair_ckpt_path(r, name, path, sizeof(path));
+	if (rc < 0)
+		return rc;
+	int n = snprintf(text, sizeof(text), "cycle=%" PRIu64 "\nbase=%s\ntarget=%s\n"
+	                 "next_objno=%" PRIu64 "\ndone_objects=%" PRIu64 "\n", c->cycle,
+	                 c->base, c->target, c->next_objno, c->done_objects);
+	return write_file_atomic(path, text, (size_t)n);
+}
+
+/* 0 with *c filled, -ENOENT when there is none, -EINVAL when damaged. */
+static int ckpt_load(struct repl *r, const char *name, struct ckpt *c)
+{
+	char path[4400];
+	int rc = pair_ckpt_path(r, name, path, sizeof(path));
+	if (rc < 0)
+		return rc;
+	char *text;
+	size_t len;
+	rc = read_file(path, 4096, &text, &len);
+	if (rc < 0)
+		return rc;
+	memset(c, 0, sizeof(*c));
+	int got = 0;
+	for (char *line = strtok(text, "\n"); line; line = strtok(NULL, "\n")) {
+		char *eq = strchr(line, '=');
+		if (!eq)
+			continue;
+		*eq = '\0';
+		const char *val = eq + 1;
+		if (!strcmp(line, "cycle") && parse_u64(val, &c->cycle) == 0)
+			got |= 1;
+		else if (!strcmp(line, "base") && (!*val || name_valid(val))) {
+			snprintf(c->base, sizeof(c->base), "%s", val);
+			got |= 2;
+		} else if (!strcmp(line, "target") && name_valid(val)) {
+			snprintf(c->target, sizeof(c->target), "%s", val);
+			got |= 4;
+		} else if (!strcmp(line, "next_objno") && parse_u64(val, &c->next_objno) == 0)
+			got |= 8;
+		else if (!strcmp(line, "done_objects") && parse_u64(val, &c->done_objects) == 0)
+			got |= 16;
+	}
+	free(text);
+	return got == 31 ? 0 : -EINVAL;
+}
+
+static void ckpt_remove(struct repl *r, const char *name)
+{
+	char path[4400];
+	if (pair_ckpt_path(r, name, path, sizeof(path)) == 0 && unlink(path) == 0)
+		(void)fsync_path(r->pairs_dir);
+}
+
+/* Finds the secondary pair of volume with pair id; takes a reference.
+ * Reports the reason to the peer when there is none. */
+static struct pair *find_secondary(struct repl *r, struct link *l, const char *volume,
+                                   const char *id)
+{
+	pthread_mutex_lock(&r->mu);
+	struct pair *p = pair_find(r, volume);
+	if (p && p->role == REPL_ROLE_SECONDARY && !strcmp(p->id, id)) {
+		pair_get(p);
+		pthread_mutex_unlock(&r->mu);
+		return p;
+	}
+	pthread_mutex_unlock(&r->mu);
+	if (!p)
+		link_send_error(l, ENOENT, "no pair for volume %s on this site", volume);
+	else if (p->role != REPL_ROLE_SECONDARY)
+		link_send_error(l, EBUSY, "volume %s is a primary on this site", volume);
+	else
+		link_send_error(l, ESTALE, "volume %s belongs to another pair", volume);
+	log_warn("repl: %s asked for pair volume %s: refused", l->peer, volume);
+	return NULL;
+}
+
+static void put_pair(struct repl *r, struct pair *p)
+{
+	pthread_mutex_lock(&r->mu);
+	pair_put(p);
+	pthread_mutex_unlock(&r->mu);
+}
+
+static void send_info(struct link *l, const struct pair *p)
+{
+	struct wire_msg m = { .type = WIRE_PAIR_INFO };
+	m.u.pair_info.last_cycle = p->last_cycle;
+	m.u.pair_info.last_time = p->last_time;
+	snprintf(m.u.pair_info.last_snap, sizeof(m.u.pair_info.last_snap), "%s", p->last_snap);
+	(void)link_send(l, &m);
+}
+
+static int handle_open(struct repl *r, struct link *l, const struct wire_msg *m)
+{
+	const char *volume = m->u.pair_open.volume;
+	bool force = m->u.pair_open.flags & WIRE_OPEN_FORCE;
+	pthread_mutex_lock(&r->mu);
+	struct pair *p = pair_find(r, volume);
+	if (p && p->role == REPL_ROLE_SECONDARY && !strcmp(p->id, m->u.pair_open.pair_id)) {
+		/* The primary retries a create that we already did. */
+		send_info(l, p);
+		pthread_mutex_unlock(&r->mu);
+		return 0;
+	}
+	pthread_mutex_unlock(&r->mu);
+	if (p && (p->role == REPL_ROLE_PRIMARY || !force)) {
+		link_send_error(l, EEXIST, "volume %s is already in a pair on %s", volume,
+		                r->site[0] ? r->site : "the secondary");
+		return 0;
+	}
+	if (p) {
+		struct sbuf tmp;
+		sbuf_init(&tmp);
+		(void)repl_pair_rm(r, volume, &tmp); /* --force replaces an old pairing */
+		sbuf_free(&tmp);
+	}
+	struct vol_params vp = { .size = m->u.pair_open.size,
+	                         .object_size = m->u.pair_open.object_size,
+	                         .block_size = m->u.pair_open.block_size };
+	struct vol *v;
+	int rc;
+	if (!store_vol_exists(r->store, volume)) {
+		if (!(m->u.pair_open.flags & WIRE_OPEN_CREATE)) {
+			link_send_error(l, ENOENT, "no volume %s", volume);
+			return 0;
+		}
+		rc = store_vol_create(r->store, volume, &vp);
+		if (rc < 0) {
+			link_send_error(l, -rc, "cannot create volume %s: %s", volume, strerror(-rc));
+			return 0;
+		}
+		log_info("repl: created secondary volume %s for %s", volume, l->peer);
+	}
+	rc = vol_open(r->store, volume, &v);
+	if (rc < 0) {
+		link_send_error(l, -rc, "cannot open volume %s: %s", volume, strerror(-rc));
+		return 0;
+	}
+	struct vol_info vi;
+	rc = vol_info(v, &vi);
+	if (rc == 0 && (vi.size != vp.size || vi.object_size != vp.object_size ||
+	                (vp.block_size && vi.block_size != vp.block_size))) {
+		link_send_error(l, EINVAL, "volume %s exists with another geometry (size %" PRIu64
+		                ", object %u, block %u)", volume, vi.size, vi.object_size,
+		                vi.block_size);
+		goto out;
+	}
+	if (rc == 0 && (vi.allocated_bytes || vi.snapshots) && !force) {
+		link_send_error(l, ENOTEMPTY, "secondary volume %s exists and is not empty "
+		                "(use --force to overwrite it)", volume);
+		goto out;
+	}
+	if (rc == 0 && vi.allocated_bytes && force)
+		rc = vol_write_zeroes(v, 0, vi.size); /* the initial sync assumes zeros */
+	const char *seed = m->u.pair_open.snap;
+	if (rc == 0) {
+		(void)vol_snap_delete(v, seed);
+		rc = vol_snap_create(v, seed);
+	}
+	if (rc < 0) {
+		link_send_error(l, -rc, "cannot prepare volume %s: %s", volume, strerror(-rc));
+		goto out;
+	}
+	struct pair *np = calloc(1, sizeof(*np));
+	if (!np) {
+		link_send_error(l, ENOMEM, "out of memory");
+		goto out;
+	}
+	np->r = r;
+	np->refs = 1;
+	bucket_init(&np->bucket, 0);
+	snprintf(np->name, sizeof(np->name), "%s", volume);
+	snprintf(np->id, sizeof(np->id), "%s", m->u.pair_open.pair_id);
+	np->role = REPL_ROLE_SECONDARY;
+	snprintf(np->peer, sizeof(np->peer), "%s", m->u.pair_open.origin[0] &&
+	         strcmp(m->u.pair_open.origin, "?") ? m->u.pair_open.origin : l->peer);
+	snprintf(np->remote, sizeof(np->remote), "%s", m->u.pair_open.pair);
+	np->period_s = REPL_DEFAULT_PERIOD;
+	np->max_inflight = REPL_DEFAULT_INFLIGHT;
+	np->created = now_wall_s();
+	snprintf(np->seed_snap, sizeof(np->seed_snap), "%s", seed);
+	ckpt_remove(r, volume);
+	pthread_mutex_lock(&r->mu);
+	if (pair_find(r, volume)) {
+		pthread_mutex_unlock(&r->mu);
+		pair_put(np);
+		link_send_error(l, EEXIST, "volume %s is already in a pair", volume);
+		goto out;
+	}
+	rc = pair_save(np);
+	if (rc == 0) {
+		np->next = r->pairs;
+		r->pairs = np;
+		send_info(l, np);
+		log_info("repl: pair %s: secondary of %s (%s)", volume, np->peer, np->remote);
+	} else {
+		link_send_error(l, -rc, "cannot save the pair: %s", strerror(-rc));
+		pair_put(np);
+	}
+	pthread_mutex_unlock(&r->mu);
+out:
+	vol_close(v);
+	return 0;
+}
+
+/* Becomes the one connection applying to p (a stale one is aborted). */
+static int claim(struct repl *r, struct pair *p, struct link *l)
+{
+	pthread_mutex_lock(&r->mu);
+	uint64_t until = now_mono_ns() + 10000000000ull;
+	while (p->active && now_mono_ns() < until && !p->removed && !r->stopping) {
+		link_abort(p->active);
+		struct timespec ts;
+		clock_gettime(CLOCK_REALTIME, &ts);
+		ts.tv_nsec += 50000000;
+		if (ts.tv_nsec >= 1000000000) {
+			ts.tv_sec++;
+			ts.tv_nsec -= 1000000000;
+		}
+		pthread_cond_timedwait(&r->cv, &r->mu, &ts);
+	}
+	int rc = 0;
+	if (p->active || p->removed || r->stopping)
+		rc = -EBUSY;
+	else
+		p->active = l;
+	pthread_mutex_unlock(&r->mu);
+	return rc;
+}
+
+static void release(struct repl *r, struct pair *p, struct link *l)
+{
+	pthread_mutex_lock(&r->mu);
+	if (p->active == l)
+		p->active = NULL;
+	p->running = false;
+	pthread_cond_broadcast(&r->cv);
+	pthread_mutex_unlock(&r->mu);
+}
+
+struct apply {
+	struct repl *r;
+	struct pair *p;
+	struct link *l;
+	struct vol *v;
+	struct vol_info vi;
+	struct ckpt ck;
+	uint64_t cur_obj;         /* object receiving records, UINT64_MAX none */
+	uint64_t min_obj;         /* next object must be >= this */
+	uint8_t *zbuf;
+	ZSTD_DCtx *zd;
+	uint64_t last_ckpt_ns;
+	unsigned since_ckpt;
+	uint64_t bytes_since_ckpt;
+	char err[512];
+};
+
+/* A record must lie inside its object, which must come in order and not
+ * before the resume point: nothing is applied twice out of order or
+ * outside the volume. */
+static int check_range(struct apply *a, uint64_t objno, uint64_t off, uint64_t len)
+{
+	uint64_t osz = a->vi.object_size;
+	if (objno >= a->vi.objects || off / osz != objno || len > a->vi.size ||
+	    off > a->vi.size - len || (off + len - 1) / osz != objno) {
+		snprintf(a->err, sizeof(a->err), "record outside object %" PRIu64 " (offset %"
+		         PRIu64 ", length %" PRIu64 ")", objno, off, len);
+		return -EPROTO;
+	}
+	if (objno != a->cur_obj) {
+		if (objno < a->min_obj) {
+			snprintf(a->err, sizeof(a->err), "object %" PRIu64 " out of order", objno);
+			return -EPROTO;
+		}
+		a->cur_obj = objno;
+	}
+	return 0;
+}
+
+static int apply_record(struct apply *a, const struct wire_msg *m)
+{
+	int rc;
+	switch (m->type) {
+	case WIRE_DATA: {
+		rc = check_range(a, m->u.data.objno, m->u.data.offset, m->u.data.raw_len);
+		if (rc < 0)
+			return rc;
+		const void *src = m->u.data.data;
+		if (m->u.data.codec == WIRE_CODEC_ZSTD) {
+			size_t n = ZSTD_decompressDCtx(a->zd, a->zbuf, WIRE_DATA_MAX,
+			                               m->u.data.data, m->u.data.data_len);
+			if (ZSTD_isError(n) || n != m->u.data.raw_len) {
+				snprintf(a->err, sizeof(a->err), "bad zstd data for object %" PRIu64,
+				         m->u.data.objno);
+				return -EPROTO;
+			}
+			src = a->zbuf;
+		}
+		rc = vol_write(a->v, src, m->u.data.offset, m->u.data.raw_len);
+		a->bytes_since_ckpt += m->u.data.raw_len;
+		if (rc < 0)
+			snprintf(a->err, sizeof(a->err), "cannot write volume %s: %s", a->p->name,
+			         strerror(-rc));
+		else {
+			pthread_mutex_lock(&a->r->mu);
+			a->p->done_bytes += m->u.data.raw_len;
+			pthread_mutex_unlock(&a->r->mu);
+		}
+		return rc;
+	}
+	case WIRE_ZERO:
+		rc = check_range(a, m->u.zero.objno, m->u.zero.offset, m->u.zero.length);
+		if (rc < 0)
+			return rc;
+		rc = vol_write_zeroes(a->v, m->u.zero.offset, m->u.zero.length);
+		if (rc < 0)
+			snprintf(a->err, sizeof(a->err), "cannot zero volume %s: %s", a->p->name,
+			         strerror(-rc));
+		else {
+			pthread_mutex_lock(&a->r->mu);
+			a->p->done_bytes += m->u.zero.length;
+			pthread_mutex_unlock(&a->r->mu);
+		}
+		return rc;
+	case WIRE_OBJ_DONE: {
+		uint64_t o = m->u.obj_done.objno;
+		if (o >= a->vi.objects || (o != a->cur_obj && o < a->min_obj)) {
+			snprintf(a->err, sizeof(a->err), "object %" PRIu64 " done out of order", o);
+			return -EPROTO;
+		}
+		a->min_obj = o + 1;
+		a->cur_obj = UINT64_MAX;
+		a->ck.done_objects++;
+		a->ck.next_objno = o + 1;
+		a->since_ckpt++;
+		uint64_t now = now_mono_ns();
+		if (a->since_ckpt >= CKPT_EVERY_OBJECTS || a->bytes_since_ckpt >= CKPT_EVERY_BYTES ||
+		    now - a->last_ckpt_ns >= CKPT_EVERY_NS) {
+			/* Flush first: the checkpoint promises that every object
+			 * before next_objno is durable. */
+			rc = vol_flush(a->v);
+			if (rc == 0)
+				rc = ckpt_save(a->r, a->p->name, &a->ck);
+			if (rc < 0) {
+				snprintf(a->err, sizeof(a->err), "cannot checkpoint %s: %s", a->p->name,
+				         strerror(-rc));
+				return rc;
+			}
+			a->since_ckpt = 0;
+			a->bytes_since_ckpt = 0;
+			a->last_ckpt_ns = now;
+		}
+		return 0;
+	}
+	default:
+		snprintf(a->err, sizeof(a->err), "unexpected %s in a cycle", wire_type_name(m->type));
+		return -EPROTO;
+	}
+}
+
+static int commit(struct apply *a, const struct wire_msg *begin)
+{
+	struct pair *p = a->p;
+	const char *target = begin->u.cycle_begin.target;
+	int rc = vol_flush(a->v);
+	if (rc == 0) {
+		/* A crash after the snapshot and before the record leaves it
+		 * behind; the head is complete again, so it is taken anew. */
+		(void)vol_snap_delete(a->v, target);
+		rc = vol_snap_create(a->v, target);
+	}
+	if (rc < 0) {
+		snprintf(a->err, sizeof(a->err), "cannot commit %s@%s: %s", p->name, target,
+		         strerror(-rc));
+		return rc;
+	}
+	char prev[STORE_NAME_MAX + 1];
+	pthread_mutex_lock(&a->r->mu);
+	snprintf(prev, sizeof(prev), "%s", p->last_cycle ? p->last_snap : p->seed_snap);
+	struct pair saved = *p;
+	p->last_cycle = begin->u.cycle_begin.cycle;
+	snprintf(p->last_snap, sizeof(p->last_snap), "%s", target);
+	p->last_time = begin->u.cycle_begin.time;
+	p->stats = (struct cycle_stats){ .number = p->last_cycle,
+	                                 .wire_bytes = a->l->rx_bytes + a->l->tx_bytes,
+	                                 .seconds = (double)(now_mono_ns() - p->cycle_start_ns) / 1e9 };
+	p->has_stats = true;
+	p->error[0] = '\0';
+	rc = pair_save(p);
+	if (rc < 0) {
+		p->last_cycle = saved.last_cycle;
+		memcpy(p->last_snap, saved.last_snap, sizeof(p->last_snap));
+		p->last_time = saved.last_time;
+	}
+	pthread_mutex_unlock(&a->r->mu);
+	if (rc < 0) {
+		snprintf(a->err, sizeof(a->err), "cannot record the commit: %s", strerror(-rc));
+		return rc;
+	}
+	ckpt_remove(a->r, p->name);
+	if (prev[0] && strcmp(prev, target))
+		(void)vol_snap_delete(a->v, prev);
+	log_info("repl: pair %s: cycle %" PRIu64 " committed as %s", p->name,
+	         begin->u.cycle_begin.cycle, target);
+	return 0;
+}
+
+/* After an error the peer may still be writing: tell it, stop writing,
+ * and drain briefly so that our ERROR is not lost to a reset. */
+static void refuse_and_drain(struct link *l, int rc, const char *msg)
+{
+	link_send_error(l, rc, "%s", msg);
+	shutdown(l->fd, SHUT_WR);
+	uint64_t until = now_mono_ns() + 1000000000ull;
+	struct wire_msg m;
+	while (now_mono_ns() < until && link_recv(l, &m, 200) == 0)
+		;
+}
+
+/* Returns < 0 when the connection must end. */
+static int handle_cycle(struct repl *r, struct link *l, const struct wire_msg *begin_in)
+{
+	struct wire_msg begin = *begin_in;
+	const struct wire_msg *b = &begin;
+	struct pair *p = find_secondary(r, l, b->u.cycle_begin.volume, b->u.cycle_begin.pair_id);
+	if (!p)
+		return -ENOENT;
+	struct apply a;
+	memset(&a, 0, sizeof(a));
+	a.r = r;
+	a.p = p;
+	a.l = l;
+	a.cur_obj = UINT64_MAX;
+	int rc = claim(r, p, l);
+	if (rc < 0) {
+		link_send_error(l, EBUSY, "pair %s is busy", p->name);
+		put_pair(r, p);
+		return rc;
+	}
+	rc = vol_open(r->store, p->name, &a.v);
+	if (rc < 0) {
+		snprintf(a.err, sizeof(a.err), "cannot open volume %s: %s", p->name, strerror(-rc));
+		goto fail;
+	}
+	rc = vol_info(a.v, &a.vi);
+	if (rc < 0)
+		goto fail;
+
+	pthread_mutex_lock(&r->mu);
+	bool done = p->last_cycle == b->u.cycle_begin.cycle &&
+	            !strcmp(p->last_snap, b->u.cycle_begin.target);
+	char expect[STORE_NAME_MAX + 1], seed[STORE_NAME_MAX + 1];
+	snprintf(expect, sizeof(expect), "%s", p->last_cycle ? p->last_snap : "");
+	snprintf(seed, sizeof(seed), "%s", p->seed_snap);
+	pthread_mutex_unlock(&r->mu);
+	struct wire_msg m = { .type = WIRE_CYCLE_READY };
+	m.u.cycle_ready.cycle = b->u.cycle_begin.cycle;
+	if (done) {
+		m.u.cycle_ready.status = WIRE_READY_COMMITTED;
+		rc = link_send(l, &m);
+		goto out;
+	}
+	if (strcmp(expect, b->u.cycle_begin.base)) {
+		rc = -ESTALE;
+		snprintf(a.err, sizeof(a.err), "cycle base '%.64s' is not this side's last synced "
+		         "snapshot '%s'", b->u.cycle_begin.base, expect[0] ? expect : "(none)");
+		goto fail;
+	}
+	struct ckpt ck;
+	int crc = ckpt_load(r, p->name, &ck);
+	if (crc == 0 && ck.cycle == b->u.cycle_begin.cycle &&
+	    !strcmp(ck.base, b->u.cycle_begin.base) && !strcmp(ck.target, b->u.cycle_begin.target) &&
+	    ck.next_objno <= a.vi.objects && ck.done_objects <= b->u.cycle_begin.objects) {
+		a.ck = ck;
+		m.u.cycle_ready.status = WIRE_READY_RESUME;
+		m.u.cycle_ready.resume_objno = ck.next_objno;
+		a.min_obj = ck.next_objno;
+		log_info("repl: pair %s: resuming cycle %" PRIu64 " at object %" PRIu64
+		         " (%" PRIu64 " objects already durable)", p->name, ck.cycle,
+		         ck.next_objno, ck.done_objects);
+	} else {
+		if (crc != -ENOENT) {
+			/* An interrupted cycle that cannot resume: back to the base,
+			 * which the interrupted cycle never touched. */
+			const char *to = expect[0] ? expect : seed;
+			rc = to[0] ? vol_rollback(a.v, to) : -ENOENT;
+			if (rc < 0) {
+				snprintf(a.err, sizeof(a.err), "cannot roll %s back to %s: %s", p->name,
+				         to, strerror(-rc));
+				goto fail;
+			}
+			log_info("repl: pair %s: restarting cycle %" PRIu64 " from %s", p->name,
+			         b->u.cycle_begin.cycle, to);
+		}
+		memset(&a.ck, 0, sizeof(a.ck));
+		a.ck.cycle = b->u.cycle_begin.cycle;
+		snprintf(a.ck.base, sizeof(a.ck.base), "%.64s", b->u.cycle_begin.base);
+		snprintf(a.ck.target, sizeof(a.ck.target), "%.64s", b->u.cycle_begin.target);
+		/* Written before anything is applied: from now on the head may
+		 * differ from the base, and the checkpoint says so. */
+		rc = ckpt_save(r, p->name, &a.ck);
+		if (rc < 0) {
+			snprintf(a.err, sizeof(a.err), "cannot write checkpoint: %s", strerror(-rc));
+			goto fail;
+		}
+		m.u.cycle_ready.status = WIRE_READY_FRESH;
+	}
+	a.zbuf = malloc(WIRE_DATA_MAX);
+	a.zd = ZSTD_createDCtx();
+	if (!a.zbuf || !a.zd) {
+		rc = -ENOMEM;
+		snprintf(a.err, sizeof(a.err), "out of memory");
+		goto fail;
+	}
+	pthread_mutex_lock(&r->mu);
+	p->running = true;
+	p->done_bytes = 0;
+	p->total_bytes = b->u.cycle_begin.bytes;
+	p->cycle_start_ns = now_mono_ns();
+	pthread_mutex_unlock(&r->mu);
+	a.last_ckpt_ns = now_mono_ns();
+	rc = link_send(l, &m);
+	if (rc < 0)
+		goto out;
+	for (;;) {
+		rc = link_recv(l, &m, 0);
+		if (rc < 0) {
+			log_warn("repl: pair %s: cycle %" PRIu64 " interrupted: %s", p->name,
+			         b->u.cycle_begin.cycle, l->err);
+			goto out;
+		}
+		if (m.type == WIRE_CYCLE_END)
+			break;
+		if (m.type == WIRE_ERROR) {
+			log_warn("repl: pair %s: primary ended the cycle: %s", p->name, m.u.error.msg);
+			rc = -m.u.error.code;
+			goto out;
+		}
+		rc = apply_record(&a, &m);
+		if (rc < 0)
+			goto fail;
+	}
+	if (m.u.cycle_end.cycle != b->u.cycle_begin.cycle ||
+	    m.u.cycle_end.objects != b->u.cycle_begin.objects ||
+	    a.ck.done_objects != b->u.cycle_begin.objects) {
+		rc = -EPROTO;
+		snprintf(a.err, sizeof(a.err), "incomplete cycle: %" PRIu64 " of %" PRIu64
+		         " objects received", a.ck.done_objects, b->u.cycle_begin.objects);
+		goto fail;
+	}
+	rc = commit(&a, b);
+	if (rc < 0)
+		goto fail;
+	m = (struct wire_msg){ .type = WIRE_CYCLE_COMMITTED };
+	m.u.committed.cycle = b->u.cycle_begin.cycle;
+	snprintf(m.u.committed.snap, sizeof(m.u.committed.snap), "%.64s", b->u.cycle_begin.target);
+	rc = link_send(l, &m);
+	goto out;
+fail:
+	log_error("repl: pair %s: cycle %" PRIu64 ": %s", p->name, b->u.cycle_begin.cycle, a.err);
+	pthread_mutex_lock(&r->mu);
+	snprintf(p->error, sizeof(p->error), "%s", a.err);
+	pthread_mutex_unlock(&r->mu);
+	refuse_and_drain(l, rc, a.err);
+	rc = rc < 0 ? rc : -EIO;
+out:
+	/* A partial transfer stays as far as it was flushed; the checkpoint
+	 * on disk says where to resume. */
+	if (a.v) {
+		(void)vol_flush(a.v);
+		vol_close(a.v);
+	}
+	free(a.zbuf);
+	ZSTD_freeDCtx(a.zd);
+	release(r, p, l);
+	put_pair(r, p);
+	return rc;
+}
+
+struct emit_ctx {
+	struct link *l;
+	uint64_t sent;
+};
+
+static int emit_digests(void *ctx, const struct wire_digest *d, size_t n)
+{
+	struct emit_ctx *e = ctx;
+	int len = wire_encode_digests(d, (uint32_t)n, e->l->wbuf, WIRE_FRAME_MAX);
+	if (len < 0)
+		return len;
+	e->sent += n;
+	return link_send_raw(e->l, e->l->wbuf, (size_t)len);
+}
+
+static int handle_verify(struct repl *r, struct link *l, const struct wire_msg *m)
+{
+	const char *volume = m->u.verify_req.volume;
+	pthread_mutex_lock(&r->mu);
+	struct pair *p = pair_find(r, volume);
+	bool ok = p && p->role == REPL_ROLE_SECONDARY;
+	pthread_mutex_unlock(&r->mu);
+	if (!ok) {
+		link_send_error(l, ENOENT, "no secondary volume %s on this site", volume);
+		return 0;
+	}
+	struct vol *v;
+	int rc = vol_open(r->store, volume, &v);
+	if (rc < 0) {
+		link_send_error(l, -rc, "cannot open %s: %s", volume, strerror(-rc));
+		return 0;
+	}
+	struct snap_info si;
+	rc = vol_snap_get(v, m->u.verify_req.snap, &si);
+	if (rc < 0) {
+		link_send_error(l, ENOENT, "no snapshot %s@%s on the secondary", volume,
+		                m->u.verify_req.snap);
+		vol_close(v);
+		return 0;
+	}
+	struct emit_ctx e = { .l = l };
+	uint8_t md5[16];
+	rc = verify_compute(v, m->u.verify_req.snap, md5, NULL, emit_digests, &e);
+	vol_close(v);
+	if (rc < 0) {
+		link_send_error(l, -rc, "verify of %s failed: %s", volume, strerror(-rc));
+		return rc;
+	}
+	struct wire_msg s = { .type = WIRE_VERIFY_SUM };
+	memcpy(s.u.verify_sum.md5, md5, 16);
+	s.u.verify_sum.objects = e.sent;
+	return link_send(l, &s);
+}
+
+static int handle_remove(struct repl *r, struct link *l, const struct wire_msg *m)
+{
+	struct pair *p = find_secondary(r, l, m->u.pair_remove.volume, m->u.pair_remove.pair_id);
+	if (!p)
+		return 0;
+	put_pair(r, p);
+	struct sbuf out;
+	sbuf_init(&out);
+	int rc = repl_pair_rm(r, m->u.pair_remove.volume, &out);
+	sbuf_free(&out);
+	if (rc < 0) {
+		link_send_error(l, -rc, "cannot remove pair %s", m->u.pair_remove.volume);
+		return 0;
+	}
+	log_info("repl: pair %s removed by the primary %s", m->u.pair_remove.volume, l->peer);
+	struct wire_msg ok = { .type = WIRE_OK };
+	return link_send(l, &ok);
+}
+
+void serve_conn(struct repl *r, struct link *l)
+{
+	int rc = link_handshake_server(l, r->secret, r->secret_len, r->site);
+	while (rc == 0) {
+		struct wire_msg m;
+		rc = link_recv(l, &m, 0);
+		if (rc < 0)
+			break; /* the peer closed or went quiet: nothing is pending */
+		switch (m.type) {
+		case WIRE_PING: {
+			struct wire_msg pong = { .type = WIRE_PONG };
+			pong.u.ping.token = m.u.ping.token;
+			rc = link_send(l, &pong);
+			break;
+		}
+		case WIRE_PAIR_OPEN:
+			rc = handle_open(r, l, &m);
+			break;
+		case WIRE_CYCLE_BEGIN:
+			rc = handle_cycle(r, l, &m);
+			break;
+		case WIRE_VERIFY_REQ:
+			rc = handle_verify(r, l, &m);
+			break;
+		case WIRE_PAIR_REMOVE:
+			rc = handle_remove(r, l, &m);
+			break;
+		default:
+			link_send_error(l, EPROTO, "unexpected %s", wire_type_name(m.type));
+			rc = -EPROTO;
+		}
+	}
+}

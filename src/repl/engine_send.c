@@ -1,0 +1,730 @@
+/* repl engine, primary side: one cycle of a pair.
+ *
+ * snapshot -> count the increment -> take a transfer slot -> connect ->
+ * CYCLE_BEGIN/READY (resume point) -> stream the increment through the
+ * throttle -> CYCLE_END -> COMMITTED -> drop the previous snapshot.
+ *
+ * The throttle.  The cycle thread enumerates the diff (vol_diff, in objno
+ * order) and admits one job per changed object into a FIFO window of at
+ * most max_inflight objects and REPL_WINDOW_BYTES bytes.  Reader threads
+ * turn jobs into encoded frames (reads, zero detection, zstd); one sender
+ * thread sends them in objno order.  Reading ends when the enumeration is
+ * finished and the FIFO is empty: every enumerated object, all-zero or
+ * not, goes through the FIFO, so the end never depends on data arriving
+ * (the seed's hang cannot happen: an all-zero last object is a job like
+ * any other, with no read).
+ */
+#include "repl/engine.h"
+
+#include <errno.h>
+#include <inttypes.h>
+#include <poll.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <zstd.h>
+
+#include "common/common.h"
+
+struct job {
+	struct job *next;
+	uint64_t objno;
+	struct extent *ext;
+	size_t n_ext;
+	bool all_zero;
+	bool taken, ready;
+	uint64_t cost;           /* bytes charged to the window */
+	uint64_t changed;        /* changed bytes of the object */
+	uint64_t data_bytes, zero_bytes;
+	uint8_t *frames;
+	size_t flen, fcap;
+};
+
+struct pipe {
+	struct pair *p;
+	struct vol *v;
+	struct vol_info vi;
+	const char *snap;
+	struct link *l;
+	bool compress;
+	size_t chunk;
+	pthread_mutex_t mu;
+	pthread_cond_t cv;
+	struct job *head, *tail;
+	unsigned inflight, max_inflight;
+	uint64_t inflight_bytes, max_bytes;
+	uint64_t skip_below;     /* objects before this are durable remotely */
+	uint64_t enumerated, accounted, extents, skipped_bytes;
+	uint64_t data_bytes, zero_bytes;
+	bool enum_done, failed;
+	int err;
+	char errmsg[512];
+};
+
+static void pipe_fail(struct pipe *pp, int err, const char *fmt, ...) PRINTF_LIKE(3, 4);
+static void pipe_fail(struct pipe *pp, int err, const char *fmt, ...)
+{
+	pthread_mutex_lock(&pp->mu);
+	if (!pp->failed) {
+		pp->failed = true;
+		pp->err = err;
+		va_list ap;
+		va_start(ap, fmt);
+		vsnprintf(pp->errmsg, sizeof(pp->errmsg), fmt, ap);
+		va_end(ap);
+	}
+	pthread_cond_broadcast(&pp->cv);
+	pthread_mutex_unlock(&pp->mu);
+}
+
+static void job_free(struct job *j)
+{
+	if (!j)
+		return;
+	free(j->ext);
+	free(j->frames);
+	free(j);
+}
+
+static int job_reserve(struct job *j, size_t more)
+{
+	if (j->fcap - j->flen >= more)
+		return 0;
+	size_t cap = MAX(j->fcap * 2, j->flen + more);
+	cap = MAX(cap, (size_t)65536);
+	uint8_t *n = realloc(j->frames, cap);
+	if (!n)
+		return -ENOMEM;
+	j->frames = n;
+	j->fcap = cap;
+	return 0;
+}
+
+static int job_emit(struct job *j, const struct wire_msg *m, size_t payload)
+{
+	int rc = job_reserve(j, WIRE_HDR_LEN + 64 + payload);
+	if (rc < 0)
+		return rc;
+	int n = wire_encode(m, j->frames + j->flen, j->fcap - j->flen);
+	if (n < 0)
+		return n;
+	j->flen += (size_t)n;
+	return 0;
+}
+
+static int emit_zero(struct job *j, uint64_t off, uint64_t len)
+{
+	struct wire_msg m = { .type = WIRE_ZERO };
+	m.u.zero.objno = j->objno;
+	m.u.zero.offset = off;
+	m.u.zero.length = len;
+	j->zero_bytes += len;
+	return job_emit(j, &m, 0);
+}
+
+struct reader {
+	struct pipe *pp;
+	pthread_t th;
+	uint8_t *buf;            /* chunk of raw data */
+	uint8_t *zbuf;           /* zstd output */
+	size_t zcap;
+	ZSTD_CCtx *zc;
+};
+
+static int emit_data(struct reader *rd, struct job *j, uint64_t off, const uint8_t *data,
+                     size_t len)
+{
+	struct wire_msg m = { .type = WIRE_DATA };
+	m.u.data.objno = j->objno;
+	m.u.data.offset = off;
+	m.u.data.raw_len = (uint32_t)len;
+	m.u.data.codec = WIRE_CODEC_NONE;
+	m.u.data.data = data;
+	m.u.data.data_len = (uint32_t)len;
+	if (rd->zc) {
+		size_t z = ZSTD_compressCCtx(rd->zc, rd->zbuf, rd->zcap, data, len, 1);
+		/* Only worth it when it saves something; incompressible data goes
+		 * as it is, so compression never costs wire bytes. */
+		if (!ZSTD_isError(z) && z + 64 < len) {
+			m.u.data.codec = WIRE_CODEC_ZSTD;
+			m.u.data.data = rd->zbuf;
+			m.u.data.data_len = (uint32_t)z;
+		}
+	}
+	j->data_bytes += len;
+	return job_emit(j, &m, m.u.data.data_len);
+}
+
+/* Splits a data chunk into runs of all-zero and non-zero 4 KiB blocks:
+ * zero runs travel as ZERO records.  The last block may be short (the
+ * volume's end). */
+static int emit_chunk(struct reader *rd, struct job *j, uint64_t off, const uint8_t *buf,
+                      size_t len)
+{
+	size_t i = 0;
+	while (i < len) {
+		size_t b = MIN((size_t)STORE_BLOCK, len - i);
+		bool z = buf_is_zero(buf + i, b);
+		size_t k = i + b;
+		while (k < len) {
+			size_t bb = MIN((size_t)STORE_BLOCK, len - k);
+			if (buf_is_zero(buf + k, bb) != z)
+				break;
+			k += bb;
+		}
+		int rc = z ? emit_zero(j, off + i, k - i) : emit_data(rd, j, off + i, buf + i, k - i);
+		if (rc < 0)
+			return rc;
+		i = k;
+	}
+	return 0;
+}
+
+static int job_encode(struct reader *rd, struct job *j)
+{
+	struct pipe *pp = rd->pp;
+	uint64_t osz = pp->vi.object_size;
+	uint64_t ostart = j->objno * osz;
+	uint64_t oend = MIN(ostart + osz, pp->vi.size);
+	int rc = 0;
+	if (j->all_zero) {
+		rc = emit_zero(j, ostart, oend - ostart);
+		j->zero_bytes = j->changed; /* stats count what changed */
+	} else {
+		for (size_t e = 0; e < j->n_ext && rc == 0; e++) {
+			const struct extent *x = &j->ext[e];
+			uint64_t xo = x->offset, xend = MIN(x->offset + x->length, oend);
+			if (xo < ostart || xo >= xend) {
+				rc = -EIO;
+				break;
+			}
+			if (x->kind == EXTENT_ZERO) {
+				rc = emit_zero(j, xo, xend - xo);
+				continue;
+			}
+			while (xo < xend && rc == 0) {
+				size_t n = (size_t)MIN((uint64_t)pp->chunk, xend - xo);
+				rc = vol_read(pp->v, pp->snap, rd->buf, xo, n);
+				if (rc < 0)
+					break;
+				rc = emit_chunk(rd, j, xo, rd->buf, n);
+				xo += n;
+			}
+		}
+	}
+	if (rc == 0) {
+		struct wire_msg m = { .type = WIRE_OBJ_DONE };
+		m.u.obj_done.objno = j->objno;
+		rc = job_emit(j, &m, 0);
+	}
+	return rc;
+}
+
+static void *reader_main(void *arg)
+{
+	struct reader *rd = arg;
+	struct pipe *pp = rd->pp;
+	pthread_mutex_lock(&pp->mu);
+	for (;;) {
+		if (pp->failed)
+			break;
+		struct job *j = pp->head;
+		while (j && j->taken)
+			j = j->next;
+		if (!j) {
+			if (pp->enum_done)
+				break;
+			pthread_cond_wait(&pp->cv, &pp->mu);
+			continue;
+		}
+		j->taken = true;
+		pthread_mutex_unlock(&pp->mu);
+		int rc = job_encode(rd, j);
+		if (rc < 0)
+			pipe_fail(pp, rc, "reading object %" PRIu64 " of %s@%s: %s", j->objno,
+			          pp->p->name, pp->snap, strerror(-rc));
+		pthread_mutex_lock(&pp->mu);
+		j->ready = true;
+		pthread_cond_broadcast(&pp->cv);
+	}
+	pthread_mutex_unlock(&pp->mu);
+	return NULL;
+}
+
+/* An ERROR the secondary sent while we stream (disk full, bad record)
+ * must reach the user, not be lost behind a broken pipe. */
+static int check_peer(struct link *l)
+{
+	if (l->rend > l->rstart)
+		goto read;
+	struct pollfd pfd = { .fd = l->fd, .events = POLLIN };
+	if (poll(&pfd, 1, 0) <= 0)
+		return 0;
+read:;
+	struct wire_msg m;
+	int rc = link_recv(l, &m, 1000);
+	if (rc < 0)
+		return rc;
+	if (m.type == WIRE_ERROR) {
+		snprintf(l->err, sizeof(l->err), "secondary: %s", m.u.error.msg);
+		return -m.u.error.code;
+	}
+	snprintf(l->err, sizeof(l->err), "secondary sent %s during a transfer",
+	         wire_type_name(m.type));
+	return -EPROTO;
+}
+
+static void *sender_main(void *arg)
+{
+	struct pipe *pp = arg;
+	struct pair *p = pp->p;
+	struct repl *r = p->r;
+	pthread_mutex_lock(&pp->mu);
+	for (;;) {
+		if (pp->failed)
+			break;
+		struct job *j = pp->head;
+		if (!j) {
+			if (pp->enum_done)
+				break; /* every enumerated object is accounted for */
+			pthread_cond_wait(&pp->cv, &pp->mu);
+			continue;
+		}
+		if (!j->ready) {
+			pthread_cond_wait(&pp->cv, &pp->mu);
+			continue;
+		}
+		pp->head = j->next;
+		if (!pp->head)
+			pp->tail = NULL;
+		pthread_mutex_unlock(&pp->mu);
+		int rc = link_send_raw(pp->l, j->frames, j->flen);
+		if (rc == 0)
+			rc = check_peer(pp->l);
+		if (rc < 0) {
+			/* The peer's own ERROR is the better explanation. */
+			if (rc != -ECANCELED && rc != -EPROTO && rc != -EACCES) {
+				int prc = check_peer(pp->l);
+				if (prc < 0 && strncmp(pp->l->err, "secondary:", 10) == 0)
+					rc = prc;
+			}
+			pipe_fail(pp, rc, "%s", pp->l->err);
+		}
+		pthread_mutex_lock(&r->mu);
+		p->done_bytes += j->changed;
+		pthread_mutex_unlock(&r->mu);
+		pthread_mutex_lock(&pp->mu);
+		pp->inflight--;
+		pp->inflight_bytes -= j->cost;
+		pp->accounted++;
+		pp->data_bytes += j->data_bytes;
+		pp->zero_bytes += j->zero_bytes;
+		pthread_cond_broadcast(&pp->cv);
+		job_free(j);
+	}
+	pthread_mutex_unlock(&pp->mu);
+	return NULL;
+}
+
+static uint64_t changed_bytes(const struct diff_object *o)
+{
+	uint64_t n = 0;
+	for (size_t i = 0; i < o->n_extents; i++)
+		n += o->extents[i].length;
+	return n;
+}
+
+/* The diff callback: admits one job per changed object into the window. */
+static int enum_cb(void *ctx, const struct diff_object *o)
+{
+	struct pipe *pp = ctx;
+	if (o->objno < pp->skip_below) {
+		pp->skipped_bytes += changed_bytes(o);
+		return 0;
+	}
+	struct job *j = calloc(1, sizeof(*j));
+	if (!j)
+		return -ENOMEM;
+	j->objno = o->objno;
+	j->all_zero = o->all_zero;
+	j->changed = changed_bytes(o);
+	if (o->n_extents) {
+		j->ext = malloc(o->n_extents * sizeof(*j->ext));
+		if (!j->ext) {
+			free(j);
+			return -ENOMEM;
+		}
+		memcpy(j->ext, o->extents, o->n_extents * sizeof(*j->ext));
+		j->n_ext = o->n_extents;
+	}
+	if (!j->all_zero)
+		for (size_t i = 0; i < j->n_ext; i++)
+			if (j->ext[i].kind == EXTENT_DATA)
+				j->cost += j->ext[i].length;
+	pthread_mutex_lock(&pp->mu);
+	/* The window: an object waits while max_inflight objects, or the
+	 * byte bound, are in flight (a lone object always fits). */
+	while (!pp->failed && (pp->inflight >= pp->max_inflight ||
+	                       (pp->inflight && pp->inflight_bytes + j->cost > pp->max_bytes)))
+		pthread_cond_wait(&pp->cv, &pp->mu);
+	if (pp->failed) {
+		pthread_mutex_unlock(&pp->mu);
+		job_free(j);
+		return -ECANCELED;
+	}
+	if (pp->tail)
+		pp->tail->next = j;
+	else
+		pp->head = j;
+	pp->tail = j;
+	pp->inflight++;
+	pp->inflight_bytes += j->cost;
+	pp->enumerated++;
+	pp->extents += j->n_ext;
+	pthread_cond_broadcast(&pp->cv);
+	pthread_mutex_unlock(&pp->mu);
+	return 0;
+}
+
+struct counts {
+	uint64_t objects, bytes;
+};
+
+static int count_cb(void *ctx, const struct diff_object *o)
+{
+	struct counts *c = ctx;
+	c->objects++;
+	c->bytes += changed_bytes(o);
+	return 0;
+}
+
+/* Streams the increment; 0 when every object was sent. */
+static int stream(struct pipe *pp, const char *base, unsigned readers)
+{
+	struct reader rd[8];
+	memset(rd, 0, sizeof(rd));
+	pthread_t sender;
+	unsigned started = 0;
+	int rc = 0;
+	for (unsigned i = 0; i < readers; i++) {
+		rd[i].pp = pp;
+		rd[i].buf = malloc(pp->chunk);
+		if (pp->compress) {
+			rd[i].zcap = ZSTD_compressBound(pp->chunk);
+			rd[i].zbuf = malloc(rd[i].zcap);
+			rd[i].zc = ZSTD_createCCtx();
+		}
+		if (!rd[i].buf || (pp->compress && (!rd[i].zbuf || !rd[i].zc))) {
+			rc = -ENOMEM;
+			break;
+		}
+		if (pthread_create(&rd[i].th, NULL, reader_main, &rd[i]) != 0) {
+			rc = -EAGAIN;
+			break;
+		}
+		started++;
+	}
+	bool sender_up = false;
+	if (rc == 0) {
+		if (pthread_create(&sender, NULL, sender_main, pp) == 0)
+			sender_up = true;
+		else
+			rc = -EAGAIN;
+	}
+	if (rc == 0) {
+		rc = vol_diff(pp->v, base[0] ? base : NULL, pp->snap, enum_cb, pp);
+		if (rc < 0 && rc != -ECANCELED)
+			pipe_fail(pp, rc, "diff of %s: %s", pp->p->name, strerror(-rc));
+	} else {
+		pipe_fail(pp, rc, "cannot start the transfer threads: %s", strerror(-rc));
+	}
+	pthread_mutex_lock(&pp->mu);
+	pp->enum_done = true;
+	pthread_cond_broadcast(&pp->cv);
+	pthread_mutex_unlock(&pp->mu);
+	if (sender_up)
+		pthread_join(sender, NULL);
+	for (unsigned i = 0; i < started; i++)
+		pthread_join(rd[i].th, NULL);
+	for (unsigned i = 0; i < readers; i++) {
+		free(rd[i].buf);
+		free(rd[i].zbuf);
+		ZSTD_freeCCtx(rd[i].zc);
+	}
+	while (pp->head) {
+		struct job *j = pp->head;
+		pp->head = j->next;
+		job_free(j);
+	}
+	if (pp->failed)
+		return pp->err < 0 ? pp->err : -EIO;
+	if (pp->accounted != pp->enumerated) {
+		/* Cannot happen by construction; checked because it is the
+		 * invariant the whole design rests on. */
+		pipe_fail(pp, -EIO, "internal: %" PRIu64 " objects enumerated, %" PRIu64
+		          " sent", pp->enumerated, pp->accounted);
+		return -EIO;
+	}
+	return 0;
+}
+
+static void set_error(struct pair *p, const char *fmt, ...) PRINTF_LIKE(2, 3);
+static void set_error(struct pair *p, const char *fmt, ...)
+{
+	pthread_mutex_lock(&p->r->mu);
+	va_list ap;
+	va_start(ap, fmt);
+	vsnprintf(p->error, sizeof(p->error), fmt, ap);
+	va_end(ap);
+	pthread_mutex_unlock(&p->r->mu);
+}
+
+/* Takes the cycle's snapshot unless an interrupted cycle left one. */
+static int cycle_snapshot(struct pair *p, struct vol *v)
+{
+	struct repl *r = p->r;
+	pthread_mutex_lock(&r->mu);
+	if (p->cur_cycle) {
+		pthread_mutex_unlock(&r->mu);
+		struct snap_info si;
+		if (vol_snap_get(v, p->cur_snap, &si) == 0)
+			return 0;
+		/* The snapshot is gone (removed by hand?): a new one is taken
+		 * under the same cycle number. */
+		pthread_mutex_lock(&r->mu);
+	} else {
+		p->cur_cycle = p->last_cycle + 1;
+		snap_name(p->name, p->cur_cycle, p->cur_snap, sizeof(p->cur_snap));
+	}
+	uint64_t covered = p->sync_req;
+	char snap[STORE_NAME_MAX + 1];
+	snprintf(snap, sizeof(snap), "%s", p->cur_snap);
+	pthread_mutex_unlock(&r->mu);
+	(void)vol_snap_delete(v, snap); /* a leftover never recorded as in flight */
+	int rc = vol_snap_create(v, snap);
+	pthread_mutex_lock(&r->mu);
+	if (rc == 0) {
+		p->cur_time = now_wall_s();
+		p->cur_gen = covered;
+		if (covered > p->sync_taken)
+			p->sync_taken = covered;
+		rc = pair_save(p);
+	} else {
+		snprintf(p->error, sizeof(p->error), "cannot snapshot %s: %s", p->name,
+		         strerror(-rc));
+		p->cur_cycle = 0;
+		p->cur_snap[0] = '\0';
+	}
+	pthread_mutex_unlock(&r->mu);
+	return rc;
+}
+
+static int slot_acquire(struct pair *p)
+{
+	struct repl *r = p->r;
+	pthread_mutex_lock(&r->mu);
+	while (r->transfers >= r->max_transfers && !p->stop && !p->paused && !r->stopping)
+		pthread_cond_wait(&r->cv, &r->mu);
+	int rc = (p->stop || p->paused || r->stopping) ? -ECANCELED : 0;
+	if (rc == 0)
+		r->transfers++;
+	pthread_mutex_unlock(&r->mu);
+	return rc;
+}
+
+static void slot_release(struct pair *p)
+{
+	struct repl *r = p->r;
+	pthread_mutex_lock(&r->mu);
+	r->transfers--;
+	p->running = false;
+	pthread_cond_broadcast(&r->cv);
+	pthread_mutex_unlock(&r->mu);
+}
+
+/* Records the commit: the new snapshot is the last synced one, and only
+ * now is the previous one dropped. */
+static void commit_local(struct pair *p, struct vol *v, const struct cycle_stats *st)
+{
+	struct repl *r = p->r;
+	char prev[STORE_NAME_MAX + 1];
+	pthread_mutex_lock(&r->mu);
+	snprintf(prev, sizeof(prev), "%s", p->last_snap);
+	p->last_cycle = p->cur_cycle;
+	snprintf(p->last_snap, sizeof(p->last_snap), "%s", p->cur_snap);
+	p->last_time = p->cur_time;
+	p->cur_cycle = 0;
+	p->cur_snap[0] = '\0';
+	p->stats = *st;
+	p->has_stats = true;
+	p->error[0] = '\0';
+	if (p->cur_gen > p->sync_done)
+		p->sync_done = p->cur_gen;
+	(void)pair_save(p);
+	char last[STORE_NAME_MAX + 1];
+	snprintf(last, sizeof(last), "%s", p->last_snap);
+	pthread_cond_broadcast(&r->cv);
+	pthread_mutex_unlock(&r->mu);
+	if (prev[0] && strcmp(prev, last))
+		(void)vol_snap_delete(v, prev);
+	log_info("repl: pair %s: cycle %" PRIu64 " committed (%s)", p->name, st->number, last);
+}
+
+int send_cycle(struct pair *p)
+{
+	struct repl *r = p->r;
+	struct vol *v;
+	int rc = vol_open(r->store, p->name, &v);
+	if (rc < 0) {
+		set_error(p, "cannot open volume %s: %s", p->name, strerror(-rc));
+		return rc;
+	}
+	struct pipe pp;
+	memset(&pp, 0, sizeof(pp));
+	pthread_mutex_init(&pp.mu, NULL);
+	pthread_cond_init(&pp.cv, NULL);
+	struct link *l = NULL;
+	bool slot = false;
+	uint64_t t0 = now_mono_ns();
+
+	rc = vol_info(v, &pp.vi);
+	if (rc == 0)
+		rc = cycle_snapshot(p, v);
+	if (rc < 0)
+		goto out;
+
+	pthread_mutex_lock(&r->mu);
+	char base[STORE_NAME_MAX + 1], target[STORE_NAME_MAX + 1], peer[WIRE_TEXT_MAX + 1];
+	snprintf(base, sizeof(base), "%s", p->last_snap);
+	snprintf(target, sizeof(target), "%s", p->cur_snap);
+	snprintf(peer, sizeof(peer), "%s", p->peer);
+	uint64_t cycle = p->cur_cycle, ctime = p->cur_time;
+	pp.max_inflight = p->max_inflight ? p->max_inflight : REPL_DEFAULT_INFLIGHT;
+	pp.compress = p->compress;
+	pthread_mutex_unlock(&r->mu);
+
+	/* Count first: the end of the transfer is defined by this count, and
+	 * the progress total by these bytes. */
+	struct counts c = { 0, 0 };
+	rc = vol_diff(v, base[0] ? base : NULL, target, count_cb, &c);
+	if (rc < 0) {
+		set_error(p, "diff of %s: %s", p->name, strerror(-rc));
+		goto out;
+	}
+	rc = slot_acquire(p);
+	if (rc < 0)
+		goto out;
+	slot = true;
+	pthread_mutex_lock(&r->mu);
+	p->running = true;
+	p->done_bytes = 0;
+	p->total_bytes = c.bytes;
+	p->cycle_start_ns = now_mono_ns();
+	pthread_mutex_unlock(&r->mu);
+
+	char err[512];
+	rc = repl_dial(r, peer, &l, err, sizeof(err));
+	if (rc < 0) {
+		set_error(p, "peer %s: %s", peer, err);
+		goto out;
+	}
+	pthread_mutex_lock(&r->mu);
+	bool cancel = p->stop || p->paused || r->stopping;
+	if (!cancel)
+		p->active = l;
+	pthread_mutex_unlock(&r->mu);
+	if (cancel) {
+		rc = -ECANCELED;
+		goto out;
+	}
+	l->bucket = &p->bucket;
+
+	struct wire_msg m = { .type = WIRE_CYCLE_BEGIN };
+	snprintf(m.u.cycle_begin.volume, sizeof(m.u.cycle_begin.volume), "%s", p->remote);
+	snprintf(m.u.cycle_begin.pair_id, sizeof(m.u.cycle_begin.pair_id), "%s", p->id);
+	snprintf(m.u.cycle_begin.base, sizeof(m.u.cycle_begin.base), "%s", base);
+	snprintf(m.u.cycle_begin.target, sizeof(m.u.cycle_begin.target), "%s", target);
+	m.u.cycle_begin.cycle = cycle;
+	m.u.cycle_begin.objects = c.objects;
+	m.u.cycle_begin.bytes = c.bytes;
+	m.u.cycle_begin.time = ctime;
+	rc = link_send(l, &m);
+	if (rc == 0)
+		rc = link_expect(l, WIRE_CYCLE_READY, &m, 0);
+	if (rc < 0) {
+		set_error(p, "peer %s: %s", peer, l->err);
+		goto out;
+	}
+	struct cycle_stats st = { .number = cycle };
+	if (m.u.cycle_ready.status == WIRE_READY_COMMITTED) {
+		/* We crashed or lost the link after the secondary committed. */
+		st.seconds = (double)(now_mono_ns() - t0) / 1e9;
+		commit_local(p, v, &st);
+		goto out;
+	}
+	if (m.u.cycle_ready.cycle != cycle ||
+	    (m.u.cycle_ready.status == WIRE_READY_RESUME &&
+	     m.u.cycle_ready.resume_objno > pp.vi.objects)) {
+		rc = -EPROTO;
+		set_error(p, "peer %s offered an invalid resume point (cycle %" PRIu64
+		          ", object %" PRIu64 " of %" PRIu64 ")", peer, m.u.cycle_ready.cycle,
+		          m.u.cycle_ready.resume_objno, pp.vi.objects);
+		link_send_error(l, rc, "invalid resume point");
+		goto out;
+	}
+	if (m.u.cycle_ready.status == WIRE_READY_RESUME) {
+		pp.skip_below = m.u.cycle_ready.resume_objno;
+		log_info("repl: pair %s: cycle %" PRIu64 " resumes at object %" PRIu64,
+		         p->name, cycle, pp.skip_below);
+	}
+
+	pp.p = p;
+	pp.v = v;
+	pp.snap = target;
+	pp.l = l;
+	pp.chunk = MIN(bucket_chunk(&p->bucket), (size_t)pp.vi.object_size);
+	pp.max_bytes = MAX(REPL_WINDOW_BYTES, (uint64_t)pp.vi.object_size);
+	unsigned readers = MIN(pp.max_inflight, 4u);
+	rc = stream(&pp, base, readers);
+	if (rc < 0) {
+		set_error(p, "cycle %" PRIu64 ": %s", cycle, pp.errmsg);
+		goto out;
+	}
+	pthread_mutex_lock(&r->mu);
+	p->done_bytes += pp.skipped_bytes;
+	pthread_mutex_unlock(&r->mu);
+
+	m = (struct wire_msg){ .type = WIRE_CYCLE_END };
+	m.u.cycle_end.cycle = cycle;
+	m.u.cycle_end.objects = c.objects;
+	rc = link_send(l, &m);
+	if (rc == 0)
+		rc = link_expect(l, WIRE_CYCLE_COMMITTED, &m, 0);
+	if (rc == 0 && (m.u.committed.cycle != cycle || strcmp(m.u.committed.snap, target))) {
+		rc = -EPROTO;
+		snprintf(l->err, sizeof(l->err), "commit acknowledged for another cycle");
+	}
+	if (rc < 0) {
+		set_error(p, "peer %s: commit of cycle %" PRIu64 ": %s", peer, cycle, l->err);
+		goto out;
+	}
+	st.extents = pp.extents;
+	st.data_bytes = pp.data_bytes;
+	st.zero_bytes = pp.zero_bytes;
+	st.wire_bytes = l->tx_bytes + l->rx_bytes;
+	st.seconds = (double)(now_mono_ns() - t0) / 1e9;
+	commit_local(p, v, &st);
+out:
+	if (l) {
+		pthread_mutex_lock(&r->mu);
+		p->active = NULL;
+		pthread_mutex_unlock(&r->mu);
+		link_close(l);
+	}
+	if (slot)
+		slot_release(p);
+	pthread_mutex_destroy(&pp.mu);
+	pthread_cond_destroy(&pp.cv);
+	vol_close(v);
+	return rc;
+}

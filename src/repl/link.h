@@ -1,0 +1,94 @@
+/* repl link: one authenticated TCP connection between two sites.
+ *
+ * Every operation has a deadline (poll-based); none blocks forever.  A
+ * link may be aborted from another thread (link_abort), which makes the
+ * pending and every later operation fail with -ECANCELED quickly.
+ * Private to src/repl.
+ */
+#ifndef FERRY_REPL_LINK_H
+#define FERRY_REPL_LINK_H
+
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "repl/wire.h"
+
+/* Token bucket on wire bytes.  The bucket holds at most 50 ms of quota,
+ * so a limited link never bursts a whole second's worth. */
+struct bucket {
+	pthread_mutex_t mu;
+	uint64_t rate;      /* bytes per second; 0 = unlimited */
+	double tokens;      /* may go negative: the debt is slept off */
+	uint64_t last_ns;
+};
+void bucket_init(struct bucket *b, uint64_t rate);
+void bucket_set_rate(struct bucket *b, uint64_t rate);
+void bucket_destroy(struct bucket *b);
+/* Charges n bytes; returns how many ns the caller must wait first. */
+uint64_t bucket_charge(struct bucket *b, size_t n);
+/* Largest frame that keeps sends smooth under this rate (>= 4 KiB). */
+size_t bucket_chunk(const struct bucket *b);
+
+struct link {
+	int fd;
+	int timeout_ms;           /* deadline of each send/recv */
+	atomic_bool aborted;
+	struct bucket *bucket;    /* not owned; NULL = unlimited */
+	uint64_t tx_bytes, rx_bytes;
+	uint8_t *rbuf;            /* received bytes [rstart, rend) */
+	size_t rstart, rend, rcap;
+	uint8_t *wbuf;            /* one encoded frame */
+	char peer[WIRE_TEXT_MAX + 1];      /* "HOST:PORT" of the other end */
+	char remote_site[WIRE_TEXT_MAX + 1];
+	char err[512];            /* last error, human readable */
+};
+
+/* Splits "HOST:PORT" or "[V6]:PORT".  0 or -EINVAL. */
+int link_parse_addr(const char *hostport, char *host, size_t hlen, char *port, size_t plen);
+
+/* Listens on hostport (port 0 = any free port).  *lfd is owned by the
+ * caller; the bound "HOST:PORT" goes to bound[blen]. */
+int link_listen(const char *hostport, int *lfd, char *bound, size_t blen);
+/* Waits up to timeout_ms for a connection on lfd.  Returns the new fd,
+ * -ETIMEDOUT, or another -errno. */
+int link_accept(int lfd, int timeout_ms, char *peer, size_t plen);
+
+/* Connects to hostport within timeout_ms.  *out is owned by the caller
+ * (link_close).  On failure out->err is not available, so the message is
+ * written to err[errlen]. */
+int link_connect(const char *hostport, int timeout_ms, struct link **out,
+                 char *err, size_t errlen);
+/* Wraps an accepted fd (the link takes ownership of fd). */
+int link_from_fd(int fd, int timeout_ms, const char *peer, struct link **out);
+void link_close(struct link *l);
+/* Thread-safe: wakes and fails every pending and later operation. */
+void link_abort(struct link *l);
+
+/* Mutual challenge-response with HMAC-SHA256 over both nonces and the
+ * version; the secret never crosses.  On failure l->err says why, the
+ * other side is told (an ERROR frame) and the error is logged. */
+int link_handshake_client(struct link *l, const uint8_t *secret, size_t slen,
+                          const char *site);
+int link_handshake_server(struct link *l, const uint8_t *secret, size_t slen,
+                          const char *site);
+/* For tests: the version range this side offers as a client. */
+extern uint16_t link_test_client_version;
+
+int link_send(struct link *l, const struct wire_msg *m);
+/* Sends already-encoded frames (charged to the bucket). */
+int link_send_raw(struct link *l, const void *frames, size_t len);
+/* Receives one frame (deadline l->timeout_ms, or timeout_ms if > 0).
+ * Pointers inside *m are valid until the next receive. */
+int link_recv(struct link *l, struct wire_msg *m, int timeout_ms);
+/* Receives and insists on a type: an ERROR frame becomes its negative
+ * code with the text in l->err, another type becomes -EPROTO. */
+int link_expect(struct link *l, enum wire_type type, struct wire_msg *m,
+                int timeout_ms);
+/* Sends an ERROR frame (best effort; errors of the send are ignored). */
+void link_send_error(struct link *l, int err, const char *fmt, ...)
+	__attribute__((format(printf, 3, 4)));
+
+#endif

@@ -1,0 +1,97 @@
+/* repl: asynchronous snapshot-cycle replication between two ferryd sites.
+ *
+ * One struct repl per daemon.  It listens for peers (when opts->listen is
+ * set), runs one worker per pair whose primary is here, and answers one
+ * function per `ferry pair` verb.  Protocol: docs/PROTOCOL.md.
+ *
+ * Pair state lives in POOL/pairs/NAME.pair (atomically replaced), and a
+ * secondary's resume checkpoint in POOL/pairs/NAME.ckpt.  A pair is named
+ * after its local volume; the secondary names it after its own volume.
+ *
+ * Threading: every function may be called from any thread; the verbs may
+ * block on the network, each with a deadline (never indefinitely), except
+ * repl_pair_sync(wait=true), which waits until the cycle commits or fails.
+ *
+ * Output: verbs append human text or JSON (json=true) to *out, which the
+ * caller owns; on failure *out holds the reason (one line) and the
+ * function returns a negative errno.
+ */
+#ifndef FERRY_REPL_H
+#define FERRY_REPL_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "common/common.h"
+#include "store/store.h"
+
+struct repl;
+
+struct repl_opts {
+	const char *listen;        /* "HOST:PORT" to accept peers on, or NULL */
+	const uint8_t *secret;     /* shared secret (copied); NULL = no peers */
+	size_t secret_len;
+	unsigned max_transfers;    /* cycles transferring at once; 0 = 4 */
+	unsigned timeout_ms;       /* deadline of every remote op; 0 = 30000 */
+	const char *site;          /* this site's name in peers' logs; may be NULL */
+};
+
+struct repl_pair_opts {
+	const char *peer;          /* "HOST:PORT" of the secondary's ferryd */
+	const char *remote_name;   /* secondary volume; NULL = same name */
+	uint64_t period_s;         /* 0 = 60; at least 1 */
+	uint32_t max_inflight;     /* objects in flight; 0 = 8 */
+	uint64_t bandwidth;        /* wire bytes per second; 0 = unlimited */
+	bool compress;             /* zstd per data record */
+	bool force;                /* accept a non-empty existing secondary */
+};
+
+enum repl_role { REPL_ROLE_NONE = 0, REPL_ROLE_PRIMARY, REPL_ROLE_SECONDARY };
+
+/* Loads the pairs of pool_dir (does not start anything).  store is not
+ * owned and must outlive the repl.  *out is freed by repl_destroy. */
+int repl_create(struct store *store, const char *pool_dir,
+                const struct repl_opts *opts, struct repl **out);
+/* Starts listening and the pair workers. */
+int repl_start(struct repl *r);
+/* The bound listen address ("127.0.0.1:40123"), or NULL; owned by r. */
+const char *repl_listen_addr(const struct repl *r);
+/* Stops every thread and aborts transfers (they resume at the next start
+ * from their checkpoints).  Idempotent. */
+void repl_stop(struct repl *r);
+void repl_destroy(struct repl *r);
+
+/* ---- one function per `ferry pair` verb ------------------------------- */
+int repl_pair_create(struct repl *r, const char *name,
+                     const struct repl_pair_opts *o, struct sbuf *out);
+int repl_pair_list(struct repl *r, bool json, struct sbuf *out);
+int repl_pair_status(struct repl *r, const char *name, bool json, struct sbuf *out);
+/* Starts a cycle now (after any running one).  With wait, returns once
+ * everything written before the call is committed on the secondary (0),
+ * or the cycle failed (-EIO etc., reason in out). */
+int repl_pair_sync(struct repl *r, const char *name, bool wait, struct sbuf *out);
+/* The same in two steps, for callers that report progress while waiting:
+ * request a cycle (ticket identifies it), then wait up to timeout_ms at a
+ * time; -EINPROGRESS means "not yet" with the running cycle's progress in
+ * *done / *total (may be NULL). */
+int repl_pair_sync_request(struct repl *r, const char *name, uint64_t *ticket,
+                           struct sbuf *out);
+int repl_pair_sync_wait(struct repl *r, const char *name, uint64_t ticket,
+                        unsigned timeout_ms, uint64_t *done, uint64_t *total,
+                        struct sbuf *out);
+int repl_pair_pause(struct repl *r, const char *name, struct sbuf *out);
+int repl_pair_resume(struct repl *r, const char *name, struct sbuf *out);
+/* Compares the last synced snapshot on both sides (md5 + per-object
+ * XXH3 digests; only digests cross the link).  *equal tells the outcome
+ * when the function returns 0. */
+int repl_pair_verify(struct repl *r, const char *name, bool json, bool *equal,
+                     struct sbuf *out);
+/* Ends the pair on both sides; the secondary keeps its volume (at its last
+ * synced snapshot).  Run on a secondary, it ends only the local side. */
+int repl_pair_rm(struct repl *r, const char *name, struct sbuf *out);
+
+/* The role of a volume in a pair, for refusing writes to a secondary. */
+enum repl_role repl_volume_role(struct repl *r, const char *volume);
+
+#endif

@@ -1,0 +1,150 @@
+/* store internals: volume.meta codec, layers, the shared volume object.
+ * Private to src/store (and its tests); see docs/FORMAT.md. */
+#ifndef FERRY_STORE_INT_H
+#define FERRY_STORE_INT_H
+
+#include "store/store.h"
+
+#include "common/common.h"
+
+#include <pthread.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#define META_VERSION 1
+#define META_MAX_BYTES (16u << 20)
+#define STORE_MAX_SNAPS 65536u
+#define SEG_SHIFT 40                     /* 1 TiB data segment files */
+#define MAX_SEGS (STORE_MAX_SIZE >> SEG_SHIFT)
+#define MAP_HDR 4096u
+#define MAP_MAGIC "FERRYMAP"
+#define MAP_VERSION 1u
+
+/* ---- volume.meta ------------------------------------------------------ */
+struct meta_snap {
+	uint64_t id;
+	uint64_t epoch;
+	uint64_t ctime;
+	char name[STORE_NAME_MAX + 1];
+};
+
+struct store_meta {
+	char uuid[37];
+	uint64_t size;
+	uint32_t object_size;
+	uint32_t block_size;
+	uint64_t head_epoch;
+	uint64_t next_snap_id;
+	struct meta_snap *snaps; /* creation order (increasing id and epoch) */
+	size_t n_snaps;
+	size_t cap_snaps;
+};
+
+/* Validates and normalises volume parameters (fills the defaults).
+ * 0 or -EINVAL (logged). */
+int store_params_check(const struct vol_params *in, struct vol_params *out);
+/* Pure parser: bytes -> struct.  On success m->snaps is malloc'd and
+ * owned by m (free with store_meta_free).  -EIO for a torn, edited or
+ * garbage file, -ENOMEM.  Does not log (the caller logs with the path). */
+int store_meta_parse(const void *buf, size_t len, struct store_meta *m, const char **why);
+/* Serialises m; *out malloc'd, caller frees.  0 or -ENOMEM. */
+int store_meta_format(const struct store_meta *m, char **out, size_t *len);
+void store_meta_free(struct store_meta *m);
+/* Appends a snapshot; 0 or -ENOMEM. */
+int store_meta_add_snap(struct store_meta *m, const struct meta_snap *s);
+/* libFuzzer entry: parse, and when it parses, check that format+parse
+ * round-trips.  Always returns 0 (aborts on a round-trip mismatch). */
+int store_meta_fuzz(const uint8_t *data, size_t size);
+
+/* ---- layers ----------------------------------------------------------- */
+struct layer {
+	uint64_t tag;
+	char path[4096];       /* .../layers/<tag as 16 hex> */
+	uint8_t *map;          /* MAP_SHARED mapping of the whole map file */
+	size_t map_len;
+	int map_fd;            /* -1 until the layer is written to */
+	int seg_fd[MAX_SEGS];  /* -1 when the segment file does not exist */
+	uint32_t seg_dirty;    /* segments written since the last sync */
+	bool map_dirty;
+	bool dir_dirty;        /* files created in the layer dir, not fsynced */
+	bool created_dirty;    /* the layer itself not yet fsynced into layers/ */
+	uint64_t *pages;       /* bitmap: map page allocated (may hold records) */
+	uint64_t *objs;        /* objnos that have a record; sorted unless !sorted */
+	size_t n_objs, cap_objs;
+	bool sorted;
+};
+
+struct vol {
+	struct store *store;
+	struct vol *next;      /* store's list of open volumes */
+	int refs;
+	char name[STORE_NAME_MAX + 1];
+	char dir[4096];
+	pthread_mutex_t wmu;   /* serialises writers and structure changes */
+	pthread_rwlock_t lock; /* read: readers; write: layer list changes */
+	struct store_meta meta;
+	uint64_t objects;
+	uint32_t bpo;          /* 4 KiB blocks per object */
+	uint32_t rec;          /* map record size: 2 * bpo / 8 */
+	struct layer **layers; /* ascending tag */
+	size_t n_layers, cap_layers;
+	/* Layer directories already renamed out of sight (under wmu), to be
+	 * deleted after the locks are dropped: unlinking a big file can take
+	 * long (e.g. synchronous discard) and must not stall I/O. */
+	char **trash;
+	size_t n_trash;
+	uint64_t trash_seq;
+};
+
+struct store {
+	char dir[4096];
+	char vdir[4096];       /* dir/volumes */
+	pthread_mutex_t mu;    /* the list of open volumes; create/remove */
+	struct vol *open;
+};
+
+/* Loads volume dir (repairing interrupted snapshot deletes); *out owned
+ * by the caller (vol_free). */
+int vol_load(struct store *s, const char *name, struct vol **out);
+void vol_free(struct vol *v);
+/* Writes v->meta to volume.meta atomically. */
+int vol_meta_save(struct vol *v);
+
+/* snprintf for paths: truncation is an error (-ENAMETOOLONG), not a
+ * silently different file. */
+int spath(char *buf, size_t n, const char *fmt, ...) PRINTF_LIKE(3, 4);
+
+size_t layer_map_len(const struct vol *v);
+/* The map header records the tag the layer was created with; a snapshot
+ * delete may later rename the layer, so the directory name is the truth. */
+void layer_header_encode(const struct vol *v, uint64_t tag, uint8_t hdr[MAP_HDR]);
+/* Loads an existing layer / creates a new empty one.  *out owned by the
+ * caller (layer_free). */
+int layer_load(struct vol *v, uint64_t tag, struct layer **out);
+int layer_create(struct vol *v, uint64_t tag, struct layer **out);
+void layer_free(struct layer *l);
+void layer_sort(struct layer *l);
+int layer_open_map_fd(struct layer *l);
+/* Must precede the first bit store into objno's record: allocates the map
+ * page and indexes the object. */
+int layer_prepare_rec(struct vol *v, struct layer *l, uint64_t objno);
+/* fd of data segment seg (creating the file if create), or -1 / -errno. */
+int layer_seg_fd(struct layer *l, unsigned seg, bool create);
+/* fdatasync dirty data, msync the map, fsync new directory entries. */
+int layer_sync(struct layer *l);
+uint64_t layer_allocated(const struct layer *l);
+/* Renames the layer directory to tag (atomic). */
+int layer_rename(struct vol *v, struct layer *l, uint64_t tag);
+
+static inline uint8_t *layer_rec(const struct vol *v, const struct layer *l, uint64_t objno)
+{
+	return l->map + MAP_HDR + objno * v->rec;
+}
+
+static inline bool rec_bit(const uint8_t *bm, uint32_t i)
+{
+	return (__atomic_load_n(&bm[i >> 3], __ATOMIC_ACQUIRE) >> (i & 7)) & 1;
+}
+
+#endif

@@ -1,0 +1,850 @@
+/* Protocol tests of the iSCSI target through a real TCP socket: a small
+ * hand-written initiator drives login (discovery, CHAP one-way and mutual,
+ * reflected challenges, unknown targets), operational negotiation,
+ * digests, R2T sequences, Data-In, the CmdSN window, NOP, task management,
+ * Reject and hostile input.  The SCSI layer is the RAM-disk fake. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <cmocka.h>
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <openssl/evp.h>
+
+#include "common/common.h"
+#include "fake_scsi.h"
+#include "iscsi/iscsi.h"
+#include "iscsi/pdu.h"
+
+#define T_OPEN "iqn.2026-11.io.ferry:open"
+#define T_CHAP "iqn.2026-11.io.ferry:chap"
+#define T_MUT "iqn.2026-11.io.ferry:mutual"
+#define T_SLOW "iqn.2026-11.io.ferry:slow"
+#define INI "iqn.2026-11.io.ferry.test:ini"
+
+static struct iscsi_server *srv;
+static struct scsi_lu *lu_open, *lu_chap, *lu_mut, *lu_slow;
+static int port;
+
+struct ini {
+	int fd;
+	struct iscsi_digests dg;
+	uint32_t cmdsn, statsn, itt;
+	uint32_t max_cmd_sn, exp_cmd_sn;
+	uint8_t isid_lo;
+	uint8_t rx[1 << 20];
+	size_t rx_len;
+};
+
+struct pdu {
+	uint8_t bhs[ISCSI_BHS_LEN];
+	uint8_t *data;
+	uint32_t dlen;
+};
+
+static int conn_open(struct ini *c)
+{
+	memset(c, 0, sizeof(*c));
+	c->fd = socket(AF_INET, SOCK_STREAM, 0);
+	struct sockaddr_in a = { .sin_family = AF_INET, .sin_port = htons((uint16_t)port) };
+	a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+	int one = 1;
+	setsockopt(c->fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+	static uint8_t next_isid;
+	c->itt = 0x100;
+	c->cmdsn = 1;
+	c->isid_lo = ++next_isid; /* distinct sessions, no reinstatement */
+	return connect(c->fd, (struct sockaddr *)&a, sizeof(a));
+}
+
+static void conn_close_(struct ini *c)
+{
+	close(c->fd);
+}
+
+static void send_raw(struct ini *c, uint8_t *bhs, const void *data, uint32_t dlen)
+{
+	static uint8_t out[(1 << 20) + 128];
+	long n = iscsi_pdu_build(out, sizeof(out), bhs, data, dlen, &c->dg);
+	assert_true(n > 0);
+	assert_int_equal(write_full(c->fd, out, (size_t)n), 0);
+}
+
+/* Receives one PDU (5 s deadline).  Returns 0, or -EPIPE on EOF. */
+static int recv_pdu(struct ini *c, struct pdu *p)
+{
+	for (;;) {
+		struct iscsi_pdu_view v;
+		long n = iscsi_pdu_parse(c->rx, c->rx_len, &c->dg, 1 << 20, &v);
+		assert_true(n >= 0);
+		if (n > 0) {
+			memcpy(p->bhs, v.bhs, ISCSI_BHS_LEN);
+			p->dlen = v.dlen;
+			p->data = malloc(v.dlen + 1);
+			memcpy(p->data, v.data ? v.data : (const uint8_t *)"", v.dlen);
+			p->data[v.dlen] = 0;
+			memmove(c->rx, c->rx + n, c->rx_len - (size_t)n);
+			c->rx_len -= (size_t)n;
+			if ((p->bhs[0] & 0x3f) != ISCSI_OP_DATA_IN && (p->bhs[0] & 0x3f) != ISCSI_OP_R2T) {
+				c->statsn = be32_get(p->bhs + 24) + 1;
+			}
+			c->exp_cmd_sn = be32_get(p->bhs + 28);
+			c->max_cmd_sn = be32_get(p->bhs + 32);
+			return 0;
+		}
+		struct pollfd pf = { .fd = c->fd, .events = POLLIN };
+		int pr = poll(&pf, 1, 5000);
+		assert_true(pr > 0); /* a missing answer is a failure, not a hang */
+		ssize_t r = read(c->fd, c->rx + c->rx_len, sizeof(c->rx) - c->rx_len);
+		if (r <= 0)
+			return -EPIPE;
+		c->rx_len += (size_t)r;
+	}
+}
+
+/* True when nothing arrives within ms milliseconds. */
+static bool quiet(struct ini *c, int ms)
+{
+	struct pollfd pf = { .fd = c->fd, .events = POLLIN };
+	return c->rx_len == 0 && poll(&pf, 1, ms) == 0;
+}
+
+static bool closed_by_peer(struct ini *c)
+{
+	struct pdu p;
+	for (int i = 0; i < 8; i++) {
+		if (recv_pdu(c, &p) < 0)
+			return true;
+		free(p.data);
+	}
+	return false;
+}
+
+static const char *kv_get(const struct pdu *p, const char *key, char *out, size_t cap)
+{
+	struct iscsi_kv kv[64];
+	int n = iscsi_text_parse((const char *)p->data, p->dlen, kv, 64);
+	for (int i = 0; i < n; i++)
+		if (iscsi_kv_key_is(&kv[i], key)) {
+			if (iscsi_kv_value(&kv[i], out, cap) < 0)
+				return NULL;
+			return out;
+		}
+	return NULL;
+}
+
+static uint16_t login_req(struct ini *c, uint8_t csg, uint8_t nsg, bool transit, const char *text,
+                          size_t len, struct pdu *rsp)
+{
+	struct iscsi_bhs_login_req r;
+	memset(&r, 0, sizeof(r));
+	r.opcode = ISCSI_OP_LOGIN_REQ | ISCSI_OP_IMMEDIATE;
+	r.flags = (uint8_t)((transit ? ISCSI_LOGIN_TRANSIT : 0) | csg << 2 | nsg);
+	memcpy(r.isid, "\x80\x00\x00\x01\x02\x03", 6);
+	r.isid[5] = c->isid_lo;
+	be32_put(r.itt, 0x1);
+	be32_put(r.cmd_sn, c->cmdsn);
+	be32_put(r.exp_stat_sn, c->statsn);
+	send_raw(c, (uint8_t *)&r, text, (uint32_t)len);
+	if (recv_pdu(c, rsp) < 0)
+		return 0xffff;
+	assert_int_equal(rsp->bhs[0] & 0x3f, ISCSI_OP_LOGIN_RSP);
+	return (uint16_t)(rsp->bhs[36] << 8 | rsp->bhs[37]);
+}
+
+struct tb {
+	char b[8192];
+	size_t len;
+};
+static void tb_add(struct tb *t, const char *k, const char *v)
+{
+	assert_int_equal(iscsi_text_add(t->b, sizeof(t->b), &t->len, k, v), 0);
+}
+
+/* Operational stage with given digests and limits; ends in full feature. */
+static void login_oper(struct ini *c, bool hdig, uint32_t max_burst, uint32_t mrdsl,
+                       bool initial_r2t, bool immediate)
+{
+	struct tb t = { .len = 0 };
+	char num[32];
+	tb_add(&t, "HeaderDigest", hdig ? "CRC32C,None" : "None");
+	tb_add(&t, "DataDigest", hdig ? "CRC32C" : "None");
+	snprintf(num, sizeof(num), "%u", max_burst);
+	tb_add(&t, "MaxBurstLength", num);
+	tb_add(&t, "FirstBurstLength", "4096");
+	snprintf(num, sizeof(num), "%u", mrdsl);
+	tb_add(&t, "MaxRecvDataSegmentLength", num);
+	tb_add(&t, "InitialR2T", initial_r2t ? "Yes" : "No");
+	tb_add(&t, "ImmediateData", immediate ? "Yes" : "No");
+	tb_add(&t, "MaxOutstandingR2T", "2");
+	tb_add(&t, "ErrorRecoveryLevel", "2");
+	tb_add(&t, "X-com.example.Unknown", "1");
+	struct pdu p;
+	assert_int_equal(login_req(c, 1, 3, true, t.b, t.len, &p), 0);
+	char v[64];
+	assert_true(p.bhs[1] & ISCSI_LOGIN_TRANSIT);
+	assert_int_equal(p.bhs[1] & 3, 3);
+	assert_string_equal(kv_get(&p, "HeaderDigest", v, sizeof(v)), hdig ? "CRC32C" : "None");
+	assert_string_equal(kv_get(&p, "ErrorRecoveryLevel", v, sizeof(v)), "0");
+	assert_string_equal(kv_get(&p, "MaxOutstandingR2T", v, sizeof(v)), "2");
+	assert_string_equal(kv_get(&p, "X-com.example.Unknown", v, sizeof(v)), "NotUnderstood");
+	uint64_t mb;
+	assert_int_equal(iscsi_text_number(kv_get(&p, "MaxBurstLength", v, sizeof(v)), &mb), 0);
+	assert_int_equal(mb, max_burst);
+	assert_non_null(kv_get(&p, "MaxRecvDataSegmentLength", v, sizeof(v)));
+	assert_int_not_equal(be16_get(p.bhs + 14), 0); /* TSIH assigned */
+	free(p.data);
+	c->dg.header = hdig;
+	c->dg.data = hdig;
+}
+
+static void login_open(struct ini *c, const char *target, bool hdig)
+{
+	assert_int_equal(conn_open(c), 0);
+	struct tb t = { .len = 0 };
+	tb_add(&t, "InitiatorName", INI);
+	tb_add(&t, "SessionType", "Normal");
+	tb_add(&t, "TargetName", target);
+	tb_add(&t, "AuthMethod", "None");
+	struct pdu p;
+	assert_int_equal(login_req(c, 0, 1, true, t.b, t.len, &p), 0);
+	char v[64];
+	assert_string_equal(kv_get(&p, "AuthMethod", v, sizeof(v)), "None");
+	assert_string_equal(kv_get(&p, "TargetPortalGroupTag", v, sizeof(v)), "1");
+	free(p.data);
+	login_oper(c, hdig, 65536, 8192, true, true);
+}
+
+static void md5(uint8_t id, const char *secret, const uint8_t *chal, size_t n, uint8_t out[16])
+{
+	EVP_MD_CTX *m = EVP_MD_CTX_new();
+	unsigned l;
+	EVP_DigestInit_ex(m, EVP_md5(), NULL);
+	EVP_DigestUpdate(m, &id, 1);
+	EVP_DigestUpdate(m, secret, strlen(secret));
+	EVP_DigestUpdate(m, chal, n);
+	EVP_DigestFinal_ex(m, out, &l);
+	EVP_MD_CTX_free(m);
+}
+
+/* CHAP login; returns the final status.  mode: 0 one-way, 1 mutual,
+ * 2 mutual with the target's own challenge reflected. */
+static uint16_t login_chap(struct ini *c, const char *target, const char *user,
+                           const char *secret, int mode)
+{
+	assert_int_equal(conn_open(c), 0);
+	struct tb t = { .len = 0 };
+	tb_add(&t, "InitiatorName", INI);
+	tb_add(&t, "TargetName", target);
+	tb_add(&t, "AuthMethod", "CHAP,None");
+	struct pdu p;
+	char v[512];
+	uint16_t st = login_req(c, 0, 1, false, t.b, t.len, &p);
+	if (st)
+		return st;
+	assert_string_equal(kv_get(&p, "AuthMethod", v, sizeof(v)), "CHAP");
+	free(p.data);
+	t.len = 0;
+	tb_add(&t, "CHAP_A", "7,5");
+	assert_int_equal(login_req(c, 0, 1, false, t.b, t.len, &p), 0);
+	assert_string_equal(kv_get(&p, "CHAP_A", v, sizeof(v)), "5");
+	uint64_t id;
+	assert_int_equal(iscsi_text_number(kv_get(&p, "CHAP_I", v, sizeof(v)), &id), 0);
+	uint8_t chal[64];
+	int cl = iscsi_text_binary(kv_get(&p, "CHAP_C", v, sizeof(v)), chal, sizeof(chal));
+	assert_true(cl >= 16);
+	free(p.data);
+	uint8_t resp[16];
+	char hex[80];
+	md5((uint8_t)id, secret, chal, (size_t)cl, resp);
+	iscsi_text_hex(resp, 16, hex);
+	t.len = 0;
+	tb_add(&t, "CHAP_N", user);
+	tb_add(&t, "CHAP_R", hex);
+	uint8_t mychal[16] = "0123456789abcdef";
+	if (mode >= 1) {
+		tb_add(&t, "CHAP_I", "77");
+		iscsi_text_hex(mode == 2 ? chal : mychal, mode == 2 ? (size_t)cl : 16, hex);
+		tb_add(&t, "CHAP_C", hex);
+	}
+	st = login_req(c, 0, 1, true, t.b, t.len, &p);
+	if (st == 0 && mode == 1) {
+		/* the target proves it knows the mutual secret */
+		assert_string_equal(kv_get(&p, "CHAP_N", v, sizeof(v)), "target-user");
+		uint8_t want[16], got[16];
+		md5(77, "mutual-secret-xyz", mychal, 16, want);
+		assert_int_equal(iscsi_text_binary(kv_get(&p, "CHAP_R", v, sizeof(v)), got, 16), 16);
+		assert_memory_equal(want, got, 16);
+	}
+	if (st == 0)
+		assert_true(p.bhs[1] & ISCSI_LOGIN_TRANSIT);
+	free(p.data);
+	return st;
+}
+
+static void scsi_cmd(struct ini *c, uint32_t itt, const uint8_t *cdb, uint8_t flags, uint32_t edtl,
+                     const void *imm, uint32_t imm_len, bool immediate)
+{
+	struct iscsi_bhs_scsi_cmd h;
+	memset(&h, 0, sizeof(h));
+	h.opcode = ISCSI_OP_SCSI_CMD | (immediate ? ISCSI_OP_IMMEDIATE : 0);
+	h.flags = flags;
+	be32_put(h.itt, itt);
+	be32_put(h.edtl, edtl);
+	be32_put(h.cmd_sn, c->cmdsn);
+	if (!immediate)
+		c->cmdsn++;
+	be32_put(h.exp_stat_sn, c->statsn);
+	memcpy(h.cdb, cdb, 16);
+	send_raw(c, (uint8_t *)&h, imm, imm_len);
+}
+
+static void nop_ping(struct ini *c, uint32_t itt)
+{
+	struct iscsi_bhs_nop n;
+	memset(&n, 0, sizeof(n));
+	n.opcode = ISCSI_OP_NOP_OUT | ISCSI_OP_IMMEDIATE;
+	n.flags = ISCSI_FLAG_FINAL;
+	be32_put(n.itt, itt);
+	be32_put(n.ttt, ISCSI_RSVD_TAG);
+	be32_put(n.sn1, c->cmdsn);
+	be32_put(n.sn2, c->statsn);
+	send_raw(c, (uint8_t *)&n, "ping", 4);
+	struct pdu p;
+	assert_int_equal(recv_pdu(c, &p), 0);
+	assert_int_equal(p.bhs[0] & 0x3f, ISCSI_OP_NOP_IN);
+	assert_int_equal(be32_get(p.bhs + 16), itt);
+	assert_int_equal(p.dlen, 4);
+	assert_memory_equal(p.data, "ping", 4);
+	free(p.data);
+}
+
+/* ---- tests --------------------------------------------------------------- */
+static void test_discovery(void **st)
+{
+	(void)st;
+	struct ini *c = malloc(sizeof(*c));
+	assert_int_equal(conn_open(c), 0);
+	struct tb t = { .len = 0 };
+	tb_add(&t, "InitiatorName", INI);
+	tb_add(&t, "SessionType", "Discovery");
+	tb_add(&t, "AuthMethod", "None");
+	struct pdu p;
+	assert_int_equal(login_req(c, 0, 3, true, t.b, t.len, &p), 0);
+	free(p.data);
+	struct iscsi_bhs_text tr;
+	memset(&tr, 0, sizeof(tr));
+	tr.opcode = ISCSI_OP_TEXT_REQ;
+	tr.flags = ISCSI_FLAG_FINAL;
+	be32_put(tr.itt, 5);
+	be32_put(tr.ttt, ISCSI_RSVD_TAG);
+	be32_put(tr.sn1, c->cmdsn++);
+	send_raw(c, (uint8_t *)&tr, "SendTargets=All", 16);
+	assert_int_equal(recv_pdu(c, &p), 0);
+	assert_int_equal(p.bhs[0] & 0x3f, ISCSI_OP_TEXT_RSP);
+	assert_true(p.bhs[1] & ISCSI_FLAG_FINAL);
+	char addr[64];
+	snprintf(addr, sizeof(addr), "127.0.0.1:%d,1", port);
+	int names = 0;
+	struct iscsi_kv kv[32];
+	int n = iscsi_text_parse((char *)p.data, p.dlen, kv, 32);
+	for (int i = 0; i < n; i++) {
+		char v[256];
+		iscsi_kv_value(&kv[i], v, sizeof(v));
+		if (iscsi_kv_key_is(&kv[i], "TargetName"))
+			names++;
+		else
+			assert_string_equal(v, addr);
+	}
+	assert_int_equal(names, 4);
+	free(p.data);
+	/* SCSI commands are not allowed in a discovery session: Reject */
+	uint8_t tur[16] = { 0 };
+	scsi_cmd(c, 6, tur, ISCSI_FLAG_FINAL, 0, NULL, 0, false);
+	assert_int_equal(recv_pdu(c, &p), 0);
+	assert_int_equal(p.bhs[0] & 0x3f, ISCSI_OP_REJECT);
+	assert_int_equal(p.bhs[2], ISCSI_REJECT_PROTOCOL);
+	assert_int_equal(p.dlen, ISCSI_BHS_LEN);
+	free(p.data);
+	conn_close_(c);
+	free(c);
+}
+
+static void test_login_refusals(void **st)
+{
+	(void)st;
+	struct ini *c = malloc(sizeof(*c));
+	struct pdu p;
+	struct tb t = { .len = 0 };
+	/* unknown target: 0x0203, then the connection closes */
+	assert_int_equal(conn_open(c), 0);
+	tb_add(&t, "InitiatorName", INI);
+	tb_add(&t, "TargetName", "iqn.2026-11.io.ferry:nope");
+	assert_int_equal(login_req(c, 0, 1, true, t.b, t.len, &p), ISCSI_LOGIN_NOT_FOUND);
+	free(p.data);
+	assert_true(closed_by_peer(c));
+	conn_close_(c);
+	/* no InitiatorName: missing parameter */
+	assert_int_equal(conn_open(c), 0);
+	t.len = 0;
+	tb_add(&t, "TargetName", T_OPEN);
+	assert_int_equal(login_req(c, 0, 1, true, t.b, t.len, &p), ISCSI_LOGIN_MISSING_PARAM);
+	free(p.data);
+	conn_close_(c);
+	/* skipping the security stage of a CHAP target */
+	assert_int_equal(conn_open(c), 0);
+	t.len = 0;
+	tb_add(&t, "InitiatorName", INI);
+	tb_add(&t, "TargetName", T_CHAP);
+	assert_int_equal(login_req(c, 1, 3, true, t.b, t.len, &p), ISCSI_LOGIN_AUTH_FAILED);
+	free(p.data);
+	conn_close_(c);
+	/* offering only None to a CHAP target */
+	assert_int_equal(conn_open(c), 0);
+	t.len = 0;
+	tb_add(&t, "InitiatorName", INI);
+	tb_add(&t, "TargetName", T_CHAP);
+	tb_add(&t, "AuthMethod", "None");
+	assert_int_equal(login_req(c, 0, 1, true, t.b, t.len, &p), ISCSI_LOGIN_AUTH_FAILED);
+	free(p.data);
+	conn_close_(c);
+	/* a SCSI command before login ends the connection */
+	assert_int_equal(conn_open(c), 0);
+	uint8_t tur[16] = { 0 };
+	scsi_cmd(c, 6, tur, ISCSI_FLAG_FINAL, 0, NULL, 0, false);
+	assert_true(closed_by_peer(c));
+	conn_close_(c);
+	free(c);
+}
+
+static void test_chap(void **st)
+{
+	(void)st;
+	struct ini *c = malloc(sizeof(*c));
+	assert_int_equal(login_chap(c, T_CHAP, "alice", "alice-secret-123", 0), 0);
+	login_oper(c, false, 65536, 8192, true, true);
+	nop_ping(c, 9);
+	conn_close_(c);
+	assert_int_equal(login_chap(c, T_CHAP, "alice", "wrong-secret-123", 0),
+	                 ISCSI_LOGIN_AUTH_FAILED);
+	conn_close_(c);
+	assert_int_equal(login_chap(c, T_CHAP, "mallory", "alice-secret-123", 0),
+	                 ISCSI_LOGIN_AUTH_FAILED);
+	conn_close_(c);
+	/* mutual: the target answers our challenge with its own secret */
+	assert_int_equal(login_chap(c, T_MUT, "bob", "bob-secret-4567", 1), 0);
+	login_oper(c, false, 65536, 8192, true, true);
+	nop_ping(c, 10);
+	conn_close_(c);
+	/* reflecting the target's challenge back is refused */
+	assert_int_equal(login_chap(c, T_MUT, "bob", "bob-secret-4567", 2), ISCSI_LOGIN_AUTH_FAILED);
+	conn_close_(c);
+	/* asking a one-way target for mutual authentication fails */
+	assert_int_equal(login_chap(c, T_CHAP, "alice", "alice-secret-123", 1),
+	                 ISCSI_LOGIN_AUTH_FAILED);
+	conn_close_(c);
+	free(c);
+}
+
+/* Writes len bytes at LBA 0 through R2Ts, reads them back with Data-In. */
+static void write_read(struct ini *c, uint32_t len, uint32_t max_burst, uint32_t mrdsl,
+                       bool initial_r2t)
+{
+	uint8_t *data = malloc(len), *back = malloc(len);
+	for (uint32_t i = 0; i < len; i++)
+		data[i] = (uint8_t)(i * 7 + len);
+	uint8_t cdb[16] = { 0x2a };
+	be16_put(cdb + 7, (uint16_t)(len / 512));
+	uint32_t imm = 4096; /* FirstBurstLength was 4096 */
+	scsi_cmd(c, 0x77, cdb, initial_r2t ? (ISCSI_FLAG_FINAL | ISCSI_CMD_WRITE) : ISCSI_CMD_WRITE,
+	         len, data, imm, false);
+	uint32_t sent = imm;
+	if (!initial_r2t) {
+		/* nothing more unsolicited: FirstBurstLength is used up by the
+		 * immediate data, so send an empty final unsolicited PDU? No:
+		 * RFC says the F bit ends the burst; we sent exactly 4096 */
+	}
+	uint32_t r2ts = 0, outstanding_max = 0;
+	struct pdu p;
+	while (sent < len) {
+		assert_int_equal(recv_pdu(c, &p), 0);
+		if ((p.bhs[0] & 0x3f) != ISCSI_OP_R2T)
+			fail_msg("expected R2T, got opcode 0x%x", p.bhs[0] & 0x3f);
+		uint32_t off = be32_get(p.bhs + 40), dl = be32_get(p.bhs + 44);
+		uint32_t ttt = be32_get(p.bhs + 20);
+		assert_int_equal(be32_get(p.bhs + 36), r2ts); /* R2TSN */
+		assert_int_equal(off, sent);
+		assert_true(dl <= max_burst);
+		r2ts++;
+		free(p.data);
+		/* answer in Data-Out PDUs of at most 8 KiB */
+		for (uint32_t o = 0, sn = 0; o < dl; sn++) {
+			uint32_t n = MIN(8192u, dl - o);
+			struct iscsi_bhs_data d;
+			memset(&d, 0, sizeof(d));
+			d.opcode = ISCSI_OP_DATA_OUT;
+			d.flags = o + n == dl ? ISCSI_FLAG_FINAL : 0;
+			be32_put(d.itt, 0x77);
+			be32_put(d.ttt, ttt);
+			be32_put(d.data_sn, sn);
+			be32_put(d.buffer_offset, off + o);
+			send_raw(c, (uint8_t *)&d, data + off + o, n);
+			o += n;
+		}
+		sent += dl;
+		outstanding_max = MAX(outstanding_max, 1);
+	}
+	assert_int_equal(recv_pdu(c, &p), 0);
+	assert_int_equal(p.bhs[0] & 0x3f, ISCSI_OP_SCSI_RSP);
+	assert_int_equal(p.bhs[3], SCSI_STATUS_GOOD);
+	assert_int_equal(be32_get(p.bhs + 36), r2ts); /* ExpDataSN counts R2Ts */
+	free(p.data);
+	assert_true(r2ts >= (len - imm + max_burst - 1) / max_burst);
+	assert_memory_equal(fake_lu_data(lu_open), data, len);
+	/* read it back */
+	uint8_t rcdb[16] = { 0x28 };
+	be16_put(rcdb + 7, (uint16_t)(len / 512));
+	scsi_cmd(c, 0x78, rcdb, ISCSI_FLAG_FINAL | ISCSI_CMD_READ, len, NULL, 0, false);
+	uint32_t got = 0, datasn = 0;
+	for (;;) {
+		assert_int_equal(recv_pdu(c, &p), 0);
+		assert_int_equal(p.bhs[0] & 0x3f, ISCSI_OP_DATA_IN);
+		assert_true(p.dlen <= mrdsl);
+		assert_int_equal(be32_get(p.bhs + 36), datasn++);
+		assert_int_equal(be32_get(p.bhs + 40), got);
+		memcpy(back + got, p.data, p.dlen);
+		got += p.dlen;
+		bool status = p.bhs[1] & ISCSI_DATAIN_STATUS;
+		if (got % max_burst == 0 || got == len)
+			assert_true(p.bhs[1] & ISCSI_FLAG_FINAL); /* sequences end at MaxBurstLength */
+		free(p.data);
+		if (status) {
+			assert_int_equal(got, len);
+			break;
+		}
+	}
+	assert_memory_equal(back, data, len);
+	free(data);
+	free(back);
+}
+
+static void test_r2t_and_datain(void **st)
+{
+	(void)st;
+	struct ini *c = malloc(sizeof(*c));
+	login_open(c, T_OPEN, false);
+	write_read(c, 256 * 1024, 65536, 8192, true);
+	conn_close_(c);
+	/* the same with header and data digests on every PDU */
+	login_open(c, T_OPEN, true);
+	write_read(c, 128 * 1024, 65536, 8192, true);
+	nop_ping(c, 0x1234);
+	conn_close_(c);
+	free(c);
+}
+
+static void test_residuals_and_sense(void **st)
+{
+	(void)st;
+	struct ini *c = malloc(sizeof(*c));
+	login_open(c, T_OPEN, false);
+	struct pdu p;
+	/* INQUIRY asking 255 bytes: 36 come back, underflow 219 */
+	uint8_t inq[16] = { 0x12, 0, 0, 0, 255 };
+	scsi_cmd(c, 1, inq, ISCSI_FLAG_FINAL | ISCSI_CMD_READ, 255, NULL, 0, false);
+	assert_int_equal(recv_pdu(c, &p), 0);
+	assert_int_equal(p.bhs[0] & 0x3f, ISCSI_OP_DATA_IN);
+	assert_true(p.bhs[1] & ISCSI_DATAIN_STATUS);
+	assert_true(p.bhs[1] & ISCSI_DATAIN_UNDERFLOW);
+	assert_int_equal(be32_get(p.bhs + 44), 219);
+	assert_int_equal(p.dlen, 36);
+	free(p.data);
+	/* an unknown opcode: CHECK CONDITION with sense in a SCSI Response */
+	uint8_t bad[16] = { 0xd9 };
+	scsi_cmd(c, 2, bad, ISCSI_FLAG_FINAL, 0, NULL, 0, false);
+	assert_int_equal(recv_pdu(c, &p), 0);
+	assert_int_equal(p.bhs[0] & 0x3f, ISCSI_OP_SCSI_RSP);
+	assert_int_equal(p.bhs[3], SCSI_STATUS_CHECK_CONDITION);
+	assert_int_equal(be16_get(p.data), 18);
+	assert_int_equal(p.data[2 + 2] & 0x0f, 0x05);
+	free(p.data);
+	/* a LUN that does not exist */
+	struct iscsi_bhs_scsi_cmd h;
+	memset(&h, 0, sizeof(h));
+	h.opcode = ISCSI_OP_SCSI_CMD;
+	h.flags = ISCSI_FLAG_FINAL;
+	h.lun[1] = 9;
+	be32_put(h.itt, 3);
+	be32_put(h.cmd_sn, c->cmdsn++);
+	send_raw(c, (uint8_t *)&h, NULL, 0);
+	assert_int_equal(recv_pdu(c, &p), 0);
+	assert_int_equal(p.bhs[3], SCSI_STATUS_CHECK_CONDITION);
+	assert_int_equal(p.data[2 + 12], 0x25); /* LOGICAL UNIT NOT SUPPORTED */
+	free(p.data);
+	/* REPORT LUNS answered by the target */
+	uint8_t rl[16] = { 0xa0 };
+	be32_put(rl + 6, 64);
+	scsi_cmd(c, 4, rl, ISCSI_FLAG_FINAL | ISCSI_CMD_READ, 64, NULL, 0, false);
+	assert_int_equal(recv_pdu(c, &p), 0);
+	assert_int_equal(p.bhs[0] & 0x3f, ISCSI_OP_DATA_IN);
+	assert_int_equal(be32_get(p.data), 8); /* one LUN */
+	free(p.data);
+	/* an unknown iSCSI opcode gets a Reject, the session lives on */
+	uint8_t odd[ISCSI_BHS_LEN] = { 0x1c | ISCSI_OP_IMMEDIATE, 0x80 };
+	send_raw(c, odd, NULL, 0);
+	assert_int_equal(recv_pdu(c, &p), 0);
+	assert_int_equal(p.bhs[0] & 0x3f, ISCSI_OP_REJECT);
+	assert_int_equal(p.bhs[2], ISCSI_REJECT_NOT_SUPPORTED);
+	free(p.data);
+	nop_ping(c, 77);
+	conn_close_(c);
+	free(c);
+}
+
+static void test_cmdsn_window(void **st)
+{
+	(void)st;
+	struct ini *c = malloc(sizeof(*c));
+	login_open(c, T_OPEN, false);
+	nop_ping(c, 1);
+	uint32_t max = c->max_cmd_sn;
+	assert_true(sn_le(c->cmdsn, max));
+	assert_true(max - c->cmdsn >= 16);
+	/* a command beyond MaxCmdSN is ignored (no answer) */
+	uint8_t tur[16] = { 0 };
+	uint32_t keep = c->cmdsn;
+	c->cmdsn = max + 10;
+	scsi_cmd(c, 50, tur, ISCSI_FLAG_FINAL, 0, NULL, 0, false);
+	assert_true(quiet(c, 300));
+	c->cmdsn = keep;
+	scsi_cmd(c, 51, tur, ISCSI_FLAG_FINAL, 0, NULL, 0, false);
+	struct pdu p;
+	assert_int_equal(recv_pdu(c, &p), 0);
+	assert_int_equal(be32_get(p.bhs + 16), 51);
+	assert_int_equal(c->exp_cmd_sn, keep + 1);
+	free(p.data);
+	/* logout: answered, then the target closes */
+	struct iscsi_bhs_logout_req l;
+	memset(&l, 0, sizeof(l));
+	l.opcode = ISCSI_OP_LOGOUT_REQ | ISCSI_OP_IMMEDIATE;
+	l.reason = 0x80;
+	be32_put(l.itt, 99);
+	be32_put(l.cmd_sn, c->cmdsn);
+	send_raw(c, (uint8_t *)&l, NULL, 0);
+	assert_int_equal(recv_pdu(c, &p), 0);
+	assert_int_equal(p.bhs[0] & 0x3f, ISCSI_OP_LOGOUT_RSP);
+	assert_int_equal(p.bhs[2], 0);
+	free(p.data);
+	assert_true(closed_by_peer(c));
+	conn_close_(c);
+	free(c);
+}
+
+static void tmf(struct ini *c, uint8_t fn, uint32_t ref_itt, uint8_t lun, uint8_t want)
+{
+	struct iscsi_bhs_tmf_req t;
+	memset(&t, 0, sizeof(t));
+	t.opcode = ISCSI_OP_TMF_REQ | ISCSI_OP_IMMEDIATE;
+	t.function = 0x80 | fn;
+	t.lun[1] = lun;
+	be32_put(t.itt, 0x999);
+	be32_put(t.ref_itt, ref_itt);
+	be32_put(t.cmd_sn, c->cmdsn);
+	be32_put(t.ref_cmd_sn, c->cmdsn - 1);
+	send_raw(c, (uint8_t *)&t, NULL, 0);
+	struct pdu p;
+	assert_int_equal(recv_pdu(c, &p), 0);
+	assert_int_equal(p.bhs[0] & 0x3f, ISCSI_OP_TMF_RSP);
+	assert_int_equal(be32_get(p.bhs + 16), 0x999);
+	assert_int_equal(p.bhs[2], want);
+	free(p.data);
+}
+
+static void test_task_management(void **st)
+{
+	(void)st;
+	struct ini *c = malloc(sizeof(*c)), *o = malloc(sizeof(*o));
+	login_open(c, T_SLOW, false);
+	login_open(o, T_SLOW, false);
+	/* the slow LU takes 300 ms per command: abort one in flight */
+	uint8_t tur[16] = { 0 };
+	scsi_cmd(c, 0x10, tur, ISCSI_FLAG_FINAL, 0, NULL, 0, false);
+	usleep(50 * 1000);
+	tmf(c, ISCSI_TMF_ABORT_TASK, 0x10, 0, ISCSI_TMF_RSP_COMPLETE);
+	assert_true(quiet(c, 500)); /* no SCSI Response for the aborted task */
+	tmf(c, ISCSI_TMF_ABORT_TASK, 0x4242, 0, ISCSI_TMF_RSP_NO_TASK);
+	/* LUN RESET aborts the other session's command too */
+	uint64_t resets = fake_lu_resets(lu_slow);
+	scsi_cmd(o, 0x20, tur, ISCSI_FLAG_FINAL, 0, NULL, 0, false);
+	usleep(50 * 1000);
+	tmf(c, ISCSI_TMF_LUN_RESET, 0, 0, ISCSI_TMF_RSP_COMPLETE);
+	assert_int_equal(fake_lu_resets(lu_slow), resets + 1);
+	assert_true(quiet(o, 500));
+	tmf(c, ISCSI_TMF_LUN_RESET, 0, 5, ISCSI_TMF_RSP_NO_LUN);
+	tmf(c, ISCSI_TMF_TASK_REASSIGN, 0, 0, ISCSI_TMF_RSP_NO_REASSIGN);
+	tmf(c, ISCSI_TMF_ABORT_TASK_SET, 0, 0, ISCSI_TMF_RSP_COMPLETE);
+	tmf(c, ISCSI_TMF_TARGET_WARM_RESET, 0, 0, ISCSI_TMF_RSP_COMPLETE);
+	assert_int_equal(fake_lu_resets(lu_slow), resets + 2);
+	nop_ping(o, 3);
+	/* TARGET COLD RESET answers, then drops every session of the target */
+	tmf(c, ISCSI_TMF_TARGET_COLD_RESET, 0, 0, ISCSI_TMF_RSP_COMPLETE);
+	assert_true(closed_by_peer(c));
+	assert_true(closed_by_peer(o));
+	conn_close_(c);
+	conn_close_(o);
+	free(c);
+	free(o);
+}
+
+static void test_hostile(void **st)
+{
+	(void)st;
+	struct ini *good = malloc(sizeof(*good)), *bad = malloc(sizeof(*bad));
+	login_open(good, T_OPEN, true);
+	uint64_t seed = 12345;
+	for (int round = 0; round < 20; round++) {
+		assert_int_equal(conn_open(bad), 0);
+		uint8_t junk[4096];
+		for (size_t i = 0; i < sizeof(junk); i++) {
+			seed = seed * 6364136223846793005ull + 1442695040888963407ull;
+			junk[i] = (uint8_t)(seed >> 33);
+		}
+		if (round % 4 == 1) { /* a login header announcing a huge segment */
+			memset(junk, 0, 48);
+			junk[0] = ISCSI_OP_LOGIN_REQ | ISCSI_OP_IMMEDIATE;
+			junk[5] = 0xff;
+		}
+		size_t n = round % 4 == 2 ? 30 : sizeof(junk); /* truncated PDU */
+		if (write_full(bad->fd, junk, n) == 0 && round % 4 != 2)
+			assert_true(closed_by_peer(bad));
+		conn_close_(bad);
+	}
+	/* a logged-in session sending a corrupted header digest is dropped */
+	login_open(bad, T_OPEN, true);
+	uint8_t tur[ISCSI_BHS_LEN + 4] = { ISCSI_OP_NOP_OUT | ISCSI_OP_IMMEDIATE, 0x80 };
+	be32_put(tur + 16, 5);
+	memset(tur + 48, 0xee, 4);
+	assert_int_equal(write_full(bad->fd, tur, sizeof(tur)), 0);
+	assert_true(closed_by_peer(bad));
+	conn_close_(bad);
+	/* ... and none of it disturbed the good session */
+	nop_ping(good, 4242);
+	write_read(good, 64 * 1024, 65536, 8192, true);
+	conn_close_(good);
+	struct iscsi_stats s;
+	iscsi_server_stats(srv, &s);
+	assert_true(s.conn_errors >= 10);
+	free(good);
+	free(bad);
+}
+
+static void test_api(void **st)
+{
+	(void)st;
+	struct iscsi_chap weak = { "u", "short" }, ok = { "u", "long-enough-secret" };
+	assert_int_equal(iscsi_target_add(srv, "not-an-iqn", NULL, NULL), -EINVAL);
+	assert_int_equal(iscsi_target_add(srv, T_OPEN, NULL, NULL), -EEXIST);
+	assert_int_equal(iscsi_target_add(srv, "iqn.2026-11.io.ferry:x", &weak, NULL), -EINVAL);
+	assert_int_equal(iscsi_target_add(srv, "iqn.2026-11.io.ferry:x", NULL, &ok), -EINVAL);
+	assert_int_equal(iscsi_target_add(srv, "iqn.2026-11.io.ferry:x", &ok, &ok), -EINVAL);
+	assert_int_equal(iscsi_lun_add(srv, "iqn.2026-11.io.ferry:none", 0, lu_open), -ENOENT);
+	assert_int_equal(iscsi_lun_add(srv, T_OPEN, 0, lu_open), -EEXIST);
+	assert_int_equal(iscsi_lun_add(srv, T_OPEN, 99999, lu_open), -EINVAL);
+	assert_int_equal(iscsi_target_remove(srv, T_OPEN), -EBUSY);
+	assert_int_equal(iscsi_lun_remove(srv, T_OPEN, 7), -ENOENT);
+	/* remove a LUN while a session uses it: the session then sees no LUN */
+	struct ini *c = malloc(sizeof(*c));
+	struct scsi_lu *extra = fake_lu_create(1 << 20, 512, 0, 99);
+	assert_int_equal(iscsi_target_add(srv, "iqn.2026-11.io.ferry:tmp", NULL, NULL), 0);
+	assert_int_equal(iscsi_lun_add(srv, "iqn.2026-11.io.ferry:tmp", 3, extra), 0);
+	login_open(c, "iqn.2026-11.io.ferry:tmp", false);
+	struct pdu p;
+	struct iscsi_bhs_scsi_cmd h;
+	memset(&h, 0, sizeof(h));
+	h.opcode = ISCSI_OP_SCSI_CMD;
+	h.flags = ISCSI_FLAG_FINAL;
+	h.lun[1] = 3;
+	be32_put(h.itt, 3);
+	be32_put(h.cmd_sn, c->cmdsn++);
+	send_raw(c, (uint8_t *)&h, NULL, 0);
+	assert_int_equal(recv_pdu(c, &p), 0);
+	assert_int_equal(p.bhs[3], SCSI_STATUS_GOOD);
+	free(p.data);
+	assert_int_equal(iscsi_lun_remove(srv, "iqn.2026-11.io.ferry:tmp", 3), 0);
+	fake_lu_destroy(extra);
+	be32_put(h.itt, 4);
+	be32_put(h.cmd_sn, c->cmdsn++);
+	send_raw(c, (uint8_t *)&h, NULL, 0);
+	assert_int_equal(recv_pdu(c, &p), 0);
+	assert_int_equal(p.bhs[3], SCSI_STATUS_CHECK_CONDITION);
+	free(p.data);
+	/* removing the target ends its sessions */
+	assert_int_equal(iscsi_target_remove(srv, "iqn.2026-11.io.ferry:tmp"), 0);
+	assert_true(closed_by_peer(c));
+	conn_close_(c);
+	free(c);
+}
+
+static int setup(void **st)
+{
+	(void)st;
+	signal(SIGPIPE, SIG_IGN);
+	log_set_level(getenv("ISCSI_TEST_DEBUG") ? LOG_DEBUG : LOG_WARN);
+	if (iscsi_server_create("127.0.0.1:0", &srv) < 0)
+		return -1;
+	port = iscsi_server_port(srv);
+	struct iscsi_chap alice = { "alice", "alice-secret-123" }, bob = { "bob", "bob-secret-4567" },
+	                  tgt = { "target-user", "mutual-secret-xyz" };
+	lu_open = fake_lu_create(4 << 20, 512, 0, 1);
+	lu_chap = fake_lu_create(1 << 20, 512, 0, 2);
+	lu_mut = fake_lu_create(1 << 20, 512, 0, 3);
+	lu_slow = fake_lu_create(1 << 20, 512, 300, 4);
+	if (iscsi_target_add(srv, T_OPEN, NULL, NULL) || iscsi_target_add(srv, T_CHAP, &alice, NULL) ||
+	    iscsi_target_add(srv, T_MUT, &bob, &tgt) || iscsi_target_add(srv, T_SLOW, NULL, NULL) ||
+	    iscsi_lun_add(srv, T_OPEN, 0, lu_open) || iscsi_lun_add(srv, T_CHAP, 0, lu_chap) ||
+	    iscsi_lun_add(srv, T_MUT, 0, lu_mut) || iscsi_lun_add(srv, T_SLOW, 0, lu_slow))
+		return -1;
+	return 0;
+}
+
+static int teardown(void **st)
+{
+	(void)st;
+	iscsi_lun_remove(srv, T_OPEN, 0);
+	iscsi_lun_remove(srv, T_CHAP, 0);
+	iscsi_lun_remove(srv, T_MUT, 0);
+	iscsi_lun_remove(srv, T_SLOW, 0);
+	iscsi_server_destroy(srv);
+	fake_lu_destroy(lu_open);
+	fake_lu_destroy(lu_chap);
+	fake_lu_destroy(lu_mut);
+	fake_lu_destroy(lu_slow);
+	return 0;
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(test_discovery),
+		cmocka_unit_test(test_login_refusals),
+		cmocka_unit_test(test_chap),
+		cmocka_unit_test(test_r2t_and_datain),
+		cmocka_unit_test(test_residuals_and_sense),
+		cmocka_unit_test(test_cmdsn_window),
+		cmocka_unit_test(test_task_management),
+		cmocka_unit_test(test_hostile),
+		cmocka_unit_test(test_api),
+	};
+	return cmocka_run_group_tests(tests, setup, teardown);
+}

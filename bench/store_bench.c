@@ -186,7 +186,9 @@ int main(int argc, char **argv)
 	double again = secs(t0);
 	row("4K random write, first after snapshot (IOPS)", nrand / first, nrand / again, "IOPS");
 	printf("%-44s (ratio = first-after-snapshot / rewrite of the same blocks)\n", "");
-	row("snapshot create after 2 GiB seq write (ms)", snap_after_seq * 1e3, 0, "ms");
+	char lbl[96];
+	snprintf(lbl, sizeof(lbl), "snapshot create after %" PRIu64 " MiB seq write (ms)", span >> 20);
+	row(lbl, snap_after_seq * 1e3, 0, "ms");
 	vol_close(v);
 
 	/* Snapshot create with 10,000 objects written. */

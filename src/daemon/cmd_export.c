@@ -35,7 +35,8 @@ struct export {
 	char snap[STORE_NAME_MAX + 1];       /* "" = the head */
 	char iqn[ISCSI_NAME_MAX + 1];
 	uint64_t lun;
-	bool ro;
+	bool ro;                             /* as configured */
+	bool secondary_ro;                   /* forced: the volume is a pair's secondary */
 	bool chap, mutual;
 	char chap_user[ISCSI_CHAP_SECRET_MAX + 1], chap_secret[ISCSI_CHAP_SECRET_MAX + 1];
 	char mut_user[ISCSI_CHAP_SECRET_MAX + 1], mut_secret[ISCSI_CHAP_SECRET_MAX + 1];
@@ -267,12 +268,14 @@ static int serve_export(struct export *e, char *err, size_t errlen)
 		return 0; /* recorded, served once ferryd runs with --iscsi */
 	char serial[80];
 	uint8_t naa[8];
+	/* A pair's secondary only changes by replication: clients read it. */
+	e->secondary_ro = !e->snap[0] && daemon_volume_is_secondary(e->vol);
 	snprintf(serial, sizeof(serial), "%.32s%s%.40s", vi.uuid, e->snap[0] ? "@" : "", e->snap);
 	make_naa(vi.uuid, e->snap, naa);
 	struct scsi_lu_params p = {
 		.vol = e->v,
 		.snap = e->snap[0] ? e->snap : NULL,
-		.read_only = e->ro,
+		.read_only = e->ro || e->secondary_ro,
 		.serial = serial,
 		.naa = naa,
 	};
@@ -523,8 +526,10 @@ static int export_add(struct dreq *r)
 		goto out;
 	}
 	log_info("exported %s%s%s as %s LUN %" PRIu64 "%s%s", e->vol, e->snap[0] ? "@" : "", e->snap,
-	         e->iqn, e->lun, e->ro ? " (read-only)" : "", g.srv ? "" : " (not served: no --iscsi)");
-	dreq_printf(r, "%s LUN %" PRIu64 "%s\n", e->iqn, e->lun,
+	         e->iqn, e->lun, e->ro || e->secondary_ro ? " (read-only)" : "",
+	         g.srv ? "" : " (not served: no --iscsi)");
+	dreq_printf(r, "%s LUN %" PRIu64 "%s%s\n", e->iqn, e->lun,
+	            e->secondary_ro ? " (read-only: the volume is a pair's secondary)" : "",
 	            g.srv ? "" : " (recorded; ferryd serves it when started with --iscsi)");
 	e = NULL;
 out:
@@ -585,7 +590,7 @@ static int export_list(struct dreq *r)
 			jw_key(&w, "lun");
 			jw_u64(&w, e->lun);
 			jw_key(&w, "read_only");
-			jw_bool(&w, e->ro);
+			jw_bool(&w, e->ro || e->secondary_ro);
 			jw_key(&w, "chap");
 			jw_bool(&w, e->chap);
 			jw_key(&w, "mutual_chap");
@@ -603,7 +608,7 @@ static int export_list(struct dreq *r)
 			char n[2 * STORE_NAME_MAX + 2];
 			snprintf(n, sizeof(n), "%s%s%s", e->vol, e->snap[0] ? "@" : "", e->snap);
 			sbuf_printf(&b, "%-24s %-44s %5" PRIu64 " %-3s %-6s %s\n", n, e->iqn, e->lun,
-			            e->ro ? "yes" : "no", e->mutual ? "mutual" : e->chap ? "chap" : "none",
+			            e->ro || e->secondary_ro ? "yes" : "no", e->mutual ? "mutual" : e->chap ? "chap" : "none",
 			            e->lu ? "yes" : "no");
 		}
 	}

@@ -23,6 +23,15 @@ bool daemon_volume_is_secondary(const char *name)
 	return g_repl && repl_volume_role(g_repl, name) == REPL_ROLE_SECONDARY;
 }
 
+bool daemon_repl_needs(const char *volume, const char *snap)
+{
+	if (!g_repl)
+		return false;
+	if (!snap || !*snap)
+		return repl_volume_role(g_repl, volume) != REPL_ROLE_NONE;
+	return repl_snapshot_in_use(g_repl, volume, snap);
+}
+
 /* The secret is the file's bytes without trailing whitespace, so that
  * `echo secret > FILE` and `printf secret > FILE` agree. */
 static int load_secret(const char *path, char **secret, size_t *len)
@@ -70,6 +79,14 @@ int repl_service_start(struct daemon *d)
 	snprintf(site, sizeof(site), "%s%s%s", host, listen ? " " : "", listen ? listen : "");
 	struct repl_opts o = { .listen = listen, .secret = (const uint8_t *)secret,
 	                       .secret_len = slen, .site = site };
+	const char *mt = daemon_opt("max-transfers");
+	uint64_t mtv = 0;
+	if (mt && (parse_u64(mt, &mtv) < 0 || mtv < 1 || mtv > 256)) {
+		log_error("bad --max-transfers '%s' (1..256)", mt);
+		free(secret);
+		return -EINVAL;
+	}
+	o.max_transfers = (unsigned)mtv;
 	const char *t = getenv("FERRY_REPL_TIMEOUT_MS"); /* tests shorten deadlines */
 	uint64_t tv;
 	if (t && parse_u64(t, &tv) == 0 && tv > 0 && tv < 3600000)

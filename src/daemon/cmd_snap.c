@@ -76,6 +76,8 @@ static int snap_rm(struct dreq *r)
 	if (export_volume_in_use(t->vol, t->snap))
 		return dreq_fail(r, "snapshot '%s' is exported over iSCSI (ferry export rm it first)",
 		                 t->str);
+	if (daemon_repl_needs(t->vol, t->snap))
+		return dreq_fail(r, "snapshot '%s' is in use by replication (pair rm first)", t->str);
 	if (dreq_open_vol(r, t->vol, NULL, &v))
 		return 1;
 	int st = 0, e = vol_snap_delete(v, t->snap);

@@ -155,6 +155,8 @@ static int volume_rm(struct dreq *r)
 	bool force = ctl_flag(r->cmd, "force")->set;
 	if (export_volume_in_use(name, NULL))
 		return dreq_fail(r, "volume '%s' is exported over iSCSI (ferry export rm it first)", name);
+	if (daemon_repl_needs(name, NULL))
+		return dreq_fail(r, "volume '%s' is in a replication pair (ferry pair rm it first)", name);
 	int e = store_vol_remove(r->store, name, force);
 	if (e == -ENOENT)
 		return dreq_fail(r, "no such volume '%s'", name);

@@ -49,6 +49,7 @@ static struct dopt opts[] = {
 	{"iscsi", "HOST:PORT", "serve the exported volumes over iSCSI on this address", NULL, NULL},
 	{"listen", "HOST:PORT", "accept replication peers here (needs --secret-file)", NULL, NULL},
 	{"secret-file", "FILE", "shared secret authenticating replication peers", NULL, NULL},
+	{"max-transfers", "N", "replication cycles transferring at once (default 4)", NULL, NULL},
 	{"help", NULL, "show this help", NULL, NULL},
 	{"version", NULL, "show the version", NULL, NULL},
 };

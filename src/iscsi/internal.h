@@ -57,7 +57,8 @@ enum chap_state { CHAP_NONE, CHAP_WAIT_A, CHAP_WAIT_R, CHAP_DONE };
 
 /* Login state machine of one connection. */
 struct login_state {
-	bool started;
+	bool started;            /* the first login PDU arrived */
+	bool first_done;         /* the first complete request was processed */
 	uint8_t isid[6];
 	uint16_t tsih;
 	uint32_t itt;

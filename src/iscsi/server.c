@@ -427,7 +427,6 @@ static void send_reject(struct conn *c, const uint8_t *bhs, uint8_t reason)
 	be32_put(r.all_ones, ISCSI_RSVD_TAG);
 	put_sns(c, r.stat_sn, r.exp_cmd_sn, r.max_cmd_sn, true);
 	send_pdu(c, (uint8_t *)&r, copy, ISCSI_BHS_LEN, copy, NULL);
-	c->srv->stats.conn_errors += 0;
 }
 
 /* ---- tasks --------------------------------------------------------------- */
@@ -614,9 +613,6 @@ static void task_respond(struct task *t)
 		rflags = ISCSI_RSP_UNDERFLOW;
 		residual = t->edtl - t->xfer_len;
 	}
-	if (cmd->status != SCSI_STATUS_GOOD && !(t->flags & ISCSI_CMD_READ) && rflags == 0) {
-		/* nothing */
-	}
 	bool collapse = cmd->status == SCSI_STATUS_GOOD && cmd->sense_len == 0 && din > 0;
 	uint32_t seg = c->params.max_xmit_dsl;
 	uint32_t burst = c->params.max_burst;
@@ -653,7 +649,9 @@ static void task_respond(struct task *t)
 		send_pdu(c, (uint8_t *)&d, t->buf + off - len, len, NULL,
 		         last && collapse ? t : NULL);
 	}
+	pthread_mutex_lock(&c->srv->lock);
 	c->srv->stats.commands++;
+	pthread_mutex_unlock(&c->srv->lock);
 	if (collapse)
 		return;
 	struct iscsi_bhs_scsi_rsp r;
@@ -867,9 +865,6 @@ static int handle_scsi_cmd(struct conn *c, const struct iscsi_pdu_view *v)
 		send_reject(c, v->bhs, ISCSI_REJECT_TASK_IN_PROGRESS);
 		return 0;
 	}
-	if ((h->flags & ISCSI_CMD_READ) && (h->flags & ISCSI_CMD_WRITE)) {
-		/* Bidirectional commands are not supported by the SCSI layer. */
-	}
 	struct task *t = calloc(1, sizeof(*t));
 	if (!t)
 		return -ENOMEM;
@@ -924,10 +919,8 @@ static int handle_scsi_cmd(struct conn *c, const struct iscsi_pdu_view *v)
 	               ((t->flags & ISCSI_CMD_WRITE) && c->buffered > CONN_BUF_MAX) ||
 	               ((t->flags & ISCSI_CMD_READ) && (t->flags & ISCSI_CMD_WRITE));
 	if (too_big || c->ntasks > MAX_TASKS_PER_CONN) {
-		if (t->flags & ISCSI_CMD_WRITE) {
-			/* The initiator may still send unsolicited data for it:
-			 * at most FirstBurstLength, which Data-Out handling drops. */
-		}
+		/* Unsolicited Data-Out that may still follow for this task is
+		 * dropped as data for an unknown task. */
 		if (c->ntasks > MAX_TASKS_PER_CONN || c->buffered > CONN_BUF_MAX) {
 			t->cmd.status = SCSI_STATUS_TASK_SET_FULL;
 		} else {
@@ -1182,7 +1175,8 @@ static int handle_logout(struct conn *c, const struct iscsi_pdu_view *v)
 	be32_put(r.itt, be32_get(h->itt));
 	put_sns(c, r.stat_sn, r.exp_cmd_sn, r.max_cmd_sn, true);
 	send_pdu(c, (uint8_t *)&r, NULL, 0, NULL, NULL);
-	c->tx_tail->close_after = true;
+	if (c->tx_tail) /* NULL only if queuing failed and closed c */
+		c->tx_tail->close_after = true;
 	c->close_pending = true;
 	log_debug("iscsi: %s logged out", c->initiator);
 	return 0;
@@ -1325,7 +1319,8 @@ answer:;
 		for (struct conn *o = srv->conns; o; o = o->next)
 			if (o != c && o->state == C_FULL && o->tgt == c->tgt)
 				conn_close(o, NULL);
-		c->tx_tail->close_after = true;
+		if (c->tx_tail) /* NULL only if queuing failed and closed c */
+			c->tx_tail->close_after = true;
 		c->close_pending = true;
 	}
 	free(m);
@@ -1392,11 +1387,14 @@ static int handle_login(struct conn *c, const struct iscsi_pdu_view *v)
 		return -ENOMEM;
 	struct login_ctx lc = {
 		.srv = srv, .ls = ls, .params = &c->params, .discovery = &c->discovery,
-		.tgt = &c->tgt, .initiator = c->initiator, .first = first,
+		/* Not `first`: a first request continued over several PDUs (C
+		 * bit) is still the first request when it completes. */
+		.tgt = &c->tgt, .initiator = c->initiator, .first = !ls->first_done,
 	};
 	struct login_result res;
 	login_process(&lc, h, ls->text ? ls->text : "", ls->text_len, buf, ISCSI_LOGIN_TEXT_MAX,
 	              &res);
+	ls->first_done = true;
 	free(ls->text);
 	ls->text = NULL;
 	ls->text_len = 0;
@@ -1429,7 +1427,8 @@ static int handle_login(struct conn *c, const struct iscsi_pdu_view *v)
 		srv->stats.login_failures++;
 		pthread_mutex_unlock(&srv->lock);
 		send_pdu(c, (uint8_t *)&r, NULL, 0, NULL, NULL);
-		c->tx_tail->close_after = true;
+		if (c->tx_tail) /* NULL only if queuing failed and closed c */
+			c->tx_tail->close_after = true;
 		c->close_pending = true;
 		return 0;
 	}
@@ -1634,9 +1633,6 @@ static void drain_done(struct iscsi_server *srv)
 		t->state = T_DONE;
 		srv->queued--;
 		c->refs--;
-		pthread_mutex_lock(&srv->lock);
-		srv->stats.commands += 0;
-		pthread_mutex_unlock(&srv->lock);
 		task_complete(t);
 		t = n;
 	}

@@ -1011,8 +1011,21 @@ enum repl_role repl_volume_role(struct repl *r, const char *volume)
 	return role;
 }
 
-/* Deletes every snapshot named after the pair (ferry.NAME.*). */
-static void drop_pair_snaps(struct repl *r, const char *vol, const char *pair, const char *keep)
+bool repl_snapshot_in_use(struct repl *r, const char *volume, const char *snap)
+{
+	if (!r || !volume || !snap)
+		return false;
+	pthread_mutex_lock(&r->mu);
+	struct pair *p = pair_find(r, volume);
+	bool used = p && (!strcmp(p->last_snap, snap) || !strcmp(p->cur_snap, snap) ||
+	                  (p->role == REPL_ROLE_SECONDARY && !p->last_cycle &&
+	                   !strcmp(p->seed_snap, snap)));
+	pthread_mutex_unlock(&r->mu);
+	return used;
+}
+
+/* Deletes every snapshot named after the pair (ferry.PAIR.*) but keep. */
+void drop_pair_snaps(struct repl *r, const char *vol, const char *pair, const char *keep)
 {
 	struct vol *v;
 	if (vol_open(r->store, vol, &v) < 0)
@@ -1024,7 +1037,9 @@ static void drop_pair_snaps(struct repl *r, const char *vol, const char *pair, c
 	size_t plen = strlen(prefix) - 6; /* without the cycle digits */
 	if (vol_snap_list(v, &s, &n) == 0) {
 		for (size_t i = 0; i < n; i++)
-			if (!strncmp(s[i].name, prefix, plen) && (!keep || strcmp(s[i].name, keep)))
+			if (!strncmp(s[i].name, prefix, plen) && s[i].name[plen] &&
+			    strspn(s[i].name + plen, "0123456789") == strlen(s[i].name + plen) &&
+			    (!keep || strcmp(s[i].name, keep)))
 				(void)vol_snap_delete(v, s[i].name);
 		free(s);
 	}

@@ -99,6 +99,9 @@ void pair_put(struct pair *p);                             /* under mu */
 int pair_save(struct pair *p);                             /* under mu */
 int pair_ckpt_path(struct repl *r, const char *name, char *buf, size_t len);
 void snap_name(const char *pair, uint64_t cycle, char *out, size_t len);
+/* Deletes the snapshots of volume vol named after pair, except keep (may
+ * be NULL); leftovers of crashes between a commit and a deletion go too. */
+void drop_pair_snaps(struct repl *r, const char *vol, const char *pair, const char *keep);
 
 /* Connects and authenticates to peer; the reason goes to err. */
 int repl_dial(struct repl *r, const char *peer, struct link **out, char *err, size_t errlen);

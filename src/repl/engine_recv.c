@@ -293,6 +293,8 @@ struct apply {
 	uint64_t last_ckpt_ns;
 	unsigned since_ckpt;
 	uint64_t bytes_since_ckpt;
+	uint64_t records, data_bytes, zero_bytes; /* this connection's, for status */
+	char drop[STORE_NAME_MAX + 1];  /* snapshot to delete after the ack */
 	char err[512];
 };
 
@@ -339,6 +341,8 @@ static int apply_record(struct apply *a, const struct wire_msg *m)
 		}
 		rc = vol_write(a->v, src, m->u.data.offset, m->u.data.raw_len);
 		a->bytes_since_ckpt += m->u.data.raw_len;
+		a->records++;
+		a->data_bytes += m->u.data.raw_len;
 		if (rc < 0)
 			snprintf(a->err, sizeof(a->err), "cannot write volume %s: %s", a->p->name,
 			         strerror(-rc));
@@ -354,6 +358,8 @@ static int apply_record(struct apply *a, const struct wire_msg *m)
 		if (rc < 0)
 			return rc;
 		rc = vol_write_zeroes(a->v, m->u.zero.offset, m->u.zero.length);
+		a->records++;
+		a->zero_bytes += m->u.zero.length;
 		if (rc < 0)
 			snprintf(a->err, sizeof(a->err), "cannot zero volume %s: %s", a->p->name,
 			         strerror(-rc));
@@ -422,7 +428,12 @@ static int commit(struct apply *a, const struct wire_msg *begin)
 	p->last_cycle = begin->u.cycle_begin.cycle;
 	snprintf(p->last_snap, sizeof(p->last_snap), "%s", target);
 	p->last_time = begin->u.cycle_begin.time;
+	/* On this side "extents" counts the records applied (an extent larger
+	 * than a frame comes as several) over the last connection only. */
 	p->stats = (struct cycle_stats){ .number = p->last_cycle,
+	                                 .extents = a->records,
+	                                 .data_bytes = a->data_bytes,
+	                                 .zero_bytes = a->zero_bytes,
 	                                 .wire_bytes = a->l->rx_bytes + a->l->tx_bytes,
 	                                 .seconds = (double)(now_mono_ns() - p->cycle_start_ns) / 1e9 };
 	p->has_stats = true;
@@ -439,8 +450,10 @@ static int commit(struct apply *a, const struct wire_msg *begin)
 		return rc;
 	}
 	ckpt_remove(a->r, p->name);
-	if (prev[0] && strcmp(prev, target))
-		(void)vol_snap_delete(a->v, prev);
+	/* The previous snapshot is dropped after the acknowledgement (see
+	 * handle_cycle): deleting it merges layers, which can take long and
+	 * is not part of the commit. */
+	snprintf(a->drop, sizeof(a->drop), "%s", strcmp(prev, target) ? prev : "");
 	log_info("repl: pair %s: cycle %" PRIu64 " committed as %s", p->name,
 	         begin->u.cycle_begin.cycle, target);
 	return 0;
@@ -596,6 +609,10 @@ static int handle_cycle(struct repl *r, struct link *l, const struct wire_msg *b
 	m.u.committed.cycle = b->u.cycle_begin.cycle;
 	snprintf(m.u.committed.snap, sizeof(m.u.committed.snap), "%.64s", b->u.cycle_begin.target);
 	rc = link_send(l, &m);
+	/* The next cycle may start while old snapshots are being deleted. */
+	release(r, p, l);
+	if (a.drop[0])
+		drop_pair_snaps(r, p->name, p->remote, b->u.cycle_begin.target);
 	goto out;
 fail:
 	log_error("repl: pair %s: cycle %" PRIu64 ": %s", p->name, b->u.cycle_begin.cycle, a.err);

@@ -489,9 +489,14 @@ static int cycle_snapshot(struct pair *p, struct vol *v)
 		struct snap_info si;
 		if (vol_snap_get(v, p->cur_snap, &si) == 0)
 			return 0;
-		/* The snapshot is gone (removed by hand?): a new one is taken
-		 * under the same cycle number. */
+		/* The snapshot is gone (removed by hand?).  The secondary may
+		 * hold a checkpoint of its content, so the new one must not
+		 * look like it: it gets the next cycle number and name. */
 		pthread_mutex_lock(&r->mu);
+		p->cur_cycle++;
+		snap_name(p->name, p->cur_cycle, p->cur_snap, sizeof(p->cur_snap));
+		log_warn("repl: pair %s: in-flight snapshot vanished; restarting as cycle %" PRIu64,
+		         p->name, p->cur_cycle);
 	} else {
 		p->cur_cycle = p->last_cycle + 1;
 		snap_name(p->name, p->cur_cycle, p->cur_snap, sizeof(p->cur_snap));
@@ -567,6 +572,8 @@ static void commit_local(struct pair *p, struct vol *v, const struct cycle_stats
 	pthread_mutex_unlock(&r->mu);
 	if (prev[0] && strcmp(prev, last))
 		(void)vol_snap_delete(v, prev);
+	/* and whatever a crash between a commit and a deletion left */
+	drop_pair_snaps(r, p->name, p->name, last);
 	log_info("repl: pair %s: cycle %" PRIu64 " committed (%s)", p->name, st->number, last);
 }
 

@@ -93,5 +93,8 @@ int repl_pair_rm(struct repl *r, const char *name, struct sbuf *out);
 
 /* The role of a volume in a pair, for refusing writes to a secondary. */
 enum repl_role repl_volume_role(struct repl *r, const char *volume);
+/* True when snapshot snap of volume is one replication needs: the last
+ * synced one, a cycle's in-flight target, or a secondary's seed. */
+bool repl_snapshot_in_use(struct repl *r, const char *volume, const char *snap);
 
 #endif

@@ -599,10 +599,11 @@ static void cmd_write(struct scsi_lu *lu, struct scsi_cmd *c)
 		sense_errno(c, r, true);
 		return;
 	}
-	/* WRITE AND VERIFY must compare with the medium: the store returns
-	 * what it stored, so durability is the part that matters; FUA (bit 3)
-	 * does not exist on WRITE(6). */
-	bool fua = c->cdb[0] != 0x0a && (rw.flags & 0x08);
+	/* WRITE AND VERIFY verifies against the medium, so its data must be
+	 * on stable storage when it completes: it always flushes.  WRITE(6)
+	 * has no FUA bit; the others have it in byte 1 bit 3. */
+	bool verify = c->cdb[0] == 0x2e || c->cdb[0] == 0xae || c->cdb[0] == 0x8e;
+	bool fua = verify || (c->cdb[0] != 0x0a && (rw.flags & 0x08));
 	finish_write(lu, c, fua);
 }
 

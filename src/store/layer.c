@@ -63,7 +63,9 @@ size_t layer_map_len(const struct vol *v)
 	return (size_t)((n + 4095) & ~4095ull);
 }
 
-void layer_header_encode(const struct vol *v, uint64_t tag, uint8_t hdr[MAP_HDR])
+/* The header records the tag the layer was created with; a snapshot delete
+ * may later rename the layer, so the directory name is the truth. */
+static void layer_header_encode(const struct vol *v, uint64_t tag, uint8_t hdr[MAP_HDR])
 {
 	memset(hdr, 0, MAP_HDR);
 	memcpy(hdr, MAP_MAGIC, 8);

@@ -116,9 +116,6 @@ int vol_meta_save(struct vol *v);
 int spath(char *buf, size_t n, const char *fmt, ...) PRINTF_LIKE(3, 4);
 
 size_t layer_map_len(const struct vol *v);
-/* The map header records the tag the layer was created with; a snapshot
- * delete may later rename the layer, so the directory name is the truth. */
-void layer_header_encode(const struct vol *v, uint64_t tag, uint8_t hdr[MAP_HDR]);
 /* Loads an existing layer / creates a new empty one.  *out owned by the
  * caller (layer_free). */
 int layer_load(struct vol *v, uint64_t tag, struct layer **out);

@@ -467,20 +467,26 @@ int vol_snap_create(struct vol *v, const char *name)
 	if (!name_valid(name))
 		return -EINVAL;
 	pthread_mutex_lock(&v->wmu);
-	pthread_rwlock_wrlock(&v->lock);
+	/* meta only changes under wmu: no read lock needed to look at it */
 	int rc = 0;
 	if (snap_find(v, name, NULL)) {
-		rc = -EEXIST;
-		goto out;
+		pthread_mutex_unlock(&v->wmu);
+		return -EEXIST;
 	}
 	if (v->meta.n_snaps >= STORE_MAX_SNAPS) {
 		log_error("store: %s: too many snapshots", v->name);
-		rc = -ENOSPC;
-		goto out;
+		pthread_mutex_unlock(&v->wmu);
+		return -ENOSPC;
 	}
+	/* Flush before taking the write lock, so readers wait only for the
+	 * metadata update, not for the data to reach the disk.  Writers are
+	 * held off by wmu, so nothing new gets dirty in between. */
 	rc = flush_locked(v);
-	if (rc)
-		goto out;
+	if (rc) {
+		pthread_mutex_unlock(&v->wmu);
+		return rc;
+	}
+	pthread_rwlock_wrlock(&v->lock);
 	struct meta_snap s = {.id = v->meta.next_snap_id, .epoch = v->meta.head_epoch,
 	                      .ctime = now_wall_s()};
 	snprintf(s.name, sizeof(s.name), "%s", name);
@@ -721,7 +727,10 @@ int vol_snap_delete(struct vol *v, const char *name)
 		goto out;
 	}
 	/* The delete is committed; a failure below is repaired at next open. */
+	uint64_t t0 = now_mono_ns();
 	rc = fold_layer(v, s.epoch, n);
+	log_debug("store: %s: deleted snapshot %s, layers folded in %.1f ms", v->name, s.name,
+	          (double)(now_mono_ns() - t0) / 1e6);
 out:
 	pthread_rwlock_unlock(&v->lock);
 	pthread_mutex_unlock(&v->wmu);

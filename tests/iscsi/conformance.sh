@@ -163,6 +163,32 @@ t0=$(date +%s)
 run_suite ferry "$ferry_url" || exit 1
 t_ferry=$(($(date +%s) - t0))
 
+# ---- extras: what -t ALL skips only for want of a second URL or of a
+# write-protected LUN; ferry's own claims, so any failure fails the run.
+start_ro() {
+	if [ $use_ferryd = 1 ]; then
+		"$ferry" --pool "$tmp/pool" volume create ro --size 4M >/dev/null &&
+			"$ferry" --pool "$tmp/pool" export add ro --read-only >/dev/null || return 1
+		ro_url="iscsi://127.0.0.1:${ferry_url#iscsi://127.0.0.1:}"
+		ro_url="${ro_url%%/iqn.*}/iqn.2026-11.io.ferry:ro/0"
+	else
+		"$harness" --pool "$tmp/ropool" --listen 127.0.0.1:0 --iqn iqn.2026-11.io.ferry:ro \
+			--size 4M --read-only --port-file "$tmp/roport" >"$tmp/ro.log" 2>&1 &
+		pids+=($!)
+		wait_for 100 test -s "$tmp/roport" || return 1
+		ro_url="iscsi://127.0.0.1:$(cat "$tmp/roport")/iqn.2026-11.io.ferry:ro/0"
+	fi
+}
+timeout 300 iscsi-test-cu --dataloss -t ALL.MultipathIO "$ferry_url" "$ferry_url" >"$tmp/mp.log" 2>&1
+awk -f "$here/conformance_parse.awk" "$tmp/mp.log" >"$tmp/extra.res"
+if start_ro; then
+	timeout 300 iscsi-test-cu --dataloss -t ALL.ReadOnly "$ro_url" >"$tmp/ro-suite.log" 2>&1
+	awk -f "$here/conformance_parse.awk" "$tmp/ro-suite.log" >>"$tmp/extra.res"
+else
+	echo "ReadOnly.ReadOnlySBC FAIL" >>"$tmp/extra.res"
+	echo "conformance: could not export a read-only LUN" >&2
+fi
+
 # The target must stop cleanly after the whole suite: under ASan/UBSan a
 # leak or error report makes its exit status non-zero.
 if [ -n "$server_pid" ]; then
@@ -231,6 +257,11 @@ echo
 echo "ferry does not pass (tgt's result in brackets):"
 awk '$3 != "PASS" { printf "  %-45s %s [tgt %s]\n", $1, $3, $2 }' "$tmp/cmp"
 regress=$(awk '$2 == "PASS" && $3 != "PASS" { print $1 }' "$tmp/cmp")
+echo
+echo "extra runs against ferry (MultipathIO with two sessions, ReadOnly on a read-only LUN):"
+awk '{ printf "  %-45s %s\n", $1, $2 }' "$tmp/extra.res"
+extra_bad=$(awk '$2 == "FAIL" { print $1 }' "$tmp/extra.res")
+[ "$(grep -c PASS "$tmp/extra.res")" -ge 5 ] || extra_bad="$extra_bad (extras-did-not-run)"
 t_total=$(($(date +%s) - t_start))
 echo
 echo "time: ferry suite ${t_ferry}s, tgt suite ${t_tgt}s, total ${t_total}s"
@@ -243,6 +274,10 @@ if [ -n "$table" ]; then
 	} >"$table"
 fi
 
+if [ -n "$extra_bad" ]; then
+	echo "conformance: FAIL: extra runs:" $extra_bad
+	exit 1
+fi
 if [ -n "$regress" ]; then
 	echo "conformance: FAIL: ferry does not pass what tgt passes:" $regress
 	exit 1

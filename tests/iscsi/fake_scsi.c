@@ -167,7 +167,10 @@ static void sense(struct scsi_cmd *c, uint8_t key, uint8_t asc, uint8_t ascq)
 static void put_in(struct scsi_cmd *c, const uint8_t *d, uint32_t n)
 {
 	n = n < c->data_in_cap ? n : c->data_in_cap;
-	memcpy(c->data_in, d, n);
+	if (!c->data_in)
+		n = 0;
+	if (n)
+		memcpy(c->data_in, d, n);
 	c->data_in_len = n;
 }
 
@@ -188,12 +191,16 @@ static void rw(struct scsi_lu *lu, struct scsi_cmd *c, uint64_t lba, uint32_t nb
 			return;
 		}
 		pthread_mutex_lock(&lu->lock);
-		memcpy(lu->data + off, c->data_out, len);
+		if (len)
+			memcpy(lu->data + off, c->data_out, len);
 		pthread_mutex_unlock(&lu->lock);
 	} else {
 		uint64_t n = len < c->data_in_cap ? len : c->data_in_cap;
+		if (!c->data_in)
+			n = 0;
 		pthread_mutex_lock(&lu->lock);
-		memcpy(c->data_in, lu->data + off, n);
+		if (n)
+			memcpy(c->data_in, lu->data + off, n);
 		pthread_mutex_unlock(&lu->lock);
 		c->data_in_len = (uint32_t)n;
 	}

@@ -381,6 +381,45 @@ static void test_discovery(void **st)
 	free(c);
 }
 
+/* Login text split over two PDUs with the C bit: the first request's keys
+ * (InitiatorName, TargetName) count even though they arrive in pieces. */
+static void test_login_continuation(void **st)
+{
+	(void)st;
+	struct ini *c = malloc(sizeof(*c));
+	assert_int_equal(conn_open(c), 0);
+	struct tb t = { .len = 0 };
+	tb_add(&t, "InitiatorName", INI);
+	tb_add(&t, "TargetName", T_OPEN);
+	tb_add(&t, "AuthMethod", "None");
+	size_t cut = 10; /* in the middle of the first key */
+	struct iscsi_bhs_login_req r;
+	memset(&r, 0, sizeof(r));
+	r.opcode = ISCSI_OP_LOGIN_REQ | ISCSI_OP_IMMEDIATE;
+	r.flags = ISCSI_TEXT_CONTINUE | 0 << 2 | 1;
+	memcpy(r.isid, "\x80\x00\x00\x09\x09\x09", 6);
+	be32_put(r.itt, 1);
+	be32_put(r.cmd_sn, c->cmdsn);
+	send_raw(c, (uint8_t *)&r, t.b, (uint32_t)cut);
+	struct pdu p;
+	assert_int_equal(recv_pdu(c, &p), 0);
+	assert_int_equal(p.bhs[0] & 0x3f, ISCSI_OP_LOGIN_RSP);
+	assert_int_equal(p.bhs[36] << 8 | p.bhs[37], 0);
+	assert_int_equal(p.dlen, 0);
+	assert_false(p.bhs[1] & ISCSI_LOGIN_TRANSIT);
+	free(p.data);
+	r.flags = ISCSI_LOGIN_TRANSIT | 0 << 2 | 1;
+	send_raw(c, (uint8_t *)&r, t.b + cut, (uint32_t)(t.len - cut));
+	assert_int_equal(recv_pdu(c, &p), 0);
+	assert_int_equal(p.bhs[36] << 8 | p.bhs[37], 0);
+	assert_true(p.bhs[1] & ISCSI_LOGIN_TRANSIT);
+	free(p.data);
+	login_oper(c, false, 65536, 8192, true, true);
+	nop_ping(c, 1);
+	conn_close_(c);
+	free(c);
+}
+
 static void test_login_refusals(void **st)
 {
 	(void)st;
@@ -469,13 +508,10 @@ static void write_read(struct ini *c, uint32_t len, uint32_t max_burst, uint32_t
 	uint32_t imm = 4096; /* FirstBurstLength was 4096 */
 	scsi_cmd(c, 0x77, cdb, initial_r2t ? (ISCSI_FLAG_FINAL | ISCSI_CMD_WRITE) : ISCSI_CMD_WRITE,
 	         len, data, imm, false);
+	/* with InitialR2T=No the immediate data already fills FirstBurstLength
+	 * (4096), so no unsolicited Data-Out follows */
 	uint32_t sent = imm;
-	if (!initial_r2t) {
-		/* nothing more unsolicited: FirstBurstLength is used up by the
-		 * immediate data, so send an empty final unsolicited PDU? No:
-		 * RFC says the F bit ends the burst; we sent exactly 4096 */
-	}
-	uint32_t r2ts = 0, outstanding_max = 0;
+	uint32_t r2ts = 0;
 	struct pdu p;
 	while (sent < len) {
 		assert_int_equal(recv_pdu(c, &p), 0);
@@ -503,7 +539,6 @@ static void write_read(struct ini *c, uint32_t len, uint32_t max_burst, uint32_t
 			o += n;
 		}
 		sent += dl;
-		outstanding_max = MAX(outstanding_max, 1);
 	}
 	assert_int_equal(recv_pdu(c, &p), 0);
 	assert_int_equal(p.bhs[0] & 0x3f, ISCSI_OP_SCSI_RSP);
@@ -738,6 +773,28 @@ static void test_hostile(void **st)
 	assert_int_equal(write_full(bad->fd, tur, sizeof(tur)), 0);
 	assert_true(closed_by_peer(bad));
 	conn_close_(bad);
+	/* a data digest error: Reject (reason 0x02), then the connection ends */
+	login_open(bad, T_OPEN, true);
+	{
+		struct iscsi_bhs_nop n;
+		memset(&n, 0, sizeof(n));
+		n.opcode = ISCSI_OP_NOP_OUT | ISCSI_OP_IMMEDIATE;
+		n.flags = ISCSI_FLAG_FINAL;
+		be32_put(n.itt, 6);
+		be32_put(n.ttt, ISCSI_RSVD_TAG);
+		uint8_t out[128];
+		long len = iscsi_pdu_build(out, sizeof(out), (uint8_t *)&n, "ping", 4, &bad->dg);
+		assert_true(len > 0);
+		out[len - 1] ^= 0xff; /* the data digest is the last 4 bytes */
+		assert_int_equal(write_full(bad->fd, out, (size_t)len), 0);
+		struct pdu p;
+		assert_int_equal(recv_pdu(bad, &p), 0);
+		assert_int_equal(p.bhs[0] & 0x3f, ISCSI_OP_REJECT);
+		assert_int_equal(p.bhs[2], ISCSI_REJECT_DIGEST);
+		free(p.data);
+		assert_true(closed_by_peer(bad));
+	}
+	conn_close_(bad);
 	/* ... and none of it disturbed the good session */
 	nop_ping(good, 4242);
 	write_read(good, 64 * 1024, 65536, 8192, true);
@@ -837,6 +894,7 @@ int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_discovery),
+		cmocka_unit_test(test_login_continuation),
 		cmocka_unit_test(test_login_refusals),
 		cmocka_unit_test(test_chap),
 		cmocka_unit_test(test_r2t_and_datain),

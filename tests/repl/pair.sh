@@ -47,6 +47,10 @@ head -c 4096 /dev/urandom >"$T/blk"
 expect_err 1 "read-only" "secondary refuses writes" -- fb volume write db "$T/blk" --offset 0
 expect_err 1 "read-only" "secondary refuses discards" -- fb volume discard db --offset 0 --length 4096
 expect_err 1 "run sync on the primary" "sync on the secondary" -- fb pair sync db
+s=$(last_synced fa db)
+expect_err 1 "in use by replication" "last synced snapshot protected (primary)" -- fa snap rm "db@$s"
+expect_err 1 "in use by replication" "last synced snapshot protected (secondary)" -- fb snap rm "db@$s"
+expect_err 1 "replication pair" "paired volume cannot be removed" -- fa volume rm db --force
 
 # ---- cycles of random writes, zero writes and discards ----------------------------
 for c in 1 2 3 4 5 6; do
@@ -62,6 +66,14 @@ for c in 1 2 3 4 5 6; do
 	expect 0 "cycle $c" -- fa pair sync db --wait
 	check_synced db
 done
+# Only the last synced snapshot is kept on each side; others' snapshots stay.
+nsnaps() { "$1" snap list db --json | python3 -c 'import json,sys; print(sum(1 for s in json.load(sys.stdin) if s["name"].startswith("ferry.db.")))'; }
+check "primary keeps one cycle snapshot" test "$(nsnaps fa)" = 1
+check "secondary keeps one cycle snapshot" test "$(nsnaps fb)" = 1
+expect 0 "a user snapshot" -- fa snap create db@ferry.db.mine
+expect 0 "another cycle" -- fa pair sync db --wait
+check "user snapshot still there" grep -q '"ferry.db.mine"' <<<"$(fa snap list db --json)"
+check_synced db
 expect 0 "verify" -- fa pair verify db
 check "verify prints both md5s" test "$(grep -cE '^(primary|secondary) +[0-9a-f]{32}' <<<"$OUT")" = 2
 expect 0 "verify json" -- fa pair verify db --json

@@ -455,6 +455,17 @@ static void test_fua_and_sync_cache(void **state)
 	cdb_rw10(w10, 0x2a, 0x08, 1, 1);
 	c = run(f->lu, 1, w10, 10, data, f->bs, 0);
 	assert_int_equal(flush_count, 2);
+	/* WRITE AND VERIFY is durable too; WRITE(6) has no FUA. */
+	uint8_t wv[10];
+	cdb_rw10(wv, 0x2e, 0x02, 2, 1);
+	c = run(f->lu, 1, wv, 10, data, f->bs, 0);
+	assert_int_equal(c.status, SCSI_STATUS_GOOD);
+	assert_int_equal(flush_count, 3);
+	uint8_t w6[6] = { 0x0a, 0, 0, 3, 1, 0 };
+	c = run(f->lu, 1, w6, 6, data, f->bs, 0);
+	assert_int_equal(c.status, SCSI_STATUS_GOOD);
+	assert_int_equal(flush_count, 3);
+	flush_count = 2;
 	uint8_t sc10[10] = { 0x35 };
 	c = run(f->lu, 1, sc10, 10, NULL, 0, 0);
 	assert_int_equal(c.status, SCSI_STATUS_GOOD);

@@ -899,7 +899,7 @@ static void test_concurrent(void **state)
 
 int main(void)
 {
-	log_set_level(LOG_WARN);
+	log_set_level(getenv("FERRY_TEST_DEBUG") ? LOG_DEBUG : LOG_WARN);
 	if (getenv("FERRY_TEST_FILTER"))
 		cmocka_set_test_filter(getenv("FERRY_TEST_FILTER"));
 	const struct CMUnitTest tests[] = {

@@ -22,8 +22,9 @@
 #   == NAME: runs=EXECUTED time=SECONDS exec/s=N corpus=FILES/BYTES result=clean|CRASH
 set -euo pipefail
 cd "$(dirname "$0")/.."
+root=$PWD
 runs=${1:-1000000}; shift || true
-build=${FUZZ_BUILD:-build-fuzz}
+build=$(realpath -m "${FUZZ_BUILD:-build-fuzz}")
 jobs=${FUZZ_JOBS:-1}
 
 all=($(cd tests/fuzz && ls fuzz_*.c | sed 's/\.c$//'))
@@ -60,14 +61,15 @@ for t in "${targets[@]}"; do
   rc=0
   if [ "$jobs" -gt 1 ]; then
     # -runs is per worker with -jobs; split so the total is $runs.
-    (cd "$build/logs" && "../fuzz/$t" -jobs="$jobs" -workers="$jobs" \
+    # libFuzzer writes the workers' logs as fuzz-N.log in its directory.
+    (cd "$build/logs" && "$build/fuzz/$t" -jobs="$jobs" -workers="$jobs" \
         -runs=$(( (runs + jobs - 1) / jobs )) -max_len=$max_len -timeout=10 \
-        -print_final_stats=1 -artifact_prefix="../artifacts/$name-" \
-        "../corpus/$name" "../../$seed") >"$log" 2>&1 || rc=$?
+        -print_final_stats=1 -artifact_prefix="$build/artifacts/$name-" \
+        "$work" "$root/$seed") >"$log" 2>&1 || rc=$?
     cat "$build"/logs/fuzz-*.log >>"$log" 2>/dev/null || true
     rm -f "$build"/logs/fuzz-*.log
   else
-    "./$build/fuzz/$t" -runs="$runs" -max_len=$max_len -timeout=10 -print_final_stats=1 \
+    "$build/fuzz/$t" -runs="$runs" -max_len=$max_len -timeout=10 -print_final_stats=1 \
         -artifact_prefix="$build/artifacts/$name-" "$work" "$seed" >"$log" 2>&1 || rc=$?
   fi
   secs=$(( $(date +%s) - start ))
@@ -80,7 +82,7 @@ for t in "${targets[@]}"; do
   if [ "${FUZZ_MERGE:-0}" = 1 ] && [ $result = clean ]; then
     # Additive merge: keeps the named seeds and adds only the work-corpus
     # inputs that reach new coverage (libFuzzer picks the smallest ones).
-    "./$build/fuzz/$t" -merge=1 -max_len=$max_len -timeout=10 "$seed" "$work" \
+    "$build/fuzz/$t" -merge=1 -max_len=$max_len -timeout=10 "$seed" "$work" \
         >"$build/logs/$name.merge.log" 2>&1
     if [ "$(find "$seed" -type f | wc -l)" -gt 500 ]; then
       # Too many for a fast replay: keep the hand-written seeds (names
@@ -90,7 +92,7 @@ for t in "${targets[@]}"; do
       old=$(mktemp -d "$build/merge-$name-old.XXXXXX")
       find "$seed" -type f -regextype egrep ! -regex '.*/[0-9a-f]{40}' -exec cp {} "$fresh"/ \;
       find "$seed" -type f -regextype egrep -regex '.*/[0-9a-f]{40}' -exec mv {} "$old"/ \;
-      "./$build/fuzz/$t" -merge=1 -use_counters=0 -max_len=$max_len -timeout=10 "$fresh" \
+      "$build/fuzz/$t" -merge=1 -use_counters=0 -max_len=$max_len -timeout=10 "$fresh" \
           "$old" "$work" >>"$build/logs/$name.merge.log" 2>&1
       find "$seed" -type f -exec rm -f {} +
       cp "$fresh"/* "$seed"/

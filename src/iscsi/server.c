@@ -17,6 +17,7 @@
 #include <sys/eventfd.h>
 #include <sys/socket.h>
 #include <unistd.h>
+#include <xxhash.h>
 
 #include "common/common.h"
 #include "iscsi/internal.h"
@@ -53,6 +54,7 @@ struct task {
 	uint32_t out_data_sn;       /* expected Data-Out DataSN in this sequence */
 	enum task_state state;
 	bool aborted;
+	bool cancel;                /* under srv->lock: a worker skips it */
 	struct tmf *tmf;
 	struct scsi_cmd cmd;
 };
@@ -144,7 +146,6 @@ struct iscsi_server {
 	struct conn *conns;
 	struct conn *dirty;
 	struct conn *grave;
-	uint64_t next_nexus;
 	uint16_t next_tsih;
 	struct iscsi_stats stats;
 };
@@ -446,6 +447,17 @@ static void task_unlink(struct task *t)
 	update_max_cmd_sn(c);
 }
 
+/* An aborted task still waiting for a worker is not run at all: after a
+ * session reinstatement the new session shares the old one's I_T nexus, so
+ * a stale command must not act on it (one already running cannot be
+ * stopped). */
+static void task_cancel(struct task *t)
+{
+	pthread_mutex_lock(&t->c->srv->lock);
+	t->cancel = true;
+	pthread_mutex_unlock(&t->c->srv->lock);
+}
+
 static void task_free(struct task *t)
 {
 	free(t->buf);
@@ -486,9 +498,15 @@ static void send_r2ts(struct conn *c, struct task *t)
 
 /* iSCSI: when EDTL is shorter than a WRITE's transfer length, only the
  * EDTL bytes are written (what libiscsi's residual tests and tgt do); the
- * residual still reports the difference.  Rewrites the transfer length of
- * the task's CDB copy to the whole blocks EDTL covers.  Returns that
- * block count, or -1 for a CDB this does not apply to. */
+ * residual still reports the difference (task_respond works it out from
+ * xfer_len, which keeps the CDB's original length).  Rewrites the transfer
+ * length of the task's CDB copy to the whole blocks EDTL covers, which may
+ * be 0: the command still goes to the SCSI layer, which runs every check
+ * (unit attentions, reservations, write protection, LBA range) and treats
+ * 0 blocks as a write of nothing.  WRITE(6) cannot say 0 blocks (0 means
+ * 256), so a WRITE(6) covering less than a block becomes the equivalent
+ * WRITE(10) (same LBA, control byte; WRITE(6) has no other fields).
+ * Returns the block count, or -1 for a CDB this does not apply to. */
 static long clamp_write(struct task *t)
 {
 	uint8_t *cdb = t->cdb;
@@ -497,24 +515,26 @@ static long clamp_write(struct task *t)
 		return -1;
 	uint32_t nb = t->edtl / bs;
 	switch (cdb[0]) {
-	case 0x0a: /* WRITE 6: a length of 0 means 256 blocks */
-		if (nb == 0)
+	case 0x0a: /* WRITE 6 */
+		if (nb == 0) {
+			uint32_t lba = (uint32_t)(cdb[1] & 0x1f) << 16 | (uint32_t)cdb[2] << 8 | cdb[3];
+			uint8_t control = cdb[5];
+			memset(cdb, 0, 10);
+			cdb[0] = 0x2a;
+			be32_put(cdb + 2, lba);
+			cdb[9] = control;
+			t->cdb_len = 10;
 			return 0;
-		cdb[4] = (uint8_t)nb;
+		}
+		cdb[4] = (uint8_t)nb; /* nb < 256 here: EDTL < the CDB's length */
 		return nb;
 	case 0x2a: case 0x2e: /* WRITE 10, WRITE AND VERIFY 10 */
-		if (nb == 0)
-			return 0;
 		be16_put(cdb + 7, (uint16_t)nb);
 		return nb;
 	case 0xaa: case 0xae: /* 12 */
-		if (nb == 0)
-			return 0;
 		be32_put(cdb + 6, nb);
 		return nb;
 	case 0x8a: case 0x8e: /* 16 */
-		if (nb == 0)
-			return 0;
 		be32_put(cdb + 10, nb);
 		return nb;
 	default:
@@ -527,6 +547,10 @@ static void task_submit(struct task *t)
 	struct conn *c = t->c;
 	struct iscsi_server *srv = c->srv;
 	struct scsi_cmd *cmd = &t->cmd;
+	/* Even a write of less than one block goes to the SCSI layer (as a
+	 * write of 0 blocks): its checks decide the status, not the transport. */
+	if (t->le && t->xfer_len > t->edtl)
+		clamp_write(t);
 	cmd->cdb = t->cdb;
 	cmd->cdb_len = t->cdb_len;
 	cmd->nexus = c->nexus;
@@ -534,13 +558,6 @@ static void task_submit(struct task *t)
 	if (t->flags & ISCSI_CMD_WRITE) {
 		cmd->data_out = t->buf;
 		cmd->data_out_len = t->received;
-	}
-	if (t->le && t->xfer_len > t->edtl && clamp_write(t) == 0) {
-		/* nothing to write: answered with GOOD and an overflow residual */
-		cmd->status = SCSI_STATUS_GOOD;
-		t->state = T_DONE;
-		task_complete(t);
-		return;
 	}
 	if (t->flags & ISCSI_CMD_READ) {
 		cmd->data_in = t->buf;
@@ -777,6 +794,7 @@ static void conn_close(struct conn *c, const char *why)
 				task_free(t);
 			} else {
 				t->aborted = true;
+				task_cancel(t);
 			}
 			t = n;
 		}
@@ -1194,6 +1212,7 @@ static void tmf_abort_task(struct task *t, struct tmf *m)
 	}
 	if (t->state == T_QUEUED && !t->aborted) {
 		t->aborted = true;
+		task_cancel(t);
 		if (!t->tmf) {
 			t->tmf = m;
 			m->pending++;
@@ -1328,14 +1347,42 @@ answer:;
 }
 
 /* ---- login --------------------------------------------------------------- */
+/* The I_T nexus id the SCSI layer keys reservations and unit attentions
+ * on.  It must be the same for every session of one initiator port to one
+ * target port, so that registrations survive a new login (SPC-4: they
+ * belong to the I_T nexus, not to a session): a hash of the SCSI initiator
+ * port name (RFC 7143: InitiatorName ",i,0x" ISID) and the target
+ * port name (TargetName ",t,0x" TPGT; we have one portal group, tag 1).
+ * Names are compared case-insensitively (RFC 3722 folds them to lower
+ * case), so they are hashed folded.  XXH3-64 over these short names makes
+ * a collision between two real initiator ports practically impossible
+ * (about n^2 / 2^65 for n ports). */
+static uint64_t nexus_id(const char *initiator, const uint8_t isid[6], const char *target)
+{
+	char key[2 * (ISCSI_NAME_MAX + 1) + 40];
+	int n = snprintf(key, sizeof(key), "%s,i,0x%02x%02x%02x%02x%02x%02x\n%s,t,0x0001",
+	                 initiator, isid[0], isid[1], isid[2], isid[3], isid[4], isid[5],
+	                 target ? target : "");
+	size_t len = n < 0 ? 0 : MIN((size_t)n, sizeof(key) - 1);
+	for (size_t i = 0; i < len; i++)
+		if (key[i] >= 'A' && key[i] <= 'Z')
+			key[i] = (char)(key[i] - 'A' + 'a');
+	uint64_t id = XXH3_64bits(key, len);
+	return id ? id : 1; /* 0 is never a real nexus */
+}
+
 static void session_reinstate(struct conn *c)
 {
-	/* A new session with the same initiator name, ISID and target
-	 * replaces the old one (RFC 7143 6.3.5). */
+	/* A new session of the same initiator port (initiator name and ISID)
+	 * to the same target replaces the old one (RFC 7143 6.3.5): at ERL 0
+	 * the old session is closed, its tasks end without answers, and its
+	 * close tells the SCSI layer of the I_T nexus loss (RFC 7143 counts
+	 * a successful reinstatement as one) before the new session can send
+	 * its first command on the same nexus. */
 	for (struct conn *o = c->srv->conns; o; o = o->next) {
 		if (o == c || o->state != C_FULL || o->discovery != c->discovery || o->tgt != c->tgt)
 			continue;
-		if (strcmp(o->initiator, c->initiator) == 0 && memcmp(o->ls.isid, c->ls.isid, 6) == 0)
+		if (o->nexus == c->nexus)
 			conn_close(o, "session reinstated");
 	}
 }
@@ -1438,7 +1485,7 @@ static int handle_login(struct conn *c, const struct iscsi_pdu_view *v)
 		c->params.dg = ls->dg_next;
 		c->params.first_burst = MIN(c->params.first_burst, c->params.max_burst);
 		c->state = C_FULL;
-		c->nexus = ++srv->next_nexus;
+		c->nexus = nexus_id(c->initiator, ls->isid, c->tgt ? c->tgt->name : NULL);
 		c->nop_ttt = ISCSI_RSVD_TAG;
 		const uint8_t *i = ls->isid;
 		snprintf(c->port_name, sizeof(c->port_name), "%s,i,0x%02x%02x%02x%02x%02x%02x",
@@ -1791,8 +1838,10 @@ static void *worker_main(void *arg)
 		if (!srv->wq_head)
 			srv->wq_tail = NULL;
 		struct scsi_lu *lu = t->le->lu;
+		bool run = !t->cancel;
 		pthread_mutex_unlock(&srv->lock);
-		scsi_lu_exec(lu, &t->cmd);
+		if (run)
+			scsi_lu_exec(lu, &t->cmd);
 		pthread_mutex_lock(&srv->lock);
 		bool wake = srv->dq_head == NULL;
 		t->qnext = NULL;

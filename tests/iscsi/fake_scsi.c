@@ -5,6 +5,7 @@
  * commands slow, to test task management and a non-blocking loop. */
 #include <errno.h>
 #include <pthread.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -21,6 +22,9 @@ struct scsi_lu {
 	pthread_mutex_t lock;
 	uint64_t resets;
 	uint64_t nexus_gone;
+	uint64_t last_gone;
+	bool conflict;
+	struct fake_seen seen;
 };
 
 struct scsi_lu *fake_lu_create(uint64_t size, uint32_t bs, unsigned delay_ms, uint8_t id)
@@ -62,6 +66,30 @@ uint64_t fake_lu_resets(struct scsi_lu *lu)
 const uint8_t *fake_lu_data(struct scsi_lu *lu)
 {
 	return lu->data;
+}
+
+void fake_lu_seen(struct scsi_lu *lu, struct fake_seen *out)
+{
+	pthread_mutex_lock(&lu->lock);
+	*out = lu->seen;
+	pthread_mutex_unlock(&lu->lock);
+}
+
+void fake_lu_set_conflict(struct scsi_lu *lu, bool on)
+{
+	pthread_mutex_lock(&lu->lock);
+	lu->conflict = on;
+	pthread_mutex_unlock(&lu->lock);
+}
+
+uint64_t fake_lu_nexus_gone(struct scsi_lu *lu, uint64_t *last)
+{
+	pthread_mutex_lock(&lu->lock);
+	uint64_t n = lu->nexus_gone;
+	if (last)
+		*last = lu->last_gone;
+	pthread_mutex_unlock(&lu->lock);
+	return n;
 }
 
 void scsi_lu_set_read_only(struct scsi_lu *lu, bool ro)
@@ -134,6 +162,10 @@ int scsi_cdb_xfer(const uint8_t *cdb, size_t cdb_len, uint32_t bs, enum scsi_dir
 	case 0x28:
 		*dir = SCSI_DIR_READ;
 		*len = ((uint32_t)cdb[7] << 8 | cdb[8]) * bs;
+		return 0;
+	case 0x0a:
+		*dir = SCSI_DIR_WRITE;
+		*len = (cdb[4] ? cdb[4] : 256u) * bs;
 		return 0;
 	case 0x2a:
 		*dir = SCSI_DIR_WRITE;
@@ -214,6 +246,21 @@ void scsi_lu_exec(struct scsi_lu *lu, struct scsi_cmd *c)
 	c->status = SCSI_STATUS_GOOD;
 	c->sense_len = 0;
 	c->data_in_len = 0;
+	pthread_mutex_lock(&lu->lock);
+	lu->seen.cmds++;
+	memset(lu->seen.cdb, 0, sizeof(lu->seen.cdb));
+	lu->seen.cdb_len = c->cdb_len;
+	memcpy(lu->seen.cdb, cdb, c->cdb_len < 16 ? c->cdb_len : 16);
+	lu->seen.nexus = c->nexus;
+	snprintf(lu->seen.initiator, sizeof(lu->seen.initiator), "%s",
+	         c->initiator ? c->initiator : "");
+	lu->seen.data_out_len = c->data_out_len;
+	bool conflict = lu->conflict;
+	pthread_mutex_unlock(&lu->lock);
+	if (conflict && (cdb[0] == 0x0a || cdb[0] == 0x2a || cdb[0] == 0x8a)) {
+		c->status = SCSI_STATUS_RESERVATION_CONFLICT;
+		return;
+	}
 	if (lu->delay_ms) {
 		struct timespec ts = { lu->delay_ms / 1000, (long)(lu->delay_ms % 1000) * 1000000 };
 		nanosleep(&ts, NULL);
@@ -284,6 +331,9 @@ void scsi_lu_exec(struct scsi_lu *lu, struct scsi_cmd *c)
 	case 0x28:
 		rw(lu, c, g32(cdb + 2), (uint32_t)cdb[7] << 8 | cdb[8], false);
 		return;
+	case 0x0a:
+		rw(lu, c, g32(cdb) & 0x1fffff, cdb[4] ? cdb[4] : 256u, true);
+		return;
 	case 0x2a:
 		rw(lu, c, g32(cdb + 2), (uint32_t)cdb[7] << 8 | cdb[8], true);
 		return;
@@ -345,5 +395,6 @@ void scsi_lu_nexus_gone(struct scsi_lu *lu, uint64_t nexus)
 {
 	pthread_mutex_lock(&lu->lock);
 	lu->nexus_gone++;
+	lu->last_gone = nexus;
 	pthread_mutex_unlock(&lu->lock);
 }

@@ -4,8 +4,8 @@
 # export add/rm/list, discovery, data written through iSCSI read back with
 # `ferry volume export`, UNMAP / WRITE SAME becoming zero extents, CHAP
 # one-way and mutual, read-only snapshot exports, persistence across a
-# restart, concurrent sessions, and a hostile client that must not disturb
-# anyone else.
+# restart, concurrent sessions, a hostile client that must not disturb
+# anyone else, and persistent reservations (a 4 KiB-block LUN, a new login).
 . "$(dirname "$0")/../cli/lib.sh"
 HERE=$(cd "$(dirname "$0")" && pwd)
 for tool in iscsi-ls iscsi-inq qemu-io qemu-img python3; do
@@ -150,6 +150,20 @@ with open(sys.argv[1], "wb") as f:
 expect 0 "export par" -- ferry volume export par "$T/parimg"
 check "concurrent sessions' data intact" cmp "$T/parimg" "$T/parexp"
 expect 0 "daemon still serves after hostile input" -- timeout 30 iscsi-inq $URL/$IQN:db/0
+
+# ---- reservations on a 4 KiB-block LUN, and across a new login ----------------------
+# A WRITE shorter than one block must still meet the reservation checks
+# (libiscsi's ProutReserve.Access* write 512 bytes); a registration belongs
+# to the initiator port (name + ISID), so it survives logging in again.
+expect 0 "create pr (4K blocks)" -- ferry volume create pr --size 16M --block-size 4096
+expect 0 "export pr" -- ferry export add pr
+if command -v iscsi-test-cu >/dev/null; then
+	expect 0 "iscsi-test-cu ProutReserve on a 4K-block LUN" -- \
+		timeout 120 iscsi-test-cu --dataloss -t 'SCSI.ProutReserve*' $URL/$IQN:pr/0
+	check "all 13 ProutReserve tests pass" grep -Eq "tests +13 +13 +13 +0" <<<"$OUT"
+fi
+expect 0 "PR registration kept across a new login" -- \
+	timeout 60 python3 "$HERE/pr_relogin.py" 127.0.0.1 $PORT $IQN:pr
 
 # ---- exported volumes cannot be removed; export rm; persistence ---------------------
 expect_err 1 "exported over iSCSI" "exported volume cannot be removed" -- ferry volume rm par

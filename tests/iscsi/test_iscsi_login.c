@@ -42,7 +42,7 @@ struct ini {
 	struct iscsi_digests dg;
 	uint32_t cmdsn, statsn, itt;
 	uint32_t max_cmd_sn, exp_cmd_sn;
-	uint8_t isid_lo;
+	uint8_t isid_hi, isid_lo; /* the last two ISID bytes */
 	uint8_t rx[1 << 20];
 	size_t rx_len;
 };
@@ -64,6 +64,7 @@ static int conn_open(struct ini *c)
 	static uint8_t next_isid;
 	c->itt = 0x100;
 	c->cmdsn = 1;
+	c->isid_hi = 0x02;
 	c->isid_lo = ++next_isid; /* distinct sessions, no reinstatement */
 	return connect(c->fd, (struct sockaddr *)&a, sizeof(a));
 }
@@ -152,6 +153,7 @@ static uint16_t login_req(struct ini *c, uint8_t csg, uint8_t nsg, bool transit,
 	r.opcode = ISCSI_OP_LOGIN_REQ | ISCSI_OP_IMMEDIATE;
 	r.flags = (uint8_t)((transit ? ISCSI_LOGIN_TRANSIT : 0) | csg << 2 | nsg);
 	memcpy(r.isid, "\x80\x00\x00\x01\x02\x03", 6);
+	r.isid[4] = c->isid_hi;
 	r.isid[5] = c->isid_lo;
 	be32_put(r.itt, 0x1);
 	be32_put(r.cmd_sn, c->cmdsn);
@@ -209,11 +211,18 @@ static void login_oper(struct ini *c, bool hdig, uint32_t max_burst, uint32_t mr
 	c->dg.data = hdig;
 }
 
-static void login_open(struct ini *c, const char *target, bool hdig)
+/* Logs in as initiator port ini,i,0x80000001<isid_hi><isid_lo> (isid_hi 0:
+ * a fresh ISID, so no reinstatement). */
+static void login_open_as(struct ini *c, const char *target, bool hdig, const char *ini,
+                          uint8_t isid_hi, uint8_t isid_lo)
 {
 	assert_int_equal(conn_open(c), 0);
+	if (isid_hi) {
+		c->isid_hi = isid_hi;
+		c->isid_lo = isid_lo;
+	}
 	struct tb t = { .len = 0 };
-	tb_add(&t, "InitiatorName", INI);
+	tb_add(&t, "InitiatorName", ini);
 	tb_add(&t, "SessionType", "Normal");
 	tb_add(&t, "TargetName", target);
 	tb_add(&t, "AuthMethod", "None");
@@ -224,6 +233,11 @@ static void login_open(struct ini *c, const char *target, bool hdig)
 	assert_string_equal(kv_get(&p, "TargetPortalGroupTag", v, sizeof(v)), "1");
 	free(p.data);
 	login_oper(c, hdig, 65536, 8192, true, true);
+}
+
+static void login_open(struct ini *c, const char *target, bool hdig)
+{
+	login_open_as(c, target, hdig, INI, 0, 0);
 }
 
 static void md5(uint8_t id, const char *secret, const uint8_t *chal, size_t n, uint8_t out[16])
@@ -853,6 +867,194 @@ static void test_api(void **st)
 	free(c);
 }
 
+/* Sends a write CDB with EDTL bytes of immediate data and returns the SCSI
+ * Response (the caller frees p->data). */
+static void write_imm(struct ini *c, uint32_t itt, const uint8_t *cdb, uint32_t edtl,
+                      struct pdu *p)
+{
+	uint8_t data[512];
+	memset(data, 0xab, sizeof(data));
+	assert_true(edtl <= sizeof(data));
+	scsi_cmd(c, itt, cdb, ISCSI_FLAG_FINAL | (edtl ? ISCSI_CMD_WRITE : 0), edtl, data, edtl,
+	         false);
+	assert_int_equal(recv_pdu(c, p), 0);
+	assert_int_equal(p->bhs[0] & 0x3f, ISCSI_OP_SCSI_RSP);
+	assert_int_equal(be32_get(p->bhs + 16), itt);
+}
+
+/* A WRITE whose EDTL is less than one logical block still reaches the
+ * SCSI layer (as a write of 0 blocks), so its checks decide the status:
+ * a reservation conflict must not turn into GOOD.  The residual still
+ * reports the overflow against the CDB's length. */
+static void test_sub_block_write(void **st)
+{
+	(void)st;
+	const char *tn = "iqn.2026-11.io.ferry:bs4k";
+	struct scsi_lu *lu = fake_lu_create(1 << 20, 4096, 0, 5);
+	assert_int_equal(iscsi_target_add(srv, tn, NULL, NULL), 0);
+	assert_int_equal(iscsi_lun_add(srv, tn, 0, lu), 0);
+	struct ini *c = malloc(sizeof(*c));
+	login_open(c, tn, false);
+	struct pdu p;
+	struct fake_seen seen;
+
+	/* WRITE(10) of 1 block (4096 bytes) with EDTL 512 */
+	uint8_t w10[16] = { 0x2a, 0, 0, 0, 0, 3, 0, 0, 1 };
+	write_imm(c, 1, w10, 512, &p);
+	assert_int_equal(p.bhs[3], SCSI_STATUS_GOOD);
+	assert_true(p.bhs[1] & ISCSI_RSP_OVERFLOW);
+	assert_int_equal(be32_get(p.bhs + 44), 4096 - 512);
+	free(p.data);
+	fake_lu_seen(lu, &seen);
+	assert_int_equal(seen.cmds, 1);
+	assert_int_equal(seen.cdb[0], 0x2a);
+	assert_int_equal(be32_get(seen.cdb + 2), 3);      /* the LBA is kept */
+	assert_int_equal(be16_get(seen.cdb + 7), 0);      /* 0 blocks */
+	assert_int_equal(seen.data_out_len, 512);
+	for (size_t i = 0; i < 8192 * 2; i++)
+		assert_int_equal(fake_lu_data(lu)[i], 0);     /* nothing written */
+
+	/* the SCSI layer's answer is what the initiator gets */
+	fake_lu_set_conflict(lu, true);
+	write_imm(c, 2, w10, 512, &p);
+	assert_int_equal(p.bhs[3], SCSI_STATUS_RESERVATION_CONFLICT);
+	assert_true(p.bhs[1] & ISCSI_RSP_OVERFLOW);
+	assert_int_equal(be32_get(p.bhs + 44), 4096 - 512);
+	free(p.data);
+
+	/* WRITE(6) cannot say 0 blocks: it arrives as the same WRITE(10) */
+	uint8_t w6[16] = { 0x0a, 0x01, 0x00, 0x05, 1, 0 };
+	write_imm(c, 3, w6, 512, &p);
+	assert_int_equal(p.bhs[3], SCSI_STATUS_RESERVATION_CONFLICT);
+	assert_int_equal(be32_get(p.bhs + 44), 4096 - 512);
+	free(p.data);
+	fake_lu_seen(lu, &seen);
+	assert_int_equal(seen.cmds, 3);
+	assert_int_equal(seen.cdb_len, 10);
+	assert_int_equal(seen.cdb[0], 0x2a);
+	assert_int_equal(be32_get(seen.cdb + 2), 0x10005);
+	assert_int_equal(be16_get(seen.cdb + 7), 0);
+
+	/* EDTL 0 and no W bit: WRITE(16) of 2 blocks, still submitted */
+	fake_lu_set_conflict(lu, false);
+	uint8_t w16[16] = { 0x8a };
+	be32_put(w16 + 10, 2);
+	write_imm(c, 4, w16, 0, &p);
+	assert_int_equal(p.bhs[3], SCSI_STATUS_GOOD);
+	assert_true(p.bhs[1] & ISCSI_RSP_OVERFLOW);
+	assert_int_equal(be32_get(p.bhs + 44), 8192);
+	free(p.data);
+	fake_lu_seen(lu, &seen);
+	assert_int_equal(seen.cmds, 4);
+	assert_int_equal(seen.cdb[0], 0x8a);
+	assert_int_equal(be32_get(seen.cdb + 10), 0);
+
+	conn_close_(c);
+	free(c);
+	assert_int_equal(iscsi_lun_remove(srv, tn, 0), 0);
+	assert_int_equal(iscsi_target_remove(srv, tn), 0);
+	fake_lu_destroy(lu);
+}
+
+/* Sends TEST UNIT READY and returns what the LU saw. */
+static void tur_seen(struct ini *c, struct scsi_lu *lu, uint32_t itt, struct fake_seen *seen)
+{
+	uint8_t tur[16] = { 0 };
+	scsi_cmd(c, itt, tur, ISCSI_FLAG_FINAL, 0, NULL, 0, false);
+	struct pdu p;
+	assert_int_equal(recv_pdu(c, &p), 0);
+	assert_int_equal(p.bhs[0] & 0x3f, ISCSI_OP_SCSI_RSP);
+	assert_int_equal(p.bhs[3], SCSI_STATUS_GOOD);
+	free(p.data);
+	fake_lu_seen(lu, seen);
+}
+
+/* Waits (5 s at most) until the LU has seen `want` nexus-gone calls. */
+static void wait_gone(struct scsi_lu *lu, uint64_t want, uint64_t *last)
+{
+	uint64_t deadline = now_mono_ns() + 5000000000ull;
+	while (fake_lu_nexus_gone(lu, last) < want && now_mono_ns() < deadline)
+		usleep(5000);
+	assert_int_equal(fake_lu_nexus_gone(lu, last), want);
+}
+
+/* The I_T nexus id is the initiator port's (name + ISID) and the target
+ * port's: the same for every login of that port, so PR registrations
+ * survive a new login, and different for another ISID or target.  A second
+ * login of the same port reinstates the session: the old one is closed and
+ * the SCSI layer hears once of the nexus loss, before the new session's
+ * first command. */
+static void test_nexus_identity(void **st)
+{
+	(void)st;
+	const char *tn = "iqn.2026-11.io.ferry:nexus";
+	const char *port_a = INI ",i,0x80000001a051";
+	struct scsi_lu *lu = fake_lu_create(1 << 20, 512, 0, 6);
+	assert_int_equal(iscsi_target_add(srv, tn, NULL, NULL), 0);
+	assert_int_equal(iscsi_lun_add(srv, tn, 0, lu), 0);
+	struct ini *a = malloc(sizeof(*a)), *b = malloc(sizeof(*b)), *o = malloc(sizeof(*o)),
+	           *d = malloc(sizeof(*d));
+	struct fake_seen seen;
+	uint64_t last;
+
+	login_open_as(a, tn, false, INI, 0xa0, 0x51);
+	tur_seen(a, lu, 1, &seen);
+	uint64_t nx = seen.nexus;
+	assert_int_not_equal(nx, 0);
+	assert_string_equal(seen.initiator, port_a);
+	/* logging out (here: dropping the connection) ends the nexus once */
+	conn_close_(a);
+	wait_gone(lu, 1, &last);
+	assert_int_equal(last, nx);
+
+	/* logging in again as the same port: the same nexus */
+	login_open_as(b, tn, false, INI, 0xa0, 0x51);
+	tur_seen(b, lu, 2, &seen);
+	assert_int_equal(seen.nexus, nx);
+	assert_string_equal(seen.initiator, port_a);
+
+	/* another ISID of the same initiator, at the same time: another port */
+	login_open_as(o, tn, false, INI, 0xa0, 0x52);
+	tur_seen(o, lu, 3, &seen);
+	assert_int_not_equal(seen.nexus, nx);
+	assert_string_equal(seen.initiator, INI ",i,0x80000001a052");
+	uint64_t nx_o = seen.nexus;
+
+	/* the same port to another target is another I_T nexus */
+	struct ini *t2 = malloc(sizeof(*t2));
+	login_open_as(t2, T_OPEN, false, INI, 0xa0, 0x51);
+	tur_seen(t2, lu_open, 4, &seen);
+	assert_int_not_equal(seen.nexus, nx);
+	assert_int_not_equal(seen.nexus, nx_o);
+	conn_close_(t2);
+	free(t2);
+	nop_ping(b, 5); /* ...and did not reinstate b */
+	assert_int_equal(fake_lu_nexus_gone(lu, NULL), 1);
+
+	/* b's port logs in again while b lives (names fold case): the target
+	 * closes b, reports the nexus loss once, and d goes on with it */
+	login_open_as(d, tn, false, "IQN.2026-11.io.Ferry.Test:INI", 0xa0, 0x51);
+	assert_true(closed_by_peer(b));
+	conn_close_(b);
+	wait_gone(lu, 2, &last);
+	assert_int_equal(last, nx);
+	tur_seen(d, lu, 6, &seen);
+	assert_int_equal(seen.nexus, nx);
+	nop_ping(o, 7); /* the other port's session is untouched */
+	assert_int_equal(fake_lu_nexus_gone(lu, NULL), 2);
+
+	conn_close_(o);
+	conn_close_(d);
+	wait_gone(lu, 4, NULL);
+	assert_int_equal(iscsi_lun_remove(srv, tn, 0), 0);
+	assert_int_equal(iscsi_target_remove(srv, tn), 0);
+	fake_lu_destroy(lu);
+	free(a);
+	free(b);
+	free(o);
+	free(d);
+}
+
 static int setup(void **st)
 {
 	(void)st;
@@ -903,6 +1105,8 @@ int main(void)
 		cmocka_unit_test(test_task_management),
 		cmocka_unit_test(test_hostile),
 		cmocka_unit_test(test_api),
+		cmocka_unit_test(test_sub_block_write),
+		cmocka_unit_test(test_nexus_identity),
 	};
 	return cmocka_run_group_tests(tests, setup, teardown);
 }

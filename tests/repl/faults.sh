@@ -4,7 +4,8 @@
 # (resume from the checkpoint), a stalled link (deadline, error in status,
 # retry), kill -9 of the primary and of the secondary mid-cycle (the
 # secondary's last synced snapshot stays intact; the cycle completes after
-# a restart).  Every scenario ends with md5(primary@S) == md5(secondary@S).
+# a restart), disk full on the secondary (LD_PRELOAD shim; skipped in ASan
+# builds).  Every scenario ends with md5(primary@S) == md5(secondary@S).
 . "$(dirname "$0")/lib.sh"
 
 M=$((1024 * 1024))
@@ -98,5 +99,35 @@ done
 check "cycle completes after the secondary's restart" test $ok = 0
 check_synced big
 expect 0 "verify" -- fa pair verify big
+
+# ---- disk full on the secondary ----------------------------------------------------------
+# An LD_PRELOAD shim makes writes under the secondary's volumes fail with
+# ENOSPC while $T/full exists.
+if nm "$FERRYD" 2>/dev/null | grep -q __asan_init; then
+	echo "faults.sh: disk-full scenario skipped (ASan build: its interceptors shadow the shim)"
+else
+	expect 0 "secondary stops" -- site_stop b
+	export FERRY_TEST_ENOSPC_FLAG=$T/full FERRY_TEST_ENOSPC_DIR=$T/b/volumes
+	export LD_PRELOAD=$FERRY_BUILD/tests/enospc_shim.so
+	expect 0 "secondary restarts with the disk-full shim" -- site_start b "$PORT_b"
+	unset LD_PRELOAD FERRY_TEST_ENOSPC_FLAG FERRY_TEST_ENOSPC_DIR
+	prev=$(last_synced fb big)
+	mprev=$(md5_of fb "big@$prev")
+	head -c $((32 * M)) /dev/urandom >"$T/data"
+	expect 0 "32 MiB more" -- fa volume write big "$T/data" --offset $((200 * M))
+	touch "$T/full"
+	expect 1 "disk full fails the cycle" -- fa pair sync big --wait
+	err=$(fa pair status big --json | json error)
+	check "primary's status names the cause ($err)" grep -q "No space left" <<<"$err"
+	check "secondary's last synced intact while full" test "$(md5_of fb "big@$prev")" = "$mprev"
+	check "secondary still names it" test "$(last_synced fb big)" = "$prev"
+	rm -f "$T/full"
+	ok=1
+	for try in 1 2 3; do
+		if fa pair sync big --wait >/dev/null 2>&1; then ok=0; break; fi
+	done
+	check "cycle completes once there is space" test $ok = 0
+	check_synced big
+fi
 
 finish

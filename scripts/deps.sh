@@ -5,7 +5,8 @@ set -eu
 PKGS="build-essential cmake ninja-build clang libclang-rt-14-dev pkg-config
       libssl-dev libzstd-dev libxxhash-dev libcmocka-dev libisal-dev
       libiscsi-bin libiscsi-dev tgt qemu-utils qemu-block-extra
-      python3 rsync e2fsprogs xfsprogs util-linux fio procps iproute2 xxd"
+      python3 rsync e2fsprogs xfsprogs util-linux fio procps iproute2 xxd
+      tshark tcpdump"
 missing=""
 for p in $PKGS; do
   st=$(dpkg-query -W -f='${Status}' "$p" 2>/dev/null || true)

@@ -99,6 +99,16 @@ static const struct ctl_cmd_spec pair_cmds[] = {
 	{"rm", "end the pair on both sides; the secondary keeps its volume",
 	 {F_PAIR},
 	 {{0}}},
+	{"demote", "primary: refuse writes, run a final cycle, become the secondary-to-be",
+	 {F_PAIR},
+	 {{0}}},
+	{"promote", "secondary: become primary; the volume turns writable",
+	 {F_PAIR},
+	 {{"force", CTL_A_BOOL, 0, NULL, NULL,
+	   "the primary is lost: take over at the last synced snapshot without its consent"}}},
+	{"resync", "new primary after a split brain: send the blocks that differ to the demoted old primary",
+	 {F_PAIR},
+	 {{0}}},
 };
 /* clang-format on */
 

@@ -630,3 +630,18 @@ static const struct dgroup_cmd export_cmds[] = {
 };
 
 const struct dgroup dgroup_export = {"export", export_cmds};
+
+void export_refresh_read_only(const char *vol)
+{
+	pthread_mutex_lock(&g.lock);
+	for (struct export *e = g.list; e; e = e->next) {
+		if (e->snap[0] || strcmp(e->vol, vol))
+			continue;
+		e->secondary_ro = daemon_volume_is_secondary(e->vol);
+		if (e->lu)
+			scsi_lu_set_read_only(e->lu, e->ro || e->secondary_ro);
+		log_info("export %s LUN %" PRIu64 ": %s", e->iqn, e->lun,
+		         e->ro || e->secondary_ro ? "read-only" : "writable");
+	}
+	pthread_mutex_unlock(&g.lock);
+}

@@ -20,7 +20,8 @@ struct repl *daemon_repl(void) { return g_repl; }
 
 bool daemon_volume_is_secondary(const char *name)
 {
-	return g_repl && repl_volume_role(g_repl, name) == REPL_ROLE_SECONDARY;
+	/* a secondary, or a primary that is demoting */
+	return g_repl && repl_volume_read_only(g_repl, name);
 }
 
 bool daemon_repl_needs(const char *volume, const char *snap)
@@ -41,8 +42,12 @@ static int load_secret(const char *path, char **secret, size_t *len)
 		log_error("cannot read --secret-file %s: %s", path, strerror(errno));
 		return -errno;
 	}
-	if (st.st_mode & 0077)
-		log_warn("--secret-file %s is readable by group or others (chmod 600 it)", path);
+	/* Like ssh with its keys: a secret others can read is no secret. */
+	if (st.st_mode & 0077) {
+		log_error("--secret-file %s is accessible by group or others (mode %04o); "
+		          "refusing it: chmod 600 %s", path, (unsigned)(st.st_mode & 07777), path);
+		return -EPERM;
+	}
 	int rc = read_file(path, 4096, secret, len);
 	if (rc < 0) {
 		log_error("cannot read --secret-file %s: %s", path, strerror(-rc));
@@ -56,6 +61,12 @@ static int load_secret(const char *path, char **secret, size_t *len)
 		return -EINVAL;
 	}
 	return 0;
+}
+
+static void ro_changed(void *ctx, const char *volume)
+{
+	(void)ctx;
+	export_refresh_read_only(volume);
 }
 
 int repl_service_start(struct daemon *d)
@@ -77,8 +88,28 @@ int repl_service_start(struct daemon *d)
 	char host[256] = "";
 	gethostname(host, sizeof(host) - 1);
 	snprintf(site, sizeof(site), "%s%s%s", host, listen ? " " : "", listen ? listen : "");
-	struct repl_opts o = { .listen = listen, .secret = (const uint8_t *)secret,
-	                       .secret_len = slen, .site = site };
+	struct repl_opts o = { .on_ro_change = ro_changed,
+	                       .listen = listen, .secret = (const uint8_t *)secret,
+	                       .secret_len = slen, .site = site,
+	                       .plaintext = daemon_opt("plaintext") != NULL,
+	                       .tls_cert = daemon_opt("tls-cert"),
+	                       .tls_key = daemon_opt("tls-key"),
+	                       .tls_ca = daemon_opt("tls-ca") };
+	if (o.plaintext && (o.tls_cert || o.tls_key || o.tls_ca)) {
+		log_error("--plaintext contradicts --tls-cert/--tls-key/--tls-ca");
+		free(secret);
+		return -EINVAL;
+	}
+	if (o.tls_key) {
+		struct stat kst;
+		if (stat(o.tls_key, &kst) == 0 && (kst.st_mode & 0077)) {
+			log_error("--tls-key %s is accessible by group or others (mode %04o); "
+			          "refusing it: chmod 600 %s", o.tls_key,
+			          (unsigned)(kst.st_mode & 07777), o.tls_key);
+			free(secret);
+			return -EPERM;
+		}
+	}
 	const char *mt = daemon_opt("max-transfers");
 	uint64_t mtv = 0;
 	if (mt && (parse_u64(mt, &mtv) < 0 || mtv < 1 || mtv > 256)) {
@@ -263,6 +294,53 @@ static int pair_rm(struct dreq *r)
 	return finish(r, &b, rc, 1);
 }
 
+static int pair_demote(struct dreq *r)
+{
+	if (!ready(r))
+		return 1;
+	struct sbuf b;
+	sbuf_init(&b);
+	int rc = repl_pair_demote(g_repl, ctl_pos(r->cmd, "NAME")->str, &b);
+	return finish(r, &b, rc, 1);
+}
+
+static int pair_promote(struct dreq *r)
+{
+	if (!ready(r))
+		return 1;
+	struct sbuf b;
+	sbuf_init(&b);
+	int rc = repl_pair_promote(g_repl, ctl_pos(r->cmd, "NAME")->str,
+	                           ctl_flag(r->cmd, "force")->set, &b);
+	return finish(r, &b, rc, 1);
+}
+
+static int pair_resync(struct dreq *r)
+{
+	if (!ready(r))
+		return 1;
+	const char *name = ctl_pos(r->cmd, "NAME")->str;
+	struct sbuf b;
+	sbuf_init(&b);
+	uint64_t ticket;
+	int rc = repl_pair_resync_start(g_repl, name, &ticket, &b);
+	if (rc < 0)
+		return finish(r, &b, rc, 1);
+	/* As sync --wait: progress in slices so the CLI's deadline holds. */
+	do {
+		uint64_t done = 0, total = 0;
+		rc = repl_pair_sync_wait(g_repl, name, ticket, 1000, &done, &total, &b);
+		if (rc == -EINPROGRESS) {
+			dreq_progress(r, done, total, "resync");
+			if (dreq_aborted(r)) {
+				sbuf_free(&b);
+				return 1;
+			}
+		}
+	} while (rc == -EINPROGRESS);
+	return finish(r, &b, rc, 1);
+}
+
 const struct dgroup dgroup_pair = {
 	"pair",
 	(const struct dgroup_cmd[]){
@@ -274,6 +352,9 @@ const struct dgroup dgroup_pair = {
 		{"resume", pair_resume},
 		{"verify", pair_verify},
 		{"rm", pair_rm},
+		{"demote", pair_demote},
+		{"promote", pair_promote},
+		{"resync", pair_resync},
 		{NULL, NULL},
 	},
 };

@@ -94,6 +94,9 @@ void export_service_stop(struct daemon *d);
 /* True while VOLUME (snap NULL: the volume or any of its snapshots;
  * otherwise that snapshot) is exported over iSCSI. */
 bool export_volume_in_use(const char *vol, const char *snap);
+/* Re-applies the pair's write refusal (daemon_volume_is_secondary) to the
+ * served LUNs of vol's head, at run time (after demote / promote). */
+void export_refresh_read_only(const char *vol);
 extern const struct dgroup dgroup_pair;
 
 /* Replication (cmd_pair.c): the service's start/stop, and whether a volume

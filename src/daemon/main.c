@@ -7,6 +7,7 @@
 #include "daemon/daemon.h"
 
 #include <errno.h>
+#include <grp.h>
 #include <fcntl.h>
 #include <limits.h>
 #include <poll.h>
@@ -48,7 +49,12 @@ static struct dopt opts[] = {
 	{"log-level", "LEVEL", "error, warn, info (default) or debug", check_level, NULL},
 	{"iscsi", "HOST:PORT", "serve the exported volumes over iSCSI on this address", NULL, NULL},
 	{"listen", "HOST:PORT", "accept replication peers here (needs --secret-file)", NULL, NULL},
-	{"secret-file", "FILE", "shared secret authenticating replication peers", NULL, NULL},
+	{"secret-file", "FILE", "shared secret authenticating replication peers (mode 0600 or stricter)", NULL, NULL},
+	{"plaintext", NULL, "replication link without TLS (the peer must use it too)", NULL, NULL},
+	{"tls-cert", "FILE", "TLS certificate chain (PEM): certificate mode instead of TLS-PSK", NULL, NULL},
+	{"tls-key", "FILE", "private key of --tls-cert (PEM, mode 0600 or stricter)", NULL, NULL},
+	{"tls-ca", "FILE", "CA certificate(s) (PEM) that the peer's certificate must chain to", NULL, NULL},
+	{"socket-group", "GROUP", "control socket mode 0660 with this group (default 0600)", NULL, NULL},
 	{"max-transfers", "N", "replication cycles transferring at once (default 4)", NULL, NULL},
 	{"help", NULL, "show this help", NULL, NULL},
 	{"version", NULL, "show the version", NULL, NULL},
@@ -81,7 +87,7 @@ static void usage(FILE *f)
 {
 	fprintf(f, "usage: ferryd --pool DIR [options]\n\n"
 	           "ferryd owns one pool of volumes and answers the ferry CLI on the Unix\n"
-	           "socket DIR/ferryd.sock (mode 0600).  Without --foreground it daemonizes,\n"
+	           "socket DIR/ferryd.sock (mode 0600, or 0660 with --socket-group).  Without --foreground it daemonizes,\n"
 	           "logs to DIR/ferryd.log and returns once it is ready.  SIGTERM or SIGINT\n"
 	           "stop it cleanly.  One ferryd per pool (lock: DIR/ferryd.lock).\n\n"
 	           "Options:\n");
@@ -193,6 +199,26 @@ static void refuse(int fd, const char *msg)
 	close(fd);
 }
 
+/* --socket-group: its members may use the socket too. */
+static bool g_sock_group_set;
+static gid_t g_sock_gid;
+
+static bool peer_in_group(int fd, const struct ucred *cr)
+{
+	if (!g_sock_group_set)
+		return false;
+	if (cr->gid == g_sock_gid)
+		return true;
+	gid_t groups[256];
+	socklen_t gl = sizeof(groups);
+	if (getsockopt(fd, SOL_SOCKET, SO_PEERGROUPS, groups, &gl) < 0)
+		return false;
+	for (size_t i = 0; i < gl / sizeof(gid_t); i++)
+		if (groups[i] == g_sock_gid)
+			return true;
+	return false;
+}
+
 static void accept_one(struct daemon *d, int lfd)
 {
 	int fd = accept4(lfd, NULL, NULL, SOCK_CLOEXEC);
@@ -204,7 +230,7 @@ static void accept_one(struct daemon *d, int lfd)
 	struct ucred cr;
 	socklen_t crl = sizeof(cr);
 	if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cr, &crl) < 0 ||
-	    (cr.uid != 0 && cr.uid != geteuid())) {
+	    (cr.uid != 0 && cr.uid != geteuid() && !peer_in_group(fd, &cr))) {
 		log_warn("refused control connection from uid %ld", crl ? (long)cr.uid : -1L);
 		refuse(fd, "ferry: permission denied\n");
 		return;
@@ -317,7 +343,32 @@ static int listen_sock(struct daemon *d)
 	mode_t old = umask(0177);
 	int r = bind(fd, (struct sockaddr *)&a, sizeof(a));
 	umask(old);
-	if (r < 0 || chmod(d->sock_path, 0600) < 0 || listen(fd, 64) < 0) {
+	if (r < 0 || chmod(d->sock_path, 0600) < 0) {
+		startup_fail("cannot listen on %s: %s", d->sock_path, strerror(errno));
+		close(fd);
+		return -1;
+	}
+	/* Whoever can connect can destroy volumes: root (or the owner) only,
+	 * or the one group the administrator named. */
+	const char *group = daemon_opt("socket-group");
+	if (group) {
+		struct group *g = getgrnam(group);
+		if (!g) {
+			startup_fail("--socket-group %s: no such group", group);
+			close(fd);
+			return -1;
+		}
+		g_sock_group_set = true;
+		g_sock_gid = g->gr_gid;
+		if (chown(d->sock_path, (uid_t)-1, g->gr_gid) < 0 ||
+		    chmod(d->sock_path, 0660) < 0) {
+			startup_fail("--socket-group %s: cannot give %s to it: %s", group,
+			             d->sock_path, strerror(errno));
+			close(fd);
+			return -1;
+		}
+	}
+	if (listen(fd, 64) < 0) {
 		startup_fail("cannot listen on %s: %s", d->sock_path, strerror(errno));
 		close(fd);
 		return -1;

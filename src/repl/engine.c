@@ -58,6 +58,11 @@ int pair_save(struct pair *p)
 	            p->max_inflight, p->bandwidth, p->compress, p->paused, p->created,
 	            p->seed_snap, p->last_cycle, p->last_snap, p->last_time,
 	            p->cur_cycle, p->cur_snap, p->cur_time);
+	sbuf_printf(&b, "epoch=%" PRIu64 "\ndemoting=%d\npeer_demoted=%d\n"
+	            "peer_demoted_cycle=%" PRIu64 "\npeer_addr=%s\nsplit_brain=%d\n"
+	            "common_snap=%s\nneeds_resync=%d\nsb_snap=%s\n", p->epoch, p->demoting,
+	            p->peer_demoted, p->peer_demoted_cycle, p->peer_addr, p->split_brain,
+	            p->common_snap, p->needs_resync, p->sb_snap);
 	if (p->has_stats)
 		sbuf_printf(&b, "stats=%" PRIu64 " %" PRIu64 " %" PRIu64 " %" PRIu64
 		            " %" PRIu64 " %.3f\n", p->stats.number, p->stats.extents,
@@ -113,6 +118,15 @@ static int pair_parse(struct pair *p, char *text)
 		else if (!strcmp(k, "cur_cycle") && num) p->cur_cycle = v;
 		else if (!strcmp(k, "cur_snap")) copy_name(p->cur_snap, val, &ok);
 		else if (!strcmp(k, "cur_time") && num) p->cur_time = v;
+		else if (!strcmp(k, "epoch") && num) p->epoch = v;
+		else if (!strcmp(k, "demoting") && num) p->demoting = v != 0;
+		else if (!strcmp(k, "peer_demoted") && num) p->peer_demoted = v != 0;
+		else if (!strcmp(k, "peer_demoted_cycle") && num) p->peer_demoted_cycle = v;
+		else if (!strcmp(k, "peer_addr")) snprintf(p->peer_addr, sizeof(p->peer_addr), "%s", val);
+		else if (!strcmp(k, "split_brain") && num) p->split_brain = v != 0;
+		else if (!strcmp(k, "common_snap")) copy_name(p->common_snap, val, &ok);
+		else if (!strcmp(k, "needs_resync") && num) p->needs_resync = v != 0;
+		else if (!strcmp(k, "sb_snap")) copy_name(p->sb_snap, val, &ok);
 		else if (!strcmp(k, "stats")) {
 			struct cycle_stats s;
 			if (sscanf(val, "%" SCNu64 " %" SCNu64 " %" SCNu64 " %" SCNu64 " %" SCNu64 " %lf",
@@ -157,6 +171,7 @@ void pair_put(struct pair *p)
 {
 	if (--p->refs)
 		return;
+	free(p->extra);
 	bucket_destroy(&p->bucket);
 	free(p);
 }
@@ -233,6 +248,10 @@ int repl_create(struct store *store, const char *pool_dir,
 		snprintf(r->listen_req, sizeof(r->listen_req), "%s", opts->listen);
 	if (opts && opts->site)
 		snprintf(r->site, sizeof(r->site), "%s", opts->site);
+	if (opts) {
+		r->on_ro_change = opts->on_ro_change;
+		r->ro_ctx = opts->ro_ctx;
+	}
 	if (opts && opts->secret && opts->secret_len) {
 		r->secret = malloc(opts->secret_len);
 		if (!r->secret) {
@@ -241,6 +260,19 @@ int repl_create(struct store *store, const char *pool_dir,
 		}
 		memcpy(r->secret, opts->secret, opts->secret_len);
 		r->secret_len = opts->secret_len;
+	}
+	if (r->secret) {
+		struct link_tls_opts to = { .plaintext = opts->plaintext, .cert = opts->tls_cert,
+		                            .key = opts->tls_key, .ca = opts->tls_ca };
+		char terr[512];
+		int trc = link_tls_new(&to, r->secret, r->secret_len, &r->tls, terr, sizeof(terr));
+		if (trc < 0) {
+			log_error("repl: %s", terr);
+			OPENSSL_cleanse(r->secret, r->secret_len);
+			free(r->secret);
+			free(r);
+			return trc;
+		}
 	}
 	pthread_mutex_init(&r->mu, NULL);
 	pthread_cond_init(&r->cv, NULL);
@@ -354,7 +386,7 @@ static void *accept_main(void *arg)
 static void *pair_main(void *arg);
 
 /* Under mu. */
-static int pair_start_thread(struct repl *r, struct pair *p)
+int pair_start_thread(struct repl *r, struct pair *p)
 {
 	if (p->role != REPL_ROLE_PRIMARY || p->has_thread || !r->started || r->stopping)
 		return 0;
@@ -473,6 +505,7 @@ void repl_destroy(struct repl *r)
 	}
 	pthread_cond_destroy(&r->cv);
 	pthread_mutex_destroy(&r->mu);
+	link_tls_free(r->tls);
 	if (r->secret)
 		OPENSSL_cleanse(r->secret, r->secret_len);
 	free(r->secret);
@@ -499,13 +532,15 @@ static void *pair_main(void *arg)
 	struct pair *p = arg;
 	struct repl *r = p->r;
 	pthread_mutex_lock(&r->mu);
-	while (!p->stop && !r->stopping && !p->removed) {
-		if (p->paused) {
+	while (!p->stop && !r->stopping && !p->removed && p->role == REPL_ROLE_PRIMARY) {
+		/* After a split brain only `pair resync` may send again. */
+		if (p->paused || (p->split_brain && !p->resyncing)) {
 			cond_wait_until(r, now_mono_ns() + 1000000000ull);
 			continue;
 		}
 		uint64_t now = now_mono_ns();
-		bool due = p->sync_req > p->sync_taken || now >= p->next_due_ns;
+		/* A demoting primary runs only the cycle its demote asks for. */
+		bool due = p->sync_req > p->sync_taken || (now >= p->next_due_ns && !p->demoting);
 		if (!due) {
 			cond_wait_until(r, p->next_due_ns);
 			continue;
@@ -578,6 +613,7 @@ int repl_dial(struct repl *r, const char *peer, struct link **out, char *err, si
 	int rc = link_connect(peer, r->timeout_ms, &l, err, errlen);
 	if (rc < 0)
 		return rc;
+	link_set_tls(l, r->tls);
 	rc = link_handshake_client(l, r->secret, r->secret_len, r->site);
 	if (rc < 0) {
 		snprintf(err, errlen, "%s", l->err);
@@ -706,6 +742,12 @@ out:
 /* Under mu. */
 static const char *pair_state(const struct pair *p)
 {
+	if (p->resyncing && p->running)
+		return "resyncing";
+	if (p->split_brain || p->needs_resync)
+		return "split-brain";
+	if (p->role == REPL_ROLE_PRIMARY && p->demoting)
+		return "demoting";
 	if (p->role == REPL_ROLE_PRIMARY && p->paused)
 		return "paused";
 	if (p->error[0] && !p->running)
@@ -783,6 +825,33 @@ static void status_json(struct jw *w, const struct pair *p)
 	jw_key(w, "max_inflight"); jw_u64(w, p->max_inflight);
 	jw_key(w, "bandwidth"); jw_u64(w, p->bandwidth);
 	jw_key(w, "compress"); jw_str(w, p->compress ? "zstd" : "none");
+	jw_key(w, "epoch"); jw_u64(w, p->epoch);
+	jw_key(w, "demoting"); jw_bool(w, p->demoting);
+	jw_key(w, "peer_demoted"); jw_bool(w, p->peer_demoted);
+	jw_key(w, "split_brain"); jw_bool(w, p->split_brain);
+	jw_key(w, "needs_resync"); jw_bool(w, p->needs_resync);
+	jw_key(w, "common_snapshot");
+	if (p->common_snap[0])
+		jw_str(w, p->common_snap);
+	else
+		jw_null(w);
+	jw_key(w, "split_brain_snapshot");
+	if (p->sb_snap[0])
+		jw_str(w, p->sb_snap);
+	else
+		jw_null(w);
+	jw_key(w, "resync");
+	if (p->resyncing) {
+		jw_obj_begin(w);
+		jw_key(w, "running"); jw_bool(w, p->running);
+		jw_key(w, "extra_extents"); jw_u64(w, p->n_extra);
+		jw_key(w, "done_bytes"); jw_u64(w, p->running ? p->done_bytes : 0);
+		jw_key(w, "total_bytes"); jw_u64(w, p->running ? p->total_bytes : 0);
+		jw_key(w, "percent"); jw_double(w, p->running ? pct(p->done_bytes, p->total_bytes) : 0.0);
+		jw_obj_end(w);
+	} else {
+		jw_null(w);
+	}
 	jw_obj_end(w);
 }
 
@@ -820,6 +889,18 @@ static void status_text(struct sbuf *b, const struct pair *p)
 		            fmt_bytes(p->stats.wire_bytes, t3, sizeof(t3)), p->stats.seconds);
 	if (p->error[0])
 		sbuf_printf(b, "  error: %s\n", p->error);
+	if (p->demoting)
+		sbuf_printf(b, "  demoting: writes refused; `pair demote %s` again finishes it\n",
+		            p->name);
+	if (p->peer_demoted)
+		sbuf_printf(b, "  the primary has demoted: `pair promote %s` takes over\n", p->name);
+	if (p->split_brain || p->needs_resync)
+		sbuf_printf(b, "  split brain: both sites were primary; common snapshot %s%s%s\n"
+		            "  %s\n", p->common_snap[0] ? p->common_snap : "(unknown)",
+		            p->sb_snap[0] ? ", this site's divergence kept in " : "", p->sb_snap,
+		            p->role == REPL_ROLE_PRIMARY
+		                ? "run `pair demote` on the other site, then `pair resync` here"
+		                : "waiting for `pair resync` on the new primary");
 }
 
 /* Under mu: rate and ETA of a running cycle. */
@@ -1011,6 +1092,17 @@ enum repl_role repl_volume_role(struct repl *r, const char *volume)
 	return role;
 }
 
+bool repl_volume_read_only(struct repl *r, const char *volume)
+{
+	if (!r || !volume)
+		return false;
+	pthread_mutex_lock(&r->mu);
+	struct pair *p = pair_find(r, volume);
+	bool ro = p && (p->role == REPL_ROLE_SECONDARY || p->demoting);
+	pthread_mutex_unlock(&r->mu);
+	return ro;
+}
+
 bool repl_snapshot_in_use(struct repl *r, const char *volume, const char *snap)
 {
 	if (!r || !volume || !snap)
@@ -1018,6 +1110,7 @@ bool repl_snapshot_in_use(struct repl *r, const char *volume, const char *snap)
 	pthread_mutex_lock(&r->mu);
 	struct pair *p = pair_find(r, volume);
 	bool used = p && (!strcmp(p->last_snap, snap) || !strcmp(p->cur_snap, snap) ||
+	                  !strcmp(p->common_snap, snap) || !strcmp(p->sb_snap, snap) ||
 	                  (p->role == REPL_ROLE_SECONDARY && !p->last_cycle &&
 	                   !strcmp(p->seed_snap, snap)));
 	pthread_mutex_unlock(&r->mu);

@@ -48,6 +48,16 @@ struct pair {
 	uint64_t cur_time;
 	struct cycle_stats stats;         /* of the last committed cycle */
 	bool has_stats;
+	/* role changes (persisted too) */
+	uint64_t epoch;                   /* bumped by promote; exchanged in ROLE */
+	bool demoting;                    /* primary: demote asked, writes refused */
+	bool peer_demoted;                /* secondary: the primary demoted ... */
+	uint64_t peer_demoted_cycle;      /* ... with this cycle last synced */
+	char peer_addr[WIRE_TEXT_MAX + 1];/* the other site's --listen, as it said */
+	bool split_brain;                 /* both sides were primary */
+	char common_snap[STORE_NAME_MAX + 1]; /* newest snapshot both sides hold */
+	bool needs_resync;                /* demoted after a split brain */
+	char sb_snap[STORE_NAME_MAX + 1]; /* split-brain-<time>: our divergence */
 
 	/* runtime, under r->mu */
 	bool running;                     /* a cycle transfers (either role) */
@@ -68,6 +78,11 @@ struct pair {
 	struct link *active;              /* link in use, for abort */
 	struct bucket bucket;
 	unsigned refs;
+	/* primary, during `pair resync`: the old primary's divergent extents
+	 * (objno = offset, hash = length), merged into the next cycle */
+	struct wire_digest *extra;
+	size_t n_extra;
+	bool resyncing;
 };
 
 struct repl {
@@ -76,6 +91,7 @@ struct repl {
 	char pairs_dir[4200];
 	uint8_t *secret;
 	size_t secret_len;
+	struct link_tls *tls;             /* NULL = plaintext links */
 	unsigned max_transfers;
 	unsigned transfers;               /* running, under mu */
 	int timeout_ms;
@@ -90,9 +106,12 @@ struct repl {
 	pthread_mutex_t mu;
 	pthread_cond_t cv;
 	struct pair *pairs;
+	void (*on_ro_change)(void *ctx, const char *volume);
+	void *ro_ctx;
 };
 
 /* engine.c */
+int pair_start_thread(struct repl *r, struct pair *p);     /* under mu */
 struct pair *pair_find(struct repl *r, const char *name); /* under mu */
 void pair_get(struct pair *p);                             /* under mu */
 void pair_put(struct pair *p);                             /* under mu */
@@ -105,6 +124,16 @@ void drop_pair_snaps(struct repl *r, const char *vol, const char *pair, const ch
 
 /* Connects and authenticates to peer; the reason goes to err. */
 int repl_dial(struct repl *r, const char *peer, struct link **out, char *err, size_t errlen);
+
+/* engine_role.c */
+/* Serves ROLE on the secondary side of a connection. */
+int handle_role(struct repl *r, struct link *l, const struct wire_msg *m);
+/* Primary, before a cycle: exchanges epochs with the peer (ROLE CHECK).
+ * 0 = go on; -ESTALE = split brain (recorded in p); other -errno with
+ * the reason in err. */
+int role_check(struct pair *p, struct link *l, char *err, size_t errlen);
+/* Test-only crash points: _exit(99) when FERRY_TEST_CRASH_AT == step. */
+void crash_point(const char *step);
 
 /* engine_send.c: one cycle of a primary pair; 0 or -errno with p->error. */
 int send_cycle(struct pair *p);

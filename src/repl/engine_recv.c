@@ -438,8 +438,18 @@ static int commit(struct apply *a, const struct wire_msg *begin)
 	                                 .seconds = (double)(now_mono_ns() - p->cycle_start_ns) / 1e9 };
 	p->has_stats = true;
 	p->error[0] = '\0';
+	/* A commit after a split brain ends it: this side now holds the new
+	 * primary's content (its own divergence stays in sb_snap). */
+	p->needs_resync = false;
+	p->split_brain = false;
+	p->common_snap[0] = '\0';
+	p->sb_snap[0] = '\0';
 	rc = pair_save(p);
 	if (rc < 0) {
+		p->needs_resync = saved.needs_resync;
+		p->split_brain = saved.split_brain;
+		memcpy(p->common_snap, saved.common_snap, sizeof(p->common_snap));
+		memcpy(p->sb_snap, saved.sb_snap, sizeof(p->sb_snap));
 		p->last_cycle = saved.last_cycle;
 		memcpy(p->last_snap, saved.last_snap, sizeof(p->last_snap));
 		p->last_time = saved.last_time;
@@ -710,6 +720,7 @@ static int handle_remove(struct repl *r, struct link *l, const struct wire_msg *
 
 void serve_conn(struct repl *r, struct link *l)
 {
+	link_set_tls(l, r->tls);
 	int rc = link_handshake_server(l, r->secret, r->secret_len, r->site);
 	while (rc == 0) {
 		struct wire_msg m;
@@ -734,6 +745,9 @@ void serve_conn(struct repl *r, struct link *l)
 			break;
 		case WIRE_PAIR_REMOVE:
 			rc = handle_remove(r, l, &m);
+			break;
+		case WIRE_ROLE:
+			rc = handle_role(r, l, &m);
 			break;
 		default:
 			link_send_error(l, EPROTO, "unexpected %s", wire_type_name(m.type));

@@ -57,6 +57,8 @@ struct pipe {
 	uint64_t enumerated, accounted, extents, skipped_bytes;
 	uint64_t data_bytes, zero_bytes;
 	bool enum_done, failed;
+	const struct wire_digest *extra; /* resync: extents to add (not owned) */
+	size_t n_extra;
 	int err;
 	char errmsg[512];
 };
@@ -398,6 +400,152 @@ static int count_cb(void *ctx, const struct diff_object *o)
 	return 0;
 }
 
+/* ---- resync: the increment plus the old primary's divergence ----------- */
+struct uobj {
+	uint64_t objno;
+	struct extent *ext;
+	size_t n;
+	bool all_zero;
+};
+
+struct ucollect {
+	struct uobj *o;
+	size_t n, cap;
+};
+
+static int collect_cb(void *ctx, const struct diff_object *o)
+{
+	struct ucollect *c = ctx;
+	if (c->n == c->cap) {
+		size_t cap = c->cap ? 2 * c->cap : 64;
+		struct uobj *no = realloc(c->o, cap * sizeof(*no));
+		if (!no)
+			return -ENOMEM;
+		c->o = no;
+		c->cap = cap;
+	}
+	struct uobj *u = &c->o[c->n];
+	memset(u, 0, sizeof(*u));
+	u->objno = o->objno;
+	u->all_zero = o->all_zero;
+	if (o->n_extents) {
+		u->ext = malloc(o->n_extents * sizeof(*u->ext));
+		if (!u->ext)
+			return -ENOMEM;
+		memcpy(u->ext, o->extents, o->n_extents * sizeof(*u->ext));
+		u->n = o->n_extents;
+	}
+	c->n++;
+	return 0;
+}
+
+static int ext_cmp(const void *a, const void *b)
+{
+	const struct extent *x = a, *y = b;
+	return x->offset < y->offset ? -1 : x->offset > y->offset;
+}
+
+/* Emits one object: ext (sorted here) coalesced; where a DATA and a ZERO
+ * extent overlap the merged range is DATA (the reader sends zero blocks
+ * of it as ZERO records anyway). */
+static int emit_merged(uint64_t objno, struct extent *ext, size_t n, bool all_zero,
+                       diff_cb cb, void *ctx)
+{
+	qsort(ext, n, sizeof(*ext), ext_cmp);
+	size_t k = 0;
+	for (size_t i = 0; i < n; i++) {
+		if (k && ext[i].offset <= ext[k - 1].offset + ext[k - 1].length) {
+			struct extent *l = &ext[k - 1];
+			uint64_t end = MAX(l->offset + l->length, ext[i].offset + ext[i].length);
+			if (l->kind != ext[i].kind)
+				l->kind = EXTENT_DATA;
+			l->length = end - l->offset;
+		} else {
+			ext[k++] = ext[i];
+		}
+	}
+	struct diff_object d = { .objno = objno, .extents = ext, .n_extents = k,
+	                         .all_zero = all_zero };
+	return cb(ctx, &d);
+}
+
+/* Like vol_diff(base, target), with the extents of extra (objno = offset,
+ * hash = length, sorted by offset) added as DATA: every block either side
+ * changed since the common snapshot. */
+static int diff_union(struct vol *v, uint64_t object_size, const char *base,
+                      const char *target, const struct wire_digest *extra, size_t n_extra,
+                      diff_cb cb, void *ctx)
+{
+	struct ucollect c = { 0 };
+	int rc = vol_diff(v, base[0] ? base : NULL, target, collect_cb, &c);
+	size_t i = 0, xi = 0;
+	uint64_t xoff = n_extra ? extra[0].objno : 0; /* progress inside extra[xi] */
+	struct extent *tmp = NULL;
+	size_t tcap = 0;
+	while (rc == 0 && (i < c.n || xi < n_extra)) {
+		uint64_t xobj = xi < n_extra ? xoff / object_size : UINT64_MAX;
+		uint64_t dobj = i < c.n ? c.o[i].objno : UINT64_MAX;
+		uint64_t obj = MIN(xobj, dobj);
+		size_t tn = 0;
+		if (dobj == obj) {
+			if (tcap < c.o[i].n + 16) {
+				tcap = c.o[i].n + 16;
+				struct extent *nt = realloc(tmp, tcap * sizeof(*nt));
+				if (!nt) {
+					rc = -ENOMEM;
+					break;
+				}
+				tmp = nt;
+			}
+			memcpy(tmp, c.o[i].ext, c.o[i].n * sizeof(*tmp));
+			tn = c.o[i].n;
+		}
+		uint64_t oend = (obj + 1) * object_size;
+		while (xi < n_extra && xoff / object_size == obj) {
+			uint64_t xend = extra[xi].objno + extra[xi].hash;
+			if (xend <= xoff) { /* covered by the previous one */
+				if (++xi < n_extra)
+					xoff = MAX(extra[xi].objno, xoff);
+				continue;
+			}
+			uint64_t e = MIN(xend, oend);
+			if (tn == tcap) {
+				tcap = tcap ? 2 * tcap : 16;
+				struct extent *nt = realloc(tmp, tcap * sizeof(*nt));
+				if (!nt) {
+					rc = -ENOMEM;
+					break;
+				}
+				tmp = nt;
+			}
+			tmp[tn++] = (struct extent){ .offset = xoff, .length = e - xoff,
+			                             .kind = EXTENT_DATA };
+			xoff = e;
+			if (xoff >= xend && ++xi < n_extra)
+				xoff = MAX(extra[xi].objno, xoff);
+		}
+		if (rc == 0)
+			rc = emit_merged(obj, tmp, tn, dobj == obj && c.o[i].all_zero, cb, ctx);
+		if (dobj == obj)
+			i++;
+	}
+	free(tmp);
+	for (size_t k = 0; k < c.n; k++)
+		free(c.o[k].ext);
+	free(c.o);
+	return rc;
+}
+
+/* The increment of this cycle: the diff, plus a resync's extents. */
+static int increment(struct pipe *pp, struct vol *v, const char *base, const char *target,
+                     diff_cb cb, void *ctx)
+{
+	if (pp->extra)
+		return diff_union(v, pp->vi.object_size, base, target, pp->extra, pp->n_extra,
+		                  cb, ctx);
+	return vol_diff(v, base[0] ? base : NULL, target, cb, ctx);
+}
+
 /* Streams the increment; 0 when every object was sent. */
 static int stream(struct pipe *pp, const char *base, unsigned readers)
 {
@@ -432,7 +580,7 @@ static int stream(struct pipe *pp, const char *base, unsigned readers)
 			rc = -EAGAIN;
 	}
 	if (rc == 0) {
-		rc = vol_diff(pp->v, base[0] ? base : NULL, pp->snap, enum_cb, pp);
+		rc = increment(pp, pp->v, base, pp->snap, enum_cb, pp);
 		if (rc < 0 && rc != -ECANCELED)
 			pipe_fail(pp, rc, "diff of %s: %s", pp->p->name, strerror(-rc));
 	} else {
@@ -563,6 +711,17 @@ static void commit_local(struct pair *p, struct vol *v, const struct cycle_stats
 	p->stats = *st;
 	p->has_stats = true;
 	p->error[0] = '\0';
+	if (p->resyncing) {
+		/* Both sides hold the same snapshot again: the divergence is
+		 * resolved (the old primary's is kept in its split-brain snapshot). */
+		p->resyncing = false;
+		p->split_brain = false;
+		p->common_snap[0] = '\0';
+		free(p->extra);
+		p->extra = NULL;
+		p->n_extra = 0;
+		log_info("repl: pair %s: resync complete", p->name);
+	}
 	if (p->cur_gen > p->sync_done)
 		p->sync_done = p->cur_gen;
 	(void)pair_save(p);
@@ -608,12 +767,28 @@ int send_cycle(struct pair *p)
 	uint64_t cycle = p->cur_cycle, ctime = p->cur_time;
 	pp.max_inflight = p->max_inflight ? p->max_inflight : REPL_DEFAULT_INFLIGHT;
 	pp.compress = p->compress;
+	struct wire_digest *extra = NULL;
+	if (p->resyncing && p->n_extra) {
+		/* A copy: a repeated `pair resync` may replace p->extra. */
+		extra = malloc(p->n_extra * sizeof(*extra));
+		if (extra) {
+			memcpy(extra, p->extra, p->n_extra * sizeof(*extra));
+			pp.extra = extra;
+			pp.n_extra = p->n_extra;
+		}
+	}
+	bool nomem = p->resyncing && p->n_extra && !extra;
 	pthread_mutex_unlock(&r->mu);
+	if (nomem) {
+		rc = -ENOMEM;
+		set_error(p, "out of memory");
+		goto out;
+	}
 
 	/* Count first: the end of the transfer is defined by this count, and
 	 * the progress total by these bytes. */
 	struct counts c = { 0, 0 };
-	rc = vol_diff(v, base[0] ? base : NULL, target, count_cb, &c);
+	rc = increment(&pp, v, base, target, count_cb, &c);
 	if (rc < 0) {
 		set_error(p, "diff of %s: %s", p->name, strerror(-rc));
 		goto out;
@@ -645,6 +820,11 @@ int send_cycle(struct pair *p)
 		goto out;
 	}
 	l->bucket = &p->bucket;
+	rc = role_check(p, l, err, sizeof(err));
+	if (rc < 0) {
+		set_error(p, "%s", err);
+		goto out;
+	}
 
 	struct wire_msg m = { .type = WIRE_CYCLE_BEGIN };
 	snprintf(m.u.cycle_begin.volume, sizeof(m.u.cycle_begin.volume), "%s", p->remote);
@@ -730,6 +910,7 @@ out:
 	}
 	if (slot)
 		slot_release(p);
+	free((void *)pp.extra);
 	pthread_mutex_destroy(&pp.mu);
 	pthread_cond_destroy(&pp.cv);
 	vol_close(v);

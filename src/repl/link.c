@@ -1,12 +1,15 @@
-/* repl link: TCP with deadlines, mutual HMAC authentication. */
+/* repl link: TCP with deadlines, TLS 1.3, mutual HMAC authentication. */
 #include "repl/link.h"
 
 #include <errno.h>
+#include <inttypes.h>
+#include <limits.h>
 #include <fcntl.h>
 #include <netdb.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <poll.h>
+#include <signal.h>
 #include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
@@ -15,6 +18,7 @@
 #include <unistd.h>
 
 #include <openssl/crypto.h>
+#include <openssl/err.h>
 #include <openssl/evp.h>
 #include <openssl/hmac.h>
 #include <openssl/rand.h>
@@ -22,6 +26,34 @@
 #include "common/common.h"
 
 uint16_t link_test_client_version = WIRE_VERSION;
+
+/* OpenSSL writes with write(2), not send(MSG_NOSIGNAL): a peer that went
+ * away would raise SIGPIPE.  The link must not depend on the program
+ * ignoring it, so SIGPIPE is blocked around TLS writes and a pending one
+ * (ours, from this thread) is consumed. */
+static void sigpipe_block(sigset_t *old)
+{
+	sigset_t s;
+	sigemptyset(&s);
+	sigaddset(&s, SIGPIPE);
+	pthread_sigmask(SIG_BLOCK, &s, old);
+}
+
+static void sigpipe_restore(const sigset_t *old)
+{
+	int saved = errno;
+	if (!sigismember(old, SIGPIPE)) {
+		sigset_t s, pend;
+		sigemptyset(&s);
+		sigaddset(&s, SIGPIPE);
+		if (sigpending(&pend) == 0 && sigismember(&pend, SIGPIPE)) {
+			struct timespec zero = { 0, 0 };
+			(void)sigtimedwait(&s, NULL, &zero);
+		}
+		pthread_sigmask(SIG_SETMASK, old, NULL);
+	}
+	errno = saved;
+}
 
 /* ---- token bucket ------------------------------------------------------ */
 #define BUCKET_WINDOW_NS 50000000ull  /* 50 ms of quota at most */
@@ -73,6 +105,306 @@ size_t bucket_chunk(const struct bucket *b)
 	uint64_t c = b->rate * BUCKET_WINDOW_NS / 1000000000ull;
 	c &= ~(uint64_t)4095;
 	return (size_t)MAX(MIN(c, (uint64_t)WIRE_DATA_MAX), (uint64_t)4096);
+}
+
+
+/* ---- TLS contexts ------------------------------------------------------ */
+struct link_tls {
+	SSL_CTX *cli, *srv;
+	bool psk;
+	uint8_t key[32];          /* the external PSK */
+};
+
+/* The PSK is never the raw secret: a fixed label separates it from the
+ * HMAC challenge-response keyed by the same secret. */
+#define PSK_LABEL "ferry-repl v1 tls13 external psk"
+#define PSK_IDENTITY "ferry-repl-psk-v1"
+/* RFC 5705/8446 exporter label of the channel binding. */
+#define EXPORTER_LABEL "EXPORTER-ferry-repl-auth-v1"
+
+static void ssl_reason(char *out, size_t olen)
+{
+	unsigned long e = ERR_peek_last_error();
+	if (!e) {
+		snprintf(out, olen, "connection closed during the handshake");
+		return;
+	}
+	const char *r = ERR_reason_error_string(e);
+	snprintf(out, olen, "%s", r ? r : "TLS error");
+	ERR_clear_error();
+}
+
+static SSL_SESSION *psk_session(SSL *ssl, const struct link_tls *t)
+{
+	static const unsigned char aes128gcm[] = { 0x13, 0x01 }; /* TLS_AES_128_GCM_SHA256 */
+	const SSL_CIPHER *c = SSL_CIPHER_find(ssl, aes128gcm);
+	SSL_SESSION *s = c ? SSL_SESSION_new() : NULL;
+	if (!s)
+		return NULL;
+	if (!SSL_SESSION_set1_master_key(s, t->key, sizeof(t->key)) ||
+	    !SSL_SESSION_set_cipher(s, c) ||
+	    !SSL_SESSION_set_protocol_version(s, TLS1_3_VERSION)) {
+		SSL_SESSION_free(s);
+		return NULL;
+	}
+	return s;
+}
+
+static int psk_use_cb(SSL *ssl, const EVP_MD *md, const unsigned char **id,
+                      size_t *idlen, SSL_SESSION **sess)
+{
+	const struct link_tls *t = SSL_CTX_get_app_data(SSL_get_SSL_CTX(ssl));
+	SSL_SESSION *s = psk_session(ssl, t);
+	if (!s)
+		return 0;
+	/* After a HelloRetryRequest md is the chosen suite's hash: a PSK
+	 * bound to another hash must not be offered. */
+	if (md && md != SSL_CIPHER_get_handshake_digest(SSL_SESSION_get0_cipher(s))) {
+		SSL_SESSION_free(s);
+		*sess = NULL;
+		return 1;
+	}
+	*id = (const unsigned char *)PSK_IDENTITY;
+	*idlen = strlen(PSK_IDENTITY);
+	*sess = s;
+	return 1;
+}
+
+static int psk_find_cb(SSL *ssl, const unsigned char *id, size_t idlen,
+                       SSL_SESSION **sess)
+{
+	const struct link_tls *t = SSL_CTX_get_app_data(SSL_get_SSL_CTX(ssl));
+	*sess = NULL;
+	if (idlen != strlen(PSK_IDENTITY) || memcmp(id, PSK_IDENTITY, idlen) != 0)
+		return 1; /* unknown identity: the handshake fails */
+	*sess = psk_session(ssl, t);
+	return *sess ? 1 : 0;
+}
+
+static SSL_CTX *ctx_new(bool server, char *err, size_t errlen)
+{
+	SSL_CTX *c = SSL_CTX_new(server ? TLS_server_method() : TLS_client_method());
+	if (!c) {
+		snprintf(err, errlen, "cannot create a TLS context");
+		return NULL;
+	}
+	SSL_CTX_set_min_proto_version(c, TLS1_3_VERSION);
+	SSL_CTX_set_max_proto_version(c, TLS1_3_VERSION);
+	/* No resumption: every connection proves the key afresh, and no
+	 * ticket arrives unasked in the middle of a transfer. */
+	SSL_CTX_set_options(c, SSL_OP_NO_TICKET | SSL_OP_IGNORE_UNEXPECTED_EOF);
+	SSL_CTX_set_session_cache_mode(c, SSL_SESS_CACHE_OFF);
+	if (server)
+		SSL_CTX_set_num_tickets(c, 0);
+	SSL_CTX_set_mode(c, SSL_MODE_ENABLE_PARTIAL_WRITE |
+	                    SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER);
+	/* AES-GCM first: AES-NI makes it the fastest here. */
+	if (!SSL_CTX_set_ciphersuites(c, "TLS_AES_128_GCM_SHA256:TLS_AES_256_GCM_SHA384:"
+	                                 "TLS_CHACHA20_POLY1305_SHA256")) {
+		snprintf(err, errlen, "cannot set the TLS 1.3 cipher suites");
+		SSL_CTX_free(c);
+		return NULL;
+	}
+	return c;
+}
+
+static int ctx_certs(SSL_CTX *c, const struct link_tls_opts *o, char *err, size_t errlen)
+{
+	char why[256];
+	if (SSL_CTX_use_certificate_chain_file(c, o->cert) != 1) {
+		ssl_reason(why, sizeof(why));
+		snprintf(err, errlen, "--tls-cert %s: %s", o->cert, why);
+		return -EINVAL;
+	}
+	if (SSL_CTX_use_PrivateKey_file(c, o->key, SSL_FILETYPE_PEM) != 1 ||
+	    SSL_CTX_check_private_key(c) != 1) {
+		ssl_reason(why, sizeof(why));
+		snprintf(err, errlen, "--tls-key %s: %s", o->key, why);
+		return -EINVAL;
+	}
+	if (SSL_CTX_load_verify_locations(c, o->ca, NULL) != 1) {
+		ssl_reason(why, sizeof(why));
+		snprintf(err, errlen, "--tls-ca %s: %s", o->ca, why);
+		return -EINVAL;
+	}
+	/* Both directions: the server demands a certificate too. */
+	SSL_CTX_set_verify(c, SSL_VERIFY_PEER | SSL_VERIFY_FAIL_IF_NO_PEER_CERT, NULL);
+	return 0;
+}
+
+int link_tls_new(const struct link_tls_opts *o, const uint8_t *secret, size_t slen,
+                 struct link_tls **out, char *err, size_t errlen)
+{
+	*out = NULL;
+	if (o && o->plaintext)
+		return 0;
+	bool certs = o && (o->cert || o->key || o->ca);
+	if (certs && (!o->cert || !o->key || !o->ca)) {
+		snprintf(err, errlen, "certificate mode needs all of --tls-cert, --tls-key "
+		         "and --tls-ca");
+		return -EINVAL;
+	}
+	if (!certs && (!secret || !slen)) {
+		snprintf(err, errlen, "TLS with a pre-shared key needs a secret (--secret-file)");
+		return -EINVAL;
+	}
+	struct link_tls *t = calloc(1, sizeof(*t));
+	if (!t) {
+		snprintf(err, errlen, "out of memory");
+		return -ENOMEM;
+	}
+	int rc = -EINVAL;
+	t->cli = ctx_new(false, err, errlen);
+	t->srv = t->cli ? ctx_new(true, err, errlen) : NULL;
+	if (!t->srv)
+		goto fail;
+	if (certs) {
+		if (ctx_certs(t->cli, o, err, errlen) < 0 || ctx_certs(t->srv, o, err, errlen) < 0)
+			goto fail;
+	} else {
+		t->psk = true;
+		unsigned kl = sizeof(t->key);
+		if (!HMAC(EVP_sha256(), secret, (int)slen, (const uint8_t *)PSK_LABEL,
+		          strlen(PSK_LABEL), t->key, &kl)) {
+			snprintf(err, errlen, "cannot derive the TLS key");
+			goto fail;
+		}
+		SSL_CTX_set_psk_use_session_callback(t->cli, psk_use_cb);
+		SSL_CTX_set_psk_find_session_callback(t->srv, psk_find_cb);
+	}
+	SSL_CTX_set_app_data(t->cli, t);
+	SSL_CTX_set_app_data(t->srv, t);
+	*out = t;
+	return 0;
+fail:
+	link_tls_free(t);
+	return rc;
+}
+
+void link_tls_free(struct link_tls *t)
+{
+	if (!t)
+		return;
+	SSL_CTX_free(t->cli);
+	SSL_CTX_free(t->srv);
+	OPENSSL_cleanse(t->key, sizeof(t->key));
+	free(t);
+}
+
+void link_set_tls(struct link *l, struct link_tls *t) { l->tls = t; }
+
+/* ---- authentication-failure throttle ------------------------------------ */
+/* Per source address: each failure doubles the delay before the next
+ * attempt from that address is served (base, 2 base, 4 base ... cap);
+ * one step is forgiven per THROTTLE_DECAY_NS of quiet, and a success
+ * clears the address.  Attempts are also serialised: the next one may
+ * start only `delay` after the previous one started, so parallel
+ * connections do not multiply an attacker's guesses. */
+#define THROTTLE_SLOTS 256
+#define THROTTLE_DECAY_NS (30ull * 1000000000ull)
+struct throttle_ent {
+	char addr[64];
+	unsigned fails;
+	uint64_t last_ns;         /* of the last failure (decay) */
+	uint64_t next_ns;         /* earliest start of the next attempt */
+};
+static pthread_mutex_t throttle_mu = PTHREAD_MUTEX_INITIALIZER;
+static struct throttle_ent throttle[THROTTLE_SLOTS];
+static unsigned throttle_base_ms = 250, throttle_cap_ms = 8000;
+
+void link_throttle_reset(void)
+{
+	pthread_mutex_lock(&throttle_mu);
+	memset(throttle, 0, sizeof(throttle));
+	pthread_mutex_unlock(&throttle_mu);
+}
+
+void link_throttle_tune(unsigned base_ms, unsigned cap_ms)
+{
+	pthread_mutex_lock(&throttle_mu);
+	throttle_base_ms = base_ms;
+	throttle_cap_ms = cap_ms;
+	pthread_mutex_unlock(&throttle_mu);
+}
+
+/* "HOST:PORT" / "[V6]:PORT" -> "HOST" */
+static void peer_host(const char *peer, char *out, size_t olen)
+{
+	char port[16];
+	if (link_parse_addr(peer, out, olen, port, sizeof(port)) < 0)
+		snprintf(out, olen, "%.63s", peer);
+}
+
+/* Under throttle_mu.  Decays, and with create takes the oldest slot. */
+static struct throttle_ent *throttle_get(const char *addr, uint64_t now, bool create)
+{
+	struct throttle_ent *victim = &throttle[0];
+	for (size_t i = 0; i < THROTTLE_SLOTS; i++) {
+		struct throttle_ent *e = &throttle[i];
+		if (e->fails && strcmp(e->addr, addr) == 0) {
+			uint64_t steps = (now - e->last_ns) / THROTTLE_DECAY_NS;
+			if (steps) {
+				e->fails = steps >= e->fails ? 0 : e->fails - (unsigned)steps;
+				e->last_ns += steps * THROTTLE_DECAY_NS;
+			}
+			if (e->fails || create)
+				return e;
+			return NULL;
+		}
+		if (!e->fails)
+			victim = e;
+		else if (victim->fails && e->last_ns < victim->last_ns)
+			victim = e;
+	}
+	if (!create)
+		return NULL;
+	memset(victim, 0, sizeof(*victim));
+	snprintf(victim->addr, sizeof(victim->addr), "%s", addr);
+	victim->last_ns = now;
+	return victim;
+}
+
+static uint64_t throttle_delay_ns(unsigned fails)
+{
+	if (!fails)
+		return 0;
+	uint64_t ms = (uint64_t)throttle_base_ms << MIN(fails - 1, 20u);
+	return MIN(ms, (uint64_t)throttle_cap_ms) * 1000000ull;
+}
+
+/* How long the attempt from addr must wait before it is served. */
+static uint64_t throttle_enter(const char *addr)
+{
+	uint64_t now = now_mono_ns(), wait = 0;
+	pthread_mutex_lock(&throttle_mu);
+	struct throttle_ent *e = throttle_get(addr, now, false);
+	if (e) {
+		uint64_t start = MAX(now, e->next_ns);
+		wait = start - now;
+		/* A queue longer than twice the cap is refused outright so that
+		 * a flood cannot park connection threads for minutes. */
+		if (wait > 2ull * throttle_cap_ms * 1000000ull)
+			wait = UINT64_MAX;
+		else
+			e->next_ns = start + throttle_delay_ns(e->fails);
+	}
+	pthread_mutex_unlock(&throttle_mu);
+	return wait;
+}
+
+static void throttle_result(const char *addr, bool ok)
+{
+	uint64_t now = now_mono_ns();
+	pthread_mutex_lock(&throttle_mu);
+	struct throttle_ent *e = throttle_get(addr, now, !ok);
+	if (e && ok) {
+		memset(e, 0, sizeof(*e));
+	} else if (e) {
+		e->fails++;
+		e->last_ns = now;
+		e->next_ns = MAX(e->next_ns, now + throttle_delay_ns(e->fails));
+	}
+	pthread_mutex_unlock(&throttle_mu);
 }
 
 /* ---- sockets ----------------------------------------------------------- */
@@ -283,6 +615,17 @@ void link_close(struct link *l)
 {
 	if (!l)
 		return;
+	if (l->ssl) {
+		/* Best effort close_notify; the socket is non-blocking. */
+		if (!atomic_load(&l->aborted) && SSL_is_init_finished(l->ssl)) {
+			sigset_t old;
+			sigpipe_block(&old);
+			(void)SSL_shutdown(l->ssl);
+			sigpipe_restore(&old);
+		}
+		SSL_free(l->ssl);
+		ERR_clear_error();
+	}
 	if (l->fd >= 0)
 		close(l->fd);
 	free(l->rbuf);
@@ -324,23 +667,100 @@ static int wait_fd(struct link *l, short ev, uint64_t deadline)
 	}
 }
 
+/* One read or write on the connection, through TLS when it is on.
+ * Returns bytes moved (> 0), 0 at the end of the stream, -EAGAIN with
+ * *want set to the poll event to wait for, or another -errno with l->err
+ * set for TLS errors. */
+static ssize_t io_read(struct link *l, void *buf, size_t len, short *want)
+{
+	if (!l->ssl) {
+		ssize_t n = recv(l->fd, buf, len, 0);
+		if (n >= 0)
+			return n;
+		*want = POLLIN;
+		return errno == EWOULDBLOCK ? -EAGAIN : -errno;
+	}
+	ERR_clear_error();
+	sigset_t old;
+	sigpipe_block(&old); /* a read may answer a KeyUpdate */
+	errno = 0;
+	int n = SSL_read(l->ssl, buf, (int)MIN(len, (size_t)INT_MAX));
+	sigpipe_restore(&old);
+	if (n > 0)
+		return n;
+	switch (SSL_get_error(l->ssl, n)) {
+	case SSL_ERROR_WANT_READ:
+		*want = POLLIN;
+		return -EAGAIN;
+	case SSL_ERROR_WANT_WRITE:
+		*want = POLLOUT;
+		return -EAGAIN;
+	case SSL_ERROR_ZERO_RETURN:
+		return 0;
+	case SSL_ERROR_SYSCALL:
+		return errno ? -errno : 0;
+	default: {
+		char why[200];
+		ssl_reason(why, sizeof(why));
+		snprintf(l->err, sizeof(l->err), "TLS receive from %s: %s", l->peer, why);
+		return -EPROTO;
+	}
+	}
+}
+
+static ssize_t io_write(struct link *l, const void *buf, size_t len, short *want)
+{
+	if (!l->ssl) {
+		ssize_t n = send(l->fd, buf, len, MSG_NOSIGNAL);
+		if (n >= 0)
+			return n;
+		*want = POLLOUT;
+		return errno == EWOULDBLOCK ? -EAGAIN : -errno;
+	}
+	ERR_clear_error();
+	sigset_t old;
+	sigpipe_block(&old);
+	errno = 0;
+	int n = SSL_write(l->ssl, buf, (int)MIN(len, (size_t)INT_MAX));
+	sigpipe_restore(&old);
+	if (n > 0)
+		return n;
+	switch (SSL_get_error(l->ssl, n)) {
+	case SSL_ERROR_WANT_READ:
+		*want = POLLIN;
+		return -EAGAIN;
+	case SSL_ERROR_WANT_WRITE:
+		*want = POLLOUT;
+		return -EAGAIN;
+	case SSL_ERROR_SYSCALL:
+		return errno ? -errno : -EPIPE;
+	default: {
+		char why[200];
+		ssl_reason(why, sizeof(why));
+		snprintf(l->err, sizeof(l->err), "TLS send to %s: %s", l->peer, why);
+		return -EPROTO;
+	}
+	}
+}
+
 static int send_bytes(struct link *l, const uint8_t *p, size_t len)
 {
 	uint64_t deadline = now_mono_ns() + (uint64_t)l->timeout_ms * 1000000ull;
 	while (len) {
 		if (atomic_load(&l->aborted))
 			return -ECANCELED;
-		ssize_t n = send(l->fd, p, len, MSG_NOSIGNAL);
+		short want = POLLOUT;
+		ssize_t n = io_write(l, p, len, &want);
 		if (n > 0) {
 			p += n;
 			len -= (size_t)n;
 			l->tx_bytes += (uint64_t)n;
 			continue;
 		}
-		if (n < 0 && errno == EINTR)
+		if (n == -EINTR)
 			continue;
-		if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
-			int rc = wait_fd(l, POLLOUT, deadline);
+		if (n == -EAGAIN) {
+			int rc = wait_fd(l, want, deadline);
 			if (rc < 0) {
 				snprintf(l->err, sizeof(l->err), "send to %s: %s", l->peer,
 				         rc == -ETIMEDOUT ? "peer stopped reading (deadline passed)"
@@ -349,10 +769,11 @@ static int send_bytes(struct link *l, const uint8_t *p, size_t len)
 			}
 			continue;
 		}
-		int rc = n < 0 ? -errno : -EPIPE;
+		int rc = n < 0 ? (int)n : -EPIPE;
 		if (atomic_load(&l->aborted))
 			rc = -ECANCELED;
-		snprintf(l->err, sizeof(l->err), "send to %s: %s", l->peer, strerror(-rc));
+		if (rc != -EPROTO)
+			snprintf(l->err, sizeof(l->err), "send to %s: %s", l->peer, strerror(-rc));
 		return rc;
 	}
 	return 0;
@@ -422,7 +843,8 @@ static int fill(struct link *l, size_t want, uint64_t deadline)
 	while (l->rend - l->rstart < want) {
 		if (atomic_load(&l->aborted))
 			return -ECANCELED;
-		ssize_t n = recv(l->fd, l->rbuf + l->rend, l->rcap - l->rend, 0);
+		short ev = POLLIN;
+		ssize_t n = io_read(l, l->rbuf + l->rend, l->rcap - l->rend, &ev);
 		if (n > 0) {
 			l->rend += (size_t)n;
 			l->rx_bytes += (uint64_t)n;
@@ -432,10 +854,10 @@ static int fill(struct link *l, size_t want, uint64_t deadline)
 			snprintf(l->err, sizeof(l->err), "%s closed the connection", l->peer);
 			return atomic_load(&l->aborted) ? -ECANCELED : -ECONNRESET;
 		}
-		if (errno == EINTR)
+		if (n == -EINTR)
 			continue;
-		if (errno == EAGAIN || errno == EWOULDBLOCK) {
-			int rc = wait_fd(l, POLLIN, deadline);
+		if (n == -EAGAIN) {
+			int rc = wait_fd(l, ev, deadline);
 			if (rc < 0) {
 				snprintf(l->err, sizeof(l->err), "receive from %s: %s", l->peer,
 				         rc == -ETIMEDOUT ? "no answer before the deadline"
@@ -444,8 +866,12 @@ static int fill(struct link *l, size_t want, uint64_t deadline)
 			}
 			continue;
 		}
-		int rc = -errno;
-		snprintf(l->err, sizeof(l->err), "receive from %s: %s", l->peer, strerror(-rc));
+		int rc = (int)n;
+		if (atomic_load(&l->aborted))
+			return -ECANCELED;
+		if (rc != -EPROTO)
+			snprintf(l->err, sizeof(l->err), "receive from %s: %s", l->peer,
+			         strerror(-rc));
 		return rc;
 	}
 	return 0;
@@ -494,19 +920,27 @@ int link_expect(struct link *l, enum wire_type type, struct wire_msg *m, int tim
 }
 
 /* ---- authentication ---------------------------------------------------- */
+#define CB_LEN 32
+
+/* cb: the TLS exporter value (channel binding), or NULL on plaintext. */
 static void auth_mac(const uint8_t *secret, size_t slen, const char *label,
                      uint16_t version, const uint8_t *nc, const uint8_t *ns,
-                     uint8_t out[WIRE_MAC_LEN])
+                     const uint8_t *cb, uint8_t out[WIRE_MAC_LEN])
 {
-	uint8_t msg[64 + 2 + 2 * WIRE_NONCE_LEN];
+	uint8_t msg[64 + 2 + 2 * WIRE_NONCE_LEN + CB_LEN];
 	size_t ll = strlen(label);
 	memcpy(msg, label, ll);
 	msg[ll] = (uint8_t)version;
 	msg[ll + 1] = (uint8_t)(version >> 8);
 	memcpy(msg + ll + 2, nc, WIRE_NONCE_LEN);
 	memcpy(msg + ll + 2 + WIRE_NONCE_LEN, ns, WIRE_NONCE_LEN);
+	size_t mlen = ll + 2 + 2 * WIRE_NONCE_LEN;
+	if (cb) {
+		memcpy(msg + mlen, cb, CB_LEN);
+		mlen += CB_LEN;
+	}
 	unsigned olen = WIRE_MAC_LEN;
-	HMAC(EVP_sha256(), secret, (int)slen, msg, ll + 2 + 2 * WIRE_NONCE_LEN, out, &olen);
+	HMAC(EVP_sha256(), secret, (int)slen, msg, mlen, out, &olen);
 }
 
 /* Prefixes a peer's ERROR text so that logs say who refused whom. */
@@ -522,8 +956,8 @@ static void refused(struct link *l)
 #define LABEL_SERVER "ferry-repl v1 server proof"
 #define LABEL_CLIENT "ferry-repl v1 client proof"
 
-int link_handshake_client(struct link *l, const uint8_t *secret, size_t slen,
-                          const char *site)
+static int hmac_client(struct link *l, const uint8_t *secret, size_t slen,
+                       const char *site, const uint8_t *cbp)
 {
 	struct wire_msg m = { .type = WIRE_HELLO };
 	uint8_t nc[WIRE_NONCE_LEN];
@@ -556,7 +990,7 @@ int link_handshake_client(struct link *l, const uint8_t *secret, size_t slen,
 	}
 	uint8_t want[WIRE_MAC_LEN];
 	auth_mac(secret, slen, LABEL_SERVER, m.u.hello_ok.version, nc,
-	         m.u.hello_ok.nonce, want);
+	         m.u.hello_ok.nonce, cbp, want);
 	if (CRYPTO_memcmp(want, m.u.hello_ok.mac, WIRE_MAC_LEN) != 0) {
 		rc = -EACCES;
 		snprintf(l->err, sizeof(l->err), "peer %s failed authentication "
@@ -568,7 +1002,7 @@ int link_handshake_client(struct link *l, const uint8_t *secret, size_t slen,
 	snprintf(l->remote_site, sizeof(l->remote_site), "%s", m.u.hello_ok.site);
 	struct wire_msg a = { .type = WIRE_AUTH };
 	auth_mac(secret, slen, LABEL_CLIENT, m.u.hello_ok.version, m.u.hello_ok.nonce,
-	         nc, a.u.auth.mac);
+	         nc, cbp, a.u.auth.mac);
 	rc = link_send(l, &a);
 	if (rc < 0)
 		goto fail;
@@ -584,11 +1018,17 @@ fail:
 	return rc;
 }
 
-int link_handshake_server(struct link *l, const uint8_t *secret, size_t slen,
-                          const char *site)
+/* first: the HELLO when the caller already read it, else NULL. */
+static int hmac_server(struct link *l, const uint8_t *secret, size_t slen,
+                       const char *site, const uint8_t *cbp,
+                       const struct wire_msg *first)
 {
 	struct wire_msg m;
-	int rc = link_expect(l, WIRE_HELLO, &m, 0);
+	int rc = 0;
+	if (first)
+		m = *first;
+	else
+		rc = link_expect(l, WIRE_HELLO, &m, 0);
 	if (rc < 0)
 		goto fail;
 	if (m.u.hello.vmin > WIRE_VERSION || m.u.hello.vmax < WIRE_VERSION) {
@@ -612,7 +1052,7 @@ int link_handshake_server(struct link *l, const uint8_t *secret, size_t slen,
 		goto fail;
 	}
 	auth_mac(secret, slen, LABEL_SERVER, WIRE_VERSION, nc, r.u.hello_ok.nonce,
-	         r.u.hello_ok.mac);
+	         cbp, r.u.hello_ok.mac);
 	snprintf(r.u.hello_ok.site, sizeof(r.u.hello_ok.site), "%s", site ? site : "");
 	rc = link_send(l, &r);
 	if (rc < 0)
@@ -624,7 +1064,7 @@ int link_handshake_server(struct link *l, const uint8_t *secret, size_t slen,
 		goto fail;
 	}
 	uint8_t want[WIRE_MAC_LEN];
-	auth_mac(secret, slen, LABEL_CLIENT, WIRE_VERSION, r.u.hello_ok.nonce, nc, want);
+	auth_mac(secret, slen, LABEL_CLIENT, WIRE_VERSION, r.u.hello_ok.nonce, nc, cbp, want);
 	if (CRYPTO_memcmp(want, m.u.auth.mac, WIRE_MAC_LEN) != 0) {
 		rc = -EACCES;
 		snprintf(l->err, sizeof(l->err), "peer %s failed authentication "
@@ -639,5 +1079,250 @@ int link_handshake_server(struct link *l, const uint8_t *secret, size_t slen,
 	return 0;
 fail:
 	log_error("repl: handshake from %s: %s", l->peer, l->err);
+	return rc;
+}
+
+/* ---- TLS handshake and the TLS / plaintext mismatch -------------------- */
+static const uint8_t frame_magic[4] = { 'F', 'R', 'Y', '1' }; /* WIRE_MAGIC */
+
+/* The server ran --plaintext and answered our ClientHello with a ferry
+ * ERROR frame: read it so that the user learns why. */
+static int tls_refused_by_plaintext_peer(struct link *l)
+{
+	SSL_free(l->ssl);
+	l->ssl = NULL;
+	ERR_clear_error();
+	struct wire_msg m;
+	int rc = link_recv(l, &m, 2000);
+	if (rc == 0 && m.type == WIRE_ERROR)
+		snprintf(l->err, sizeof(l->err), "peer %.200s refused us: %.255s", l->peer,
+		         m.u.error.msg);
+	else
+		snprintf(l->err, sizeof(l->err), "peer %s answered TLS in plaintext "
+		         "(it runs with --plaintext?)", l->peer);
+	return -EPROTO;
+}
+
+static int tls_handshake(struct link *l, bool server)
+{
+	l->ssl = SSL_new(server ? l->tls->srv : l->tls->cli);
+	if (!l->ssl || SSL_set_fd(l->ssl, l->fd) != 1) {
+		snprintf(l->err, sizeof(l->err), "cannot set up TLS");
+		return -ENOMEM;
+	}
+	uint64_t deadline = now_mono_ns() + (uint64_t)l->timeout_ms * 1000000ull;
+	const char *dir = server ? "from" : "with";
+	for (;;) {
+		if (atomic_load(&l->aborted))
+			return -ECANCELED;
+		ERR_clear_error();
+		sigset_t old;
+		sigpipe_block(&old);
+		errno = 0;
+		int n = server ? SSL_accept(l->ssl) : SSL_connect(l->ssl);
+		sigpipe_restore(&old);
+		if (n == 1)
+			return 0;
+		int e = SSL_get_error(l->ssl, n);
+		short ev;
+		if (e == SSL_ERROR_WANT_READ) {
+			ev = POLLIN;
+		} else if (e == SSL_ERROR_WANT_WRITE) {
+			ev = POLLOUT;
+		} else {
+			char why[200];
+			int rc = -EACCES;
+			if (e == SSL_ERROR_SSL) {
+				ssl_reason(why, sizeof(why));
+			} else {
+				rc = -ECONNRESET;
+				snprintf(why, sizeof(why), "%s", errno ? strerror(errno)
+				         : "the peer closed the connection");
+			}
+			if (atomic_load(&l->aborted))
+				return -ECANCELED;
+			if (l->tls->psk)
+				snprintf(l->err, sizeof(l->err), "authentication failed (wrong secret?): "
+				         "TLS handshake %s %.200s: %.180s; both sites need the same "
+				         "secret and TLS settings", dir, l->peer, why);
+			else
+				snprintf(l->err, sizeof(l->err), "authentication failed: TLS handshake "
+				         "%s %.200s: %.180s; check --tls-cert / --tls-ca on both sites",
+				         dir, l->peer, why);
+			return rc;
+		}
+		int rc = wait_fd(l, ev, deadline);
+		if (rc < 0) {
+			snprintf(l->err, sizeof(l->err), "TLS handshake %s %s: %s", dir, l->peer,
+			         rc == -ETIMEDOUT ? "no answer before the deadline" : strerror(-rc));
+			return rc;
+		}
+		if (!server && ev == POLLIN) {
+			uint8_t pk[4];
+			if (recv(l->fd, pk, sizeof(pk), MSG_PEEK) == (ssize_t)sizeof(pk) &&
+			    memcmp(pk, frame_magic, sizeof(pk)) == 0)
+				return tls_refused_by_plaintext_peer(l);
+		}
+	}
+}
+
+/* RFC 9266-style channel binding: both ends derive the same value from
+ * their TLS session; a relay between two TLS sessions sees two values. */
+static int tls_binding(struct link *l, uint8_t cb[CB_LEN])
+{
+	if (SSL_export_keying_material(l->ssl, cb, CB_LEN, EXPORTER_LABEL,
+	                               strlen(EXPORTER_LABEL), NULL, 0, 0) != 1) {
+		snprintf(l->err, sizeof(l->err), "cannot export the TLS channel binding");
+		ERR_clear_error();
+		return -EIO;
+	}
+	return 0;
+}
+
+int link_handshake_client(struct link *l, const uint8_t *secret, size_t slen,
+                          const char *site)
+{
+	uint8_t cb[CB_LEN];
+	if (l->tls) {
+		int rc = tls_handshake(l, false);
+		if (rc == 0)
+			rc = tls_binding(l, cb);
+		if (rc < 0) {
+			log_error("repl: handshake with %s: %s", l->peer, l->err);
+			return rc;
+		}
+	}
+	return hmac_client(l, secret, slen, site, l->tls ? cb : NULL);
+}
+
+/* The client sent a TLS ClientHello to a plaintext site: tell it in a
+ * frame it can read (tls_refused_by_plaintext_peer), then wait for it to
+ * close so that our unread bytes do not turn the close into a reset that
+ * would destroy the frame. */
+static void refuse_tls_client(struct link *l)
+{
+	link_send_error(l, EPROTO, "this site runs with --plaintext and the peer uses TLS: "
+	                "give both sites the same --plaintext / TLS settings");
+	snprintf(l->err, sizeof(l->err), "peer %s uses TLS but this site runs with "
+	         "--plaintext", l->peer);
+	shutdown(l->fd, SHUT_WR);
+	uint64_t deadline = now_mono_ns() + 1000000000ull;
+	uint8_t scratch[4096];
+	for (;;) {
+		ssize_t n = recv(l->fd, scratch, sizeof(scratch), 0);
+		if (n == 0 || (n < 0 && errno != EAGAIN && errno != EINTR))
+			break;
+		if (n < 0 && wait_fd(l, POLLIN, deadline) < 0)
+			break;
+	}
+}
+
+/* A plaintext frame reached a TLS site.  A version mismatch is the more
+ * basic problem and is reported as such (by hmac_server). */
+static int refuse_plaintext_client(struct link *l, const uint8_t *secret, size_t slen,
+                                   const char *site)
+{
+	struct wire_msg m;
+	int rc = link_expect(l, WIRE_HELLO, &m, 0);
+	if (rc < 0)
+		return rc;
+	if (m.u.hello.vmin > WIRE_VERSION || m.u.hello.vmax < WIRE_VERSION)
+		return hmac_server(l, secret, slen, site, NULL, &m);
+	link_send_error(l, EPROTO, "this site requires TLS and the peer runs with --plaintext: "
+	                "give both sites the same --plaintext / TLS settings");
+	snprintf(l->err, sizeof(l->err), "peer %s runs with --plaintext but this site "
+	         "requires TLS", l->peer);
+	return -EPROTO;
+}
+
+/* Sleeps ns unless the link is aborted first. */
+static int sleep_abortable(struct link *l, uint64_t ns)
+{
+	uint64_t end = now_mono_ns() + ns;
+	for (;;) {
+		if (atomic_load(&l->aborted))
+			return -ECANCELED;
+		uint64_t now = now_mono_ns();
+		if (now >= end)
+			return 0;
+		uint64_t slice = MIN(end - now, 50000000ull);
+		struct timespec ts = { .tv_sec = 0, .tv_nsec = (long)slice };
+		nanosleep(&ts, NULL);
+	}
+}
+
+int link_handshake_server(struct link *l, const uint8_t *secret, size_t slen,
+                          const char *site)
+{
+	char host[64];
+	peer_host(l->peer, host, sizeof(host));
+	uint64_t wait = throttle_enter(host);
+	if (wait == UINT64_MAX) {
+		snprintf(l->err, sizeof(l->err), "refused %s: too many failed authentications "
+		         "from %s, try later", l->peer, host);
+		log_warn("repl: %s", l->err);
+		return -EACCES;
+	}
+	if (wait) {
+		log_warn("repl: delaying %s by %" PRIu64 " ms after failed authentications "
+		         "from %s", l->peer, (uint64_t)(wait / 1000000u), host);
+		if (sleep_abortable(l, wait) < 0)
+			return -ECANCELED;
+	}
+
+	/* The first byte tells a TLS ClientHello (record type 22) from a
+	 * ferry frame. */
+	uint64_t deadline = now_mono_ns() + (uint64_t)l->timeout_ms * 1000000ull;
+	uint8_t b = 0;
+	int rc = 0;
+	for (;;) {
+		ssize_t n = recv(l->fd, &b, 1, MSG_PEEK);
+		if (n == 1)
+			break;
+		if (n == 0) {
+			rc = -ECONNRESET;
+			snprintf(l->err, sizeof(l->err), "%s closed the connection", l->peer);
+		} else if (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR) {
+			rc = wait_fd(l, POLLIN, deadline);
+			if (rc == 0)
+				continue;
+			snprintf(l->err, sizeof(l->err), "receive from %s: %s", l->peer,
+			         rc == -ETIMEDOUT ? "no answer before the deadline"
+			                          : strerror(-rc));
+		} else {
+			rc = -errno;
+			snprintf(l->err, sizeof(l->err), "receive from %s: %s", l->peer,
+			         strerror(-rc));
+		}
+		log_error("repl: handshake from %s: %s", l->peer, l->err);
+		return rc;
+	}
+	bool is_tls = b == 22;
+	if (is_tls && !l->tls) {
+		refuse_tls_client(l);
+		log_error("repl: handshake from %s: %s", l->peer, l->err);
+		return -EPROTO;
+	}
+	if (!is_tls && l->tls) {
+		rc = refuse_plaintext_client(l, secret, slen, site);
+		if (rc != -EPROTONOSUPPORT) /* hmac_server logged that one */
+			log_error("repl: handshake from %s: %s", l->peer, l->err);
+		return rc;
+	}
+	uint8_t cb[CB_LEN];
+	if (l->tls) {
+		rc = tls_handshake(l, true);
+		if (rc == 0)
+			rc = tls_binding(l, cb);
+		if (rc < 0) {
+			log_error("repl: handshake from %s: %s", l->peer, l->err);
+			if (rc == -EACCES)
+				throttle_result(host, false);
+			return rc;
+		}
+	}
+	rc = hmac_server(l, secret, slen, site, l->tls ? cb : NULL, NULL);
+	if (rc == 0 || rc == -EACCES)
+		throttle_result(host, rc == 0);
 	return rc;
 }

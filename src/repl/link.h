@@ -1,5 +1,10 @@
 /* repl link: one authenticated TCP connection between two sites.
  *
+ * The connection is TLS 1.3 (keyed from the shared secret, or from
+ * certificates) unless both ends were set up for plaintext; on top of it
+ * the HMAC challenge-response runs, bound to the TLS session
+ * (docs/PROTOCOL.md, "Security").
+ *
  * Every operation has a deadline (poll-based); none blocks forever.  A
  * link may be aborted from another thread (link_abort), which makes the
  * pending and every later operation fail with -ECANCELED quickly.
@@ -14,7 +19,36 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include <openssl/ssl.h>
+
 #include "repl/wire.h"
+
+/* TLS settings shared by every link of a daemon. */
+struct link_tls_opts {
+	bool plaintext;           /* no TLS at all (both sites must agree) */
+	const char *cert;         /* PEM chain; with key and ca: certificate mode */
+	const char *key;          /* PEM private key */
+	const char *ca;           /* PEM CA(s) the peer's certificate must chain to */
+};
+struct link_tls;
+struct link;
+/* Builds the TLS contexts: certificate mode when o->cert is set, else an
+ * external PSK derived from secret (HMAC-SHA256 with a fixed label).
+ * With o->plaintext, *out is NULL (links stay plaintext) and 0 returns.
+ * *out is owned by the caller (link_tls_free); the reason of a failure
+ * goes to err[errlen] and is not logged. */
+int link_tls_new(const struct link_tls_opts *o, const uint8_t *secret, size_t slen,
+                 struct link_tls **out, char *err, size_t errlen);
+void link_tls_free(struct link_tls *t);
+/* Before the handshake: which TLS settings this link uses (not owned;
+ * NULL = plaintext). */
+void link_set_tls(struct link *l, struct link_tls *t);
+
+/* Repeated authentication failures from one address slow down the next
+ * attempts from it (process-wide table, see link_handshake_server). */
+void link_throttle_reset(void);
+/* For tests: base delay and cap in ms (defaults 250 and 8000). */
+void link_throttle_tune(unsigned base_ms, unsigned cap_ms);
 
 /* Token bucket on wire bytes.  The bucket holds at most 50 ms of quota,
  * so a limited link never bursts a whole second's worth. */
@@ -44,6 +78,8 @@ struct link {
 	char peer[WIRE_TEXT_MAX + 1];      /* "HOST:PORT" of the other end */
 	char remote_site[WIRE_TEXT_MAX + 1];
 	char err[512];            /* last error, human readable */
+	struct link_tls *tls;     /* not owned; NULL = plaintext */
+	SSL *ssl;                 /* once the TLS handshake has begun */
 };
 
 /* Splits "HOST:PORT" or "[V6]:PORT".  0 or -EINVAL. */
@@ -67,8 +103,11 @@ void link_close(struct link *l);
 /* Thread-safe: wakes and fails every pending and later operation. */
 void link_abort(struct link *l);
 
-/* Mutual challenge-response with HMAC-SHA256 over both nonces and the
- * version; the secret never crosses.  On failure l->err says why, the
+/* TLS handshake (when link_set_tls gave settings), then the mutual
+ * challenge-response with HMAC-SHA256 over both nonces, the version and
+ * the TLS session's exporter value; the secret never crosses.  A TLS /
+ * plaintext mismatch between the sites is refused with a clear error.
+ * The server delays peers whose address failed authentication recently.  On failure l->err says why, the
  * other side is told (an ERROR frame) and the error is logged. */
 int link_handshake_client(struct link *l, const uint8_t *secret, size_t slen,
                           const char *site);

@@ -35,6 +35,15 @@ struct repl_opts {
 	unsigned max_transfers;    /* cycles transferring at once; 0 = 4 */
 	unsigned timeout_ms;       /* deadline of every remote op; 0 = 30000 */
 	const char *site;          /* this site's name in peers' logs; may be NULL */
+	/* The link is TLS 1.3 keyed from the secret unless plaintext (both
+	 * sites must agree), or keyed by certificates when tls_cert, tls_key
+	 * and tls_ca are all set.  docs/PROTOCOL.md "Security". */
+	bool plaintext;
+	const char *tls_cert, *tls_key, *tls_ca;
+	/* Called (from the verb's thread, no repl lock held) after a role
+	 * change flips whether volume must refuse writes; may be NULL. */
+	void (*on_ro_change)(void *ctx, const char *volume);
+	void *ro_ctx;
 };
 
 struct repl_pair_opts {
@@ -90,6 +99,28 @@ int repl_pair_verify(struct repl *r, const char *name, bool json, bool *equal,
 /* Ends the pair on both sides; the secondary keeps its volume (at its last
  * synced snapshot).  Run on a secondary, it ends only the local side. */
 int repl_pair_rm(struct repl *r, const char *name, struct sbuf *out);
+
+/* Role changes (docs/PROTOCOL.md section 11).
+ * demote (primary): refuses writes from now on, runs a final cycle, tells
+ *   the secondary, becomes the secondary-to-be.  After a split brain it
+ *   skips the cycle and waits for `resync` on the new primary.
+ * promote (secondary): becomes primary; without force only after the
+ *   primary demoted; with force the head goes back to the last synced
+ *   snapshot and the pair's epoch is bumped so the old primary finds out.
+ * resync (primary after a split brain): sends the union of both sides'
+ *   changes since the common snapshot to the demoted old primary, which
+ *   first keeps its own in a split-brain-<time> snapshot.
+ * Each persists its intent first and can be repeated after a crash. */
+int repl_pair_demote(struct repl *r, const char *name, struct sbuf *out);
+int repl_pair_promote(struct repl *r, const char *name, bool force, struct sbuf *out);
+int repl_pair_resync(struct repl *r, const char *name, struct sbuf *out);
+/* resync in two steps, like sync: fetch the old primary's divergence and
+ * request the cycle (ticket), then repl_pair_sync_wait(ticket). */
+int repl_pair_resync_start(struct repl *r, const char *name, uint64_t *ticket,
+                           struct sbuf *out);
+/* True while a volume must refuse writes: a secondary, or a demoting
+ * primary. */
+bool repl_volume_read_only(struct repl *r, const char *volume);
 
 /* The role of a volume in a pair, for refusing writes to a secondary. */
 enum repl_role repl_volume_role(struct repl *r, const char *volume);

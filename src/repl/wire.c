@@ -156,7 +156,8 @@ const char *wire_type_name(unsigned type)
 		[WIRE_CYCLE_COMMITTED] = "CYCLE_COMMITTED",
 		[WIRE_VERIFY_REQ] = "VERIFY_REQ", [WIRE_DIGESTS] = "DIGESTS",
 		[WIRE_VERIFY_SUM] = "VERIFY_SUM", [WIRE_PAIR_REMOVE] = "PAIR_REMOVE",
-		[WIRE_OK] = "OK",
+		[WIRE_OK] = "OK", [WIRE_ROLE] = "ROLE", [WIRE_ROLE_INFO] = "ROLE_INFO",
+		[WIRE_EXTENTS] = "EXTENTS",
 	};
 	if (type == 0 || type >= ARRAY_SIZE(names) || !names[type])
 		return "?";
@@ -256,6 +257,7 @@ static void encode_payload(struct wr *w, const struct wire_msg *m)
 		put_str(w, m->u.verify_req.snap, WIRE_NAME_MAX);
 		break;
 	case WIRE_DIGESTS:
+	case WIRE_EXTENTS:
 		if (m->u.digests.count > WIRE_DIGESTS_MAX) {
 			w->bad = true;
 			return;
@@ -270,6 +272,23 @@ static void encode_payload(struct wr *w, const struct wire_msg *m)
 	case WIRE_PAIR_REMOVE:
 		put_str(w, m->u.pair_remove.volume, WIRE_NAME_MAX);
 		put_str(w, m->u.pair_remove.pair_id, WIRE_NAME_MAX);
+		break;
+	case WIRE_ROLE:
+		put_str(w, m->u.role.volume, WIRE_NAME_MAX);
+		put_str(w, m->u.role.pair_id, WIRE_NAME_MAX);
+		put_u32(w, m->u.role.op);
+		put_u64(w, m->u.role.epoch);
+		put_u64(w, m->u.role.last_cycle);
+		put_str(w, m->u.role.last_snap, WIRE_NAME_MAX);
+		put_str(w, m->u.role.sender_volume, WIRE_NAME_MAX);
+		put_str(w, m->u.role.addr, WIRE_TEXT_MAX);
+		break;
+	case WIRE_ROLE_INFO:
+		put_u32(w, m->u.role_info.role);
+		put_u32(w, m->u.role_info.flags);
+		put_u64(w, m->u.role_info.epoch);
+		put_u64(w, m->u.role_info.last_cycle);
+		put_str(w, m->u.role_info.last_snap, WIRE_NAME_MAX);
 		break;
 	default:
 		w->bad = true;
@@ -313,6 +332,22 @@ int wire_encode_digests(const struct wire_digest *d, uint32_t count,
 	m.u.digests.count = count;
 	m.u.digests.raw = raw;
 	return wire_encode(&m, buf, cap);
+}
+
+int wire_encode_extents(const struct wire_digest *d, uint32_t count,
+                        uint8_t *buf, size_t cap)
+{
+	int n = wire_encode_digests(d, count, buf, cap);
+	if (n >= 0)
+		buf[4] = WIRE_EXTENTS; /* same payload; the CRC covers the type */
+	if (n >= 0) {
+		uint32_t plen = (uint32_t)n - WIRE_HDR_LEN;
+		uint32_t crc = crc32c(0, buf, 12);
+		crc = crc32c(crc, buf + WIRE_HDR_LEN, plen);
+		struct wr h = { .p = buf, .len = 12, .cap = WIRE_HDR_LEN };
+		put_u32(&h, crc);
+	}
+	return n;
 }
 
 struct wire_digest wire_digest_at(const struct wire_msg *m, uint32_t i)
@@ -462,6 +497,7 @@ static void decode_payload(struct rd *r, struct wire_msg *m)
 		check_name(r, m->u.verify_req.snap, false);
 		break;
 	case WIRE_DIGESTS:
+	case WIRE_EXTENTS:
 		m->u.digests.count = get_u32(r);
 		if (r->bad)
 			break;
@@ -482,6 +518,34 @@ static void decode_payload(struct rd *r, struct wire_msg *m)
 		get_str(r, m->u.pair_remove.pair_id, WIRE_NAME_MAX);
 		check_name(r, m->u.pair_remove.volume, false);
 		check_name(r, m->u.pair_remove.pair_id, false);
+		break;
+	case WIRE_ROLE:
+		get_str(r, m->u.role.volume, WIRE_NAME_MAX);
+		get_str(r, m->u.role.pair_id, WIRE_NAME_MAX);
+		m->u.role.op = get_u32(r);
+		m->u.role.epoch = get_u64(r);
+		m->u.role.last_cycle = get_u64(r);
+		get_str(r, m->u.role.last_snap, WIRE_NAME_MAX);
+		get_str(r, m->u.role.sender_volume, WIRE_NAME_MAX);
+		get_str(r, m->u.role.addr, WIRE_TEXT_MAX);
+		check_name(r, m->u.role.volume, false);
+		check_name(r, m->u.role.pair_id, false);
+		check_name(r, m->u.role.last_snap, true);
+		check_name(r, m->u.role.sender_volume, false);
+		if (m->u.role.op < WIRE_ROLE_CHECK || m->u.role.op > WIRE_ROLE_OP_MAX)
+			r->bad = true;
+		break;
+	case WIRE_ROLE_INFO:
+		m->u.role_info.role = get_u32(r);
+		m->u.role_info.flags = get_u32(r);
+		m->u.role_info.epoch = get_u64(r);
+		m->u.role_info.last_cycle = get_u64(r);
+		get_str(r, m->u.role_info.last_snap, WIRE_NAME_MAX);
+		check_name(r, m->u.role_info.last_snap, true);
+		if ((m->u.role_info.role != WIRE_RI_PRIMARY &&
+		     m->u.role_info.role != WIRE_RI_SECONDARY) ||
+		    (m->u.role_info.flags & ~0x7u))
+			r->bad = true;
 		break;
 	default:
 		r->bad = true;

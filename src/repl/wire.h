@@ -51,7 +51,10 @@ enum wire_type {
 	WIRE_VERIFY_SUM = 19,
 	WIRE_PAIR_REMOVE = 20,
 	WIRE_OK = 21,
-	WIRE_TYPE_MAX = 21,
+	WIRE_ROLE = 22,          /* role exchange of a pair (epoch, demote, resync) */
+	WIRE_ROLE_INFO = 23,     /* reply to ROLE */
+	WIRE_EXTENTS = 24,       /* S->C, layout of DIGESTS: (offset, length) pairs */
+	WIRE_TYPE_MAX = 24,
 };
 
 enum wire_codec { WIRE_CODEC_NONE = 0, WIRE_CODEC_ZSTD = 1 };
@@ -66,6 +69,23 @@ enum wire_ready {
 	WIRE_READY_RESUME = 1,     /* continue at resume_objno */
 	WIRE_READY_COMMITTED = 2,  /* the target is already committed */
 };
+
+/* ROLE ops */
+enum wire_role_op {
+	WIRE_ROLE_CHECK = 1,       /* a primary before a cycle: "I am primary at epoch" */
+	WIRE_ROLE_DEMOTED = 2,     /* the primary demoted after its final cycle */
+	WIRE_ROLE_RESYNC = 3,      /* new primary: keep your divergence, list it */
+	WIRE_ROLE_CHECK_RESYNC = 4,/* CHECK for the cycle that carries a resync */
+	WIRE_ROLE_CHECK_DEMOTING = 5, /* CHECK for a demoting primary's final cycle */
+	WIRE_ROLE_OP_MAX = 5,
+};
+
+/* ROLE_INFO role and flags */
+#define WIRE_RI_PRIMARY 1u
+#define WIRE_RI_SECONDARY 2u
+#define WIRE_RI_DEMOTED 0x01u      /* a primary that is demoting / demoted */
+#define WIRE_RI_SPLIT_BRAIN 0x02u
+#define WIRE_RI_NEEDS_RESYNC 0x04u /* a demoted ex-primary waiting for resync */
 
 struct wire_digest {
 	uint64_t objno;
@@ -169,6 +189,23 @@ struct wire_msg {
 			char volume[WIRE_NAME_MAX + 1];
 			char pair_id[WIRE_NAME_MAX + 1];
 		} pair_remove;
+		struct {
+			char volume[WIRE_NAME_MAX + 1];   /* receiver's volume */
+			char pair_id[WIRE_NAME_MAX + 1];
+			uint32_t op;                      /* enum wire_role_op */
+			uint64_t epoch;                   /* sender's pair epoch */
+			uint64_t last_cycle;
+			char last_snap[WIRE_NAME_MAX + 1];/* "" or a name */
+			char sender_volume[WIRE_NAME_MAX + 1];
+			char addr[WIRE_TEXT_MAX + 1];     /* sender's --listen, "" = none */
+		} role;
+		struct {
+			uint32_t role;                    /* WIRE_RI_PRIMARY / SECONDARY */
+			uint32_t flags;                   /* WIRE_RI_* */
+			uint64_t epoch;
+			uint64_t last_cycle;
+			char last_snap[WIRE_NAME_MAX + 1];/* "" or a name */
+		} role_info;
 	} u;
 };
 
@@ -192,6 +229,12 @@ struct wire_digest wire_digest_at(const struct wire_msg *m, uint32_t i);
 
 /* Encodes a DIGESTS frame from an array (count <= WIRE_DIGESTS_MAX). */
 int wire_encode_digests(const struct wire_digest *d, uint32_t count,
+                        uint8_t *buf, size_t cap);
+
+/* Encodes an EXTENTS frame: count (<= WIRE_DIGESTS_MAX) pairs of
+ * (offset, length); read them back with wire_digest_at (objno = offset,
+ * hash = length). */
+int wire_encode_extents(const struct wire_digest *d, uint32_t count,
                         uint8_t *buf, size_t cap);
 
 /* Name of a message type for logs ("?" when unknown); static string. */

@@ -67,9 +67,12 @@ static void up(const char *dir, const char *port)
 		rc = store_open(pb, &sb);
 	if (rc < 0)
 		die("store_open", rc);
+	/* FERRY_BENCH_PLAINTEXT=1 measures the link without TLS. */
+	bool plain = getenv("FERRY_BENCH_PLAINTEXT") && *getenv("FERRY_BENCH_PLAINTEXT") == '1';
 	struct repl_opts ob = { .listen = listen, .secret = (const uint8_t *)SECRET,
-	                        .secret_len = strlen(SECRET) };
-	struct repl_opts oa = { .secret = (const uint8_t *)SECRET, .secret_len = strlen(SECRET) };
+	                        .secret_len = strlen(SECRET), .plaintext = plain };
+	struct repl_opts oa = { .secret = (const uint8_t *)SECRET, .secret_len = strlen(SECRET),
+	                        .plaintext = plain };
 	if ((rc = repl_create(sb, pb, &ob, &rb)) < 0 || (rc = repl_start(rb)) < 0 ||
 	    (rc = repl_create(sa, pa, &oa, &ra)) < 0 || (rc = repl_start(ra)) < 0)
 		die("repl", rc);

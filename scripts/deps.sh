@@ -1,12 +1,17 @@
 #!/bin/sh
 # Install the Debian packages that the build, the tests and the demo need.
 # As root it runs apt-get; otherwise it prints the command to run.
+# End-to-end tests and the demo: qemu-system-common has qemu-storage-daemon
+# (the LUN as a FUSE file); guestfish (libguestfs-tools) boots a kernel
+# from /boot (linux-image-amd64), and its appliance makes XFS only with
+# libguestfs-xfs.
 set -eu
 PKGS="build-essential cmake ninja-build clang libclang-rt-14-dev pkg-config
       libssl-dev libzstd-dev libxxhash-dev libcmocka-dev libisal-dev
       libiscsi-bin libiscsi-dev tgt qemu-utils qemu-block-extra
       python3 rsync e2fsprogs xfsprogs util-linux fio procps iproute2 xxd
-      tshark tcpdump"
+      tshark tcpdump
+      qemu-system-common libguestfs-tools libguestfs-xfs linux-image-amd64"
 missing=""
 for p in $PKGS; do
   st=$(dpkg-query -W -f='${Status}' "$p" 2>/dev/null || true)

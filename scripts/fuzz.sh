@@ -61,12 +61,12 @@ for t in "${targets[@]}"; do
   rc=0
   if [ "$jobs" -gt 1 ]; then
     # -runs is per worker with -jobs; split so the total is $runs.
-    # libFuzzer writes the workers' logs as fuzz-N.log in its directory.
+    # The workers log to fuzz-N.log in the current directory; the master
+    # copies each into its own output when the worker exits.
     (cd "$build/logs" && "$build/fuzz/$t" -jobs="$jobs" -workers="$jobs" \
         -runs=$(( (runs + jobs - 1) / jobs )) -max_len=$max_len -timeout=10 \
         -print_final_stats=1 -artifact_prefix="$build/artifacts/$name-" \
         "$work" "$root/$seed") >"$log" 2>&1 || rc=$?
-    cat "$build"/logs/fuzz-*.log >>"$log" 2>/dev/null || true
     rm -f "$build"/logs/fuzz-*.log
   else
     "$build/fuzz/$t" -runs="$runs" -max_len=$max_len -timeout=10 -print_final_stats=1 \

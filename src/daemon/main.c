@@ -87,9 +87,12 @@ static void usage(FILE *f)
 {
 	fprintf(f, "usage: ferryd --pool DIR [options]\n\n"
 	           "ferryd owns one pool of volumes and answers the ferry CLI on the Unix\n"
-	           "socket DIR/ferryd.sock (mode 0600, or 0660 with --socket-group).  Without --foreground it daemonizes,\n"
-	           "logs to DIR/ferryd.log and returns once it is ready.  SIGTERM or SIGINT\n"
-	           "stop it cleanly.  One ferryd per pool (lock: DIR/ferryd.lock).\n\n"
+	           "socket DIR/ferryd.sock (mode 0600, or 0660 with --socket-group).\n"
+	           "Without --foreground it daemonizes, logs to DIR/ferryd.log and returns\n"
+	           "once it is ready.  SIGTERM or SIGINT stop it cleanly.  One ferryd per\n"
+	           "pool (lock: DIR/ferryd.lock).  The replication link is TLS 1.3 keyed\n"
+	           "from the secret file unless --tls-cert/--tls-key/--tls-ca give\n"
+	           "certificates, or --plaintext (on both sites) turns TLS off.\n\n"
 	           "Options:\n");
 	for (size_t i = 0; i < ARRAY_SIZE(opts); i++) {
 		char lhs[64];

@@ -531,6 +531,7 @@ static void *pair_main(void *arg)
 {
 	struct pair *p = arg;
 	struct repl *r = p->r;
+	role_probe(p);
 	pthread_mutex_lock(&r->mu);
 	while (!p->stop && !r->stopping && !p->removed && p->role == REPL_ROLE_PRIMARY) {
 		/* After a split brain only `pair resync` may send again. */

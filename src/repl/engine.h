@@ -132,9 +132,17 @@ int handle_role(struct repl *r, struct link *l, const struct wire_msg *m);
  * 0 = go on; -ESTALE = split brain (recorded in p); other -errno with
  * the reason in err. */
 int role_check(struct pair *p, struct link *l, char *err, size_t errlen);
+/* Primary, when its worker starts: one ROLE CHECK so that a split brain
+ * shows as soon as both sides run, not at the next period. */
+void role_probe(struct pair *p);
 /* Test-only crash points: _exit(99) when FERRY_TEST_CRASH_AT == step. */
 void crash_point(const char *step);
 
+/* engine_send.c: vol_diff(base ("" = creation), target) with the extents
+ * of extra (objno = offset, hash = length, sorted by offset) added as DATA,
+ * per object in objno order: what a resync must send. */
+int diff_union(struct vol *v, uint64_t object_size, const char *base, const char *target,
+               const struct wire_digest *extra, size_t n_extra, diff_cb cb, void *ctx);
 /* engine_send.c: one cycle of a primary pair; 0 or -errno with p->error. */
 int send_cycle(struct pair *p);
 /* engine_recv.c: serves one accepted connection (the caller closes it). */

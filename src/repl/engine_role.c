@@ -117,6 +117,28 @@ int role_check(struct pair *p, struct link *l, char *err, size_t errlen)
 	return rc;
 }
 
+void role_probe(struct pair *p)
+{
+	struct repl *r = p->r;
+	pthread_mutex_lock(&r->mu);
+	bool go = p->role == REPL_ROLE_PRIMARY && !p->split_brain && !p->removed &&
+	          !r->stopping && p->peer[0];
+	char peer[WIRE_TEXT_MAX + 1];
+	snprintf(peer, sizeof(peer), "%s", p->peer);
+	pthread_mutex_unlock(&r->mu);
+	if (!go)
+		return;
+	struct link *l;
+	char err[512];
+	if (repl_dial(r, peer, &l, err, sizeof(err)) < 0) {
+		log_debug("repl: pair %s: role probe: %s", p->name, err);
+		return;
+	}
+	if (role_check(p, l, err, sizeof(err)) < 0)
+		log_warn("repl: pair %s: role probe: %s", p->name, err);
+	link_close(l);
+}
+
 /* ---- the other side ------------------------------------------------------ */
 static void send_role_info(struct link *l, const struct pair *p, const char *snap)
 {
@@ -173,18 +195,34 @@ static int serve_resync(struct repl *r, struct link *l, struct pair *p,
 	pthread_mutex_lock(&r->mu);
 	char base[STORE_NAME_MAX + 1], sb[STORE_NAME_MAX + 1];
 	snprintf(base, sizeof(base), "%s", p->last_snap);
-	bool take = !p->sb_snap[0];
-	if (take)
-		snprintf(p->sb_snap, sizeof(p->sb_snap), "split-brain-%" PRIu64, now_wall_s());
-	snprintf(sb, sizeof(sb), "%s", p->sb_snap);
 	pthread_mutex_unlock(&r->mu);
 	if (strcmp(base, m->u.role.last_snap)) {
 		link_send_error(l, ESTALE, "resync base %s is not %s's last synced snapshot %s",
 		                m->u.role.last_snap, p->name, base[0] ? base : "(none)");
 		return 0;
 	}
+	pthread_mutex_lock(&r->mu);
+	bool take = !p->sb_snap[0];
+	if (take)
+		snprintf(p->sb_snap, sizeof(p->sb_snap), "split-brain-%" PRIu64, now_wall_s());
+	snprintf(sb, sizeof(sb), "%s", p->sb_snap);
+	pthread_mutex_unlock(&r->mu);
+	int rc = 0;
+	if (take) {
+		/* The name first: a crash after the snapshot then finds it and
+		 * never takes a second one. */
+		pthread_mutex_lock(&r->mu);
+		rc = pair_save(p);
+		if (rc < 0)
+			p->sb_snap[0] = '\0';
+		pthread_mutex_unlock(&r->mu);
+		if (rc < 0) {
+			link_send_error(l, -rc, "cannot save the pair: %s", strerror(-rc));
+			return 0;
+		}
+	}
 	struct vol *v;
-	int rc = vol_open(r->store, p->name, &v);
+	rc = vol_open(r->store, p->name, &v);
 	if (rc < 0) {
 		link_send_error(l, -rc, "cannot open %s: %s", p->name, strerror(-rc));
 		return 0;
@@ -203,16 +241,6 @@ static int serve_resync(struct repl *r, struct link *l, struct pair *p,
 		         base, p->name, sb);
 	}
 	crash_point("resync-snap");
-	if (take) {
-		pthread_mutex_lock(&r->mu);
-		rc = pair_save(p);
-		pthread_mutex_unlock(&r->mu);
-		if (rc < 0) {
-			vol_close(v);
-			link_send_error(l, -rc, "cannot save the pair: %s", strerror(-rc));
-			return 0;
-		}
-	}
 	struct ext_batch *b = calloc(1, sizeof(*b));
 	if (!b) {
 		vol_close(v);
@@ -718,6 +746,21 @@ int repl_pair_resync_start(struct repl *r, const char *name, uint64_t *ticket,
 	}
 	crash_point("resync-listed");
 	pthread_mutex_lock(&r->mu);
+	if (!p->resyncing && p->cur_cycle && p->cur_snap[0]) {
+		/* A cycle snapshot taken before the split brain (the worker's
+		 * try while the old primary was away) lacks our writes since;
+		 * dropping it makes the resync one cycle over today's head
+		 * (send_cycle retakes it under the next cycle number). */
+		char cur[STORE_NAME_MAX + 1];
+		snprintf(cur, sizeof(cur), "%s", p->cur_snap);
+		pthread_mutex_unlock(&r->mu);
+		struct vol *v;
+		if (vol_open(r->store, name, &v) == 0) {
+			(void)vol_snap_delete(v, cur);
+			vol_close(v);
+		}
+		pthread_mutex_lock(&r->mu);
+	}
 	free(p->extra);
 	p->extra = ext;
 	p->n_extra = n;

@@ -472,7 +472,7 @@ static int emit_merged(uint64_t objno, struct extent *ext, size_t n, bool all_ze
 /* Like vol_diff(base, target), with the extents of extra (objno = offset,
  * hash = length, sorted by offset) added as DATA: every block either side
  * changed since the common snapshot. */
-static int diff_union(struct vol *v, uint64_t object_size, const char *base,
+int diff_union(struct vol *v, uint64_t object_size, const char *base,
                       const char *target, const struct wire_digest *extra, size_t n_extra,
                       diff_cb cb, void *ctx)
 {

@@ -1106,7 +1106,28 @@ static int tls_refused_by_plaintext_peer(struct link *l)
 static int tls_handshake(struct link *l, bool server)
 {
 	l->ssl = SSL_new(server ? l->tls->srv : l->tls->cli);
-	if (!l->ssl || SSL_set_fd(l->ssl, l->fd) != 1) {
+	/* The client reads nothing through OpenSSL until it has seen the
+	 * first bytes of the answer: a plaintext site answers with a ferry
+	 * ERROR frame, which OpenSSL would swallow as a bad record.  Until
+	 * then its read side is an empty memory BIO that says "retry". */
+	bool gate = !server;
+	if (l->ssl && gate) {
+		BIO *w = BIO_new_socket(l->fd, BIO_NOCLOSE);
+		BIO *r = BIO_new(BIO_s_mem());
+		if (!w || !r) {
+			BIO_free(w);
+			BIO_free(r);
+			SSL_free(l->ssl);
+			l->ssl = NULL;
+		} else {
+			BIO_set_mem_eof_return(r, -1);
+			SSL_set_bio(l->ssl, r, w);
+		}
+	} else if (l->ssl && SSL_set_fd(l->ssl, l->fd) != 1) {
+		SSL_free(l->ssl);
+		l->ssl = NULL;
+	}
+	if (!l->ssl) {
 		snprintf(l->err, sizeof(l->err), "cannot set up TLS");
 		return -ENOMEM;
 	}
@@ -1157,11 +1178,24 @@ static int tls_handshake(struct link *l, bool server)
 			         rc == -ETIMEDOUT ? "no answer before the deadline" : strerror(-rc));
 			return rc;
 		}
-		if (!server && ev == POLLIN) {
+		if (gate && ev == POLLIN) {
 			uint8_t pk[4];
-			if (recv(l->fd, pk, sizeof(pk), MSG_PEEK) == (ssize_t)sizeof(pk) &&
-			    memcmp(pk, frame_magic, sizeof(pk)) == 0)
+			ssize_t k = recv(l->fd, pk, sizeof(pk), MSG_PEEK);
+			if (k == (ssize_t)sizeof(pk) && memcmp(pk, frame_magic, sizeof(pk)) == 0)
 				return tls_refused_by_plaintext_peer(l);
+			if (k > 0 && k < (ssize_t)sizeof(pk) && pk[0] == frame_magic[0]) {
+				/* Maybe the start of a frame: wait for the rest. */
+				struct timespec ts = { 0, 1000000 };
+				nanosleep(&ts, NULL);
+				continue;
+			}
+			BIO *sock = BIO_new_socket(l->fd, BIO_NOCLOSE);
+			if (!sock) {
+				snprintf(l->err, sizeof(l->err), "cannot set up TLS");
+				return -ENOMEM;
+			}
+			SSL_set0_rbio(l->ssl, sock);
+			gate = false;
 		}
 	}
 }

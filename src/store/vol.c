@@ -702,6 +702,8 @@ static int fold_layer(struct vol *v, uint64_t s, uint64_t n)
 	return rc;
 }
 
+static int finish_folds(struct vol *v);
+
 int vol_snap_delete(struct vol *v, const char *name)
 {
 	pthread_mutex_lock(&v->wmu);
@@ -713,6 +715,12 @@ int vol_snap_delete(struct vol *v, const char *name)
 		rc = -ENOENT;
 		goto out;
 	}
+	/* An earlier delete whose fold failed left a layer that the fold below
+	 * would skip over; finish it first or refuse (nothing changed). */
+	rc = finish_folds(v);
+	if (rc)
+		goto out;
+	sp = snap_find(v, name, &idx);
 	struct meta_snap s = *sp;
 	uint64_t n = idx + 1 < v->meta.n_snaps ? v->meta.snaps[idx + 1].epoch : v->meta.head_epoch;
 	memmove(&v->meta.snaps[idx], &v->meta.snaps[idx + 1],
@@ -975,6 +983,29 @@ static uint64_t next_anchor(const struct vol *v, uint64_t tag)
 	return v->meta.head_epoch;
 }
 
+/* Finishes snapshot deletes that a crash or a failed fold (ENOSPC)
+ * interrupted: folds every layer that no snapshot anchors any more into the
+ * next anchor, newest first so that each fold lands on an anchor with no
+ * unfolded layer in between.  Called at load, and before every delete:
+ * folding an older layer past a leftover would let the older layer's blocks
+ * shadow the leftover's newer ones. */
+static int finish_folds(struct vol *v)
+{
+	for (size_t i = v->n_layers; i-- > 0;) {
+		uint64_t t = v->layers[i]->tag;
+		if (is_anchor(v, t))
+			continue;
+		log_info("store: %s: finishing the delete of epoch %llu", v->name,
+		         (unsigned long long)t);
+		int rc = fold_layer(v, t, next_anchor(v, t));
+		if (rc)
+			return rc;
+		if (i > v->n_layers)
+			i = v->n_layers;
+	}
+	return 0;
+}
+
 static int load_layers(struct vol *v)
 {
 	char p[4200];
@@ -1043,20 +1074,7 @@ static int load_layers(struct vol *v)
 	}
 	if (removed && (rc = layers_dir_sync(v)))
 		goto out;
-	/* Finish snapshot deletes that a crash interrupted, newest first so
-	 * that each fold lands on an anchor. */
-	for (size_t i = v->n_layers; i-- > 0;) {
-		uint64_t t = v->layers[i]->tag;
-		if (is_anchor(v, t))
-			continue;
-		log_info("store: %s: finishing the delete of epoch %llu", v->name,
-		         (unsigned long long)t);
-		rc = fold_layer(v, t, next_anchor(v, t));
-		if (rc)
-			goto out;
-		if (i > v->n_layers)
-			i = v->n_layers;
-	}
+	rc = finish_folds(v);
 out:
 	free(tags);
 	return rc;

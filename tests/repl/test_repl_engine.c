@@ -209,6 +209,75 @@ static void check_same(struct env *e, const char *name)
 	sbuf_free(&out);
 }
 
+/* ---- resync: the union of both sides' changes ---------------------------- */
+struct ucol {
+	uint64_t objno[16];
+	struct extent ext[16][8];
+	size_t n[16];
+	bool zero[16];
+	size_t count;
+};
+
+static int ucol_cb(void *ctx, const struct diff_object *o)
+{
+	struct ucol *c = ctx;
+	assert_true(c->count < 16 && o->n_extents <= 8);
+	c->objno[c->count] = o->objno;
+	memcpy(c->ext[c->count], o->extents, o->n_extents * sizeof(*o->extents));
+	c->n[c->count] = o->n_extents;
+	c->zero[c->count] = o->all_zero;
+	c->count++;
+	return 0;
+}
+
+static void test_diff_union(void **state)
+{
+	struct env *e = *state;
+	const uint64_t K = 4096, O = 64 * K;
+	struct vol *v = mkvol(e->a.s, "u", 8 * O, (uint32_t)O);
+	fill(v, 0, (size_t)(8 * O), &e->seed);
+	assert_int_equal(vol_snap_create(v, "s0"), 0);
+	fill(v, 2 * K, 2 * K, &e->seed);             /* object 0: blocks 2..3 */
+	fill(v, 3 * O + 8 * K, K, &e->seed);          /* object 3 */
+	assert_int_equal(vol_write_zeroes(v, 5 * O, O), 0); /* object 5: all zero */
+	assert_int_equal(vol_snap_create(v, "s1"), 0);
+	/* the other side's: overlapping object 0's, across objects 1..2, one
+	 * inside the previous, one in the all-zero object, one alone in 7 */
+	struct wire_digest x[] = {
+		{ K, 2 * K },                 /* blocks 1..2 of object 0 */
+		{ 2 * O - K, 2 * K },         /* last block of 1, first of 2 */
+		{ 2 * O, K },                 /* inside the previous */
+		{ 5 * O + K, K },             /* object 5 */
+		{ 7 * O + 4 * K, 3 * K },     /* object 7 */
+	};
+	struct ucol c = { 0 };
+	assert_int_equal(diff_union(v, O, "s0", "s1", x, ARRAY_SIZE(x), ucol_cb, &c), 0);
+	assert_int_equal(c.count, 6);
+	uint64_t want_obj[] = { 0, 1, 2, 3, 5, 7 };
+	for (size_t i = 0; i < 6; i++)
+		assert_int_equal(c.objno[i], want_obj[i]);
+	/* object 0: the diff's [8K, 16K) merged with the other side's [4K, 12K) */
+	assert_int_equal(c.n[0], 1);
+	assert_int_equal(c.ext[0][0].offset, K);
+	assert_int_equal(c.ext[0][0].length, 3 * K);
+	assert_int_equal(c.ext[0][0].kind, EXTENT_DATA);
+	assert_int_equal(c.n[1], 1);
+	assert_int_equal(c.ext[1][0].offset, 2 * O - K);
+	assert_int_equal(c.ext[1][0].length, K);
+	assert_int_equal(c.n[2], 1);
+	assert_int_equal(c.ext[2][0].offset, 2 * O);
+	assert_int_equal(c.ext[2][0].length, K);
+	assert_true(c.zero[4]);  /* object 5 stays one ZERO: zero at the target */
+	assert_int_equal(c.n[5], 1);
+	assert_int_equal(c.ext[5][0].offset, 7 * O + 4 * K);
+	assert_int_equal(c.ext[5][0].length, 3 * K);
+	/* no extras: exactly vol_diff */
+	memset(&c, 0, sizeof(c));
+	assert_int_equal(diff_union(v, O, "s0", "s1", NULL, 0, ucol_cb, &c), 0);
+	assert_int_equal(c.count, 3);
+	vol_close(v);
+}
+
 static void test_initial_sync_sparse(void **state)
 {
 	struct env *e = *state;
@@ -780,6 +849,7 @@ int main(int argc, char **argv)
 {
 	log_set_level(argc > 1 ? LOG_DEBUG : LOG_ERROR);
 	const struct CMUnitTest tests[] = {
+		cmocka_unit_test_setup_teardown(test_diff_union, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_initial_sync_sparse, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_last_object_all_zero, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_every_object_all_zero, setup, teardown),

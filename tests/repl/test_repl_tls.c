@@ -192,6 +192,9 @@ static void test_psk_handshake(void **st)
 	assert_int_equal(SSL_version(l->ssl), TLS1_3_VERSION);
 	assert_string_equal(SSL_CIPHER_get_name(SSL_get_current_cipher(l->ssl)),
 	                    "TLS_AES_128_GCM_SHA256");
+	/* psk_dhe_ke: an (EC)DHE group was negotiated, so the secret alone
+	 * does not decrypt a recording. */
+	assert_true(SSL_get_negotiated_group(l->ssl) > 0);
 	ping_pong(l, 200);
 	link_close(l);
 	server_join(&s);
@@ -372,7 +375,7 @@ static void test_auth_failures_throttled(void **st)
 	}
 	/* the 2nd and 3rd attempts already waited 200 and 400 ms */
 	assert_true(ms[1] >= 150);
-	assert_true(ms[2] >= 350);
+	assert_true(ms[2] >= 320);
 	double other, good, again;
 	assert_int_equal(client(s.addr, "127.0.0.2", t, SECRET, 5000, NULL, err, sizeof(err),
 	                        &other), 0);
@@ -383,9 +386,9 @@ static void test_auth_failures_throttled(void **st)
 	print_message("throttle: bad attempts %.0f %.0f %.0f ms; other address %.0f ms; "
 	              "4th from the same %.0f ms; after success %.0f ms\n",
 	              ms[0], ms[1], ms[2], other, good, again);
-	assert_true(other < 150);     /* another address is not slowed down */
-	assert_true(good >= 750);     /* 3 failures: 800 ms */
-	assert_true(again < 150);     /* the success cleared the address */
+	assert_true(other < 500);     /* another address is not slowed down (800 if it were) */
+	assert_true(good >= 700);     /* 3 failures: 800 ms after the 3rd */
+	assert_true(again < 500);     /* the success cleared the address (800 if not) */
 	server_join(&s);
 	for (int i = 0; i < 3; i++)
 		assert_int_equal(s.conns[i].rc, -EACCES);

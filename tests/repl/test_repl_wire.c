@@ -134,6 +134,34 @@ static int sample(unsigned i, struct wire_msg *m)
 		strcpy(m->u.pair_remove.pair_id, "0123456789abcdef");
 		return 0;
 	case 20: m->type = WIRE_OK; return 0;
+	case 21:
+		m->type = WIRE_ROLE;
+		strcpy(m->u.role.volume, "db");
+		strcpy(m->u.role.pair_id, "0123456789abcdef");
+		m->u.role.op = WIRE_ROLE_DEMOTED;
+		m->u.role.epoch = 3;
+		m->u.role.last_cycle = 7;
+		strcpy(m->u.role.last_snap, "ferry.db.000007");
+		strcpy(m->u.role.sender_volume, "db");
+		strcpy(m->u.role.addr, "127.0.0.1:7450");
+		return 0;
+	case 22:
+		m->type = WIRE_ROLE_INFO;
+		m->u.role_info.role = WIRE_RI_PRIMARY;
+		m->u.role_info.flags = WIRE_RI_SPLIT_BRAIN;
+		m->u.role_info.epoch = 4;
+		m->u.role_info.last_cycle = 7;
+		strcpy(m->u.role_info.last_snap, "ferry.db.000007");
+		return 0;
+	case 23: {
+		static uint8_t raw[32];
+		for (unsigned k = 0; k < sizeof(raw); k++)
+			raw[k] = (uint8_t)(k * 3);
+		m->type = WIRE_EXTENTS;
+		m->u.digests.count = 2;
+		m->u.digests.raw = raw;
+		return 0;
+	}
 	default: return -1;
 	}
 }
@@ -215,6 +243,48 @@ static void reseal(uint8_t *f, size_t plen)
 	uint32_t crc = crc32c(crc32c(0, f, 12), f + WIRE_HDR_LEN, plen);
 	for (int i = 0; i < 4; i++)
 		f[12 + i] = (uint8_t)(crc >> (8 * i));
+}
+
+/* The role messages: an unknown op, role or flag, a name that could
+ * escape the pool, and an EXTENTS frame read back pair by pair. */
+static void test_role_messages(void **st)
+{
+	(void)st;
+	struct wire_msg m, d;
+	sample(21, &m);
+	int n = wire_encode(&m, buf, sizeof(buf));
+	assert_true(n > 0);
+	assert_int_equal(wire_decode(buf, (size_t)n, &d), n);
+	assert_int_equal(d.u.role.op, WIRE_ROLE_DEMOTED);
+	assert_int_equal(d.u.role.epoch, 3);
+	assert_string_equal(d.u.role.addr, "127.0.0.1:7450");
+	m.u.role.op = WIRE_ROLE_OP_MAX + 1;
+	n = wire_encode(&m, buf, sizeof(buf));
+	assert_int_equal(wire_decode(buf, (size_t)n, &d), -EPROTO);
+	m.u.role.op = 0;
+	n = wire_encode(&m, buf, sizeof(buf));
+	assert_int_equal(wire_decode(buf, (size_t)n, &d), -EPROTO);
+	sample(21, &m);
+	strcpy(m.u.role.sender_volume, "../x");
+	n = wire_encode(&m, buf, sizeof(buf));
+	assert_int_equal(wire_decode(buf, (size_t)n, &d), -EPROTO);
+	sample(22, &m);
+	m.u.role_info.flags = 8;
+	n = wire_encode(&m, buf, sizeof(buf));
+	assert_int_equal(wire_decode(buf, (size_t)n, &d), -EPROTO);
+	sample(22, &m);
+	m.u.role_info.role = 3;
+	n = wire_encode(&m, buf, sizeof(buf));
+	assert_int_equal(wire_decode(buf, (size_t)n, &d), -EPROTO);
+	struct wire_digest e[2] = { { 4096, 8192 }, { 1 << 20, 4096 } };
+	n = wire_encode_extents(e, 2, buf, sizeof(buf));
+	assert_true(n > 0);
+	assert_int_equal(wire_decode(buf, (size_t)n, &d), n);
+	assert_int_equal(d.type, WIRE_EXTENTS);
+	assert_int_equal(d.u.digests.count, 2);
+	assert_int_equal(wire_digest_at(&d, 1).objno, 1 << 20);
+	assert_int_equal(wire_digest_at(&d, 1).hash, 4096);
+	assert_int_equal(wire_encode_extents(e, WIRE_DIGESTS_MAX + 1, buf, sizeof(buf)), -EINVAL);
 }
 
 static void test_malformed_rejected(void **st)
@@ -344,6 +414,7 @@ int main(int argc, char **argv)
 		cmocka_unit_test(test_fields_survive),
 		cmocka_unit_test(test_corruption_detected),
 		cmocka_unit_test(test_malformed_rejected),
+		cmocka_unit_test(test_role_messages),
 		cmocka_unit_test(test_encode_bounds),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);

@@ -18,8 +18,10 @@ injects one fault at a random moment:
                    up, leaving 0..8 MiB free; then space comes back
   old-peer         the secondary restarts with a copy of its pool taken
                    earlier (an older snapshot set)
-  role-change      kill during `pair demote/promote` (only when the CLI has
-                   them; counted 0 otherwise)
+  role-change      planned switchover a -> b and back (`pair demote` then
+                   `pair promote`), SIGKILL of a random site at a random
+                   moment of each step, the step repeated until it holds;
+                   only when `ferry --help` lists them (counted 0 otherwise)
 
 After every fault and recovery:
   - the secondary's last synced snapshot S is whole: md5(b:S) equals what
@@ -33,7 +35,7 @@ After every fault and recovery:
 
 Environment: FERRY_SEED (replay), FERRY_SOAK_ROUNDS (rounds),
 FERRY_SOAK_MINUTES (time cap of --long), FERRY_SANITIZED=1 (fewer rounds),
-FERRY_SOAK_REPORT=FILE (JSON counts).  Timing is not replayable (faults
+FERRY_SOAK_REPORT=FILE (JSON counts), FERRY_SOAK_FAULTS=a,b (only these).  Timing is not replayable (faults
 land where the scheduler puts them); the sequence of choices is.
 """
 import fcntl
@@ -63,8 +65,8 @@ FERRY = os.path.join(build, "ferry")
 SANITIZED = os.environ.get("FERRY_SANITIZED") == "1"
 SEED = int(os.environ.get("FERRY_SEED", str(int(time.time()) % 1000000)))
 ROUNDS = int(os.environ.get("FERRY_SOAK_ROUNDS",
-                            "100000" if LONG else ("5" if SANITIZED else "10")))
-MINUTES = float(os.environ.get("FERRY_SOAK_MINUTES", "60" if LONG else "1.4"))
+                            "100000" if LONG else ("7" if SANITIZED else "12")))
+MINUTES = float(os.environ.get("FERRY_SOAK_MINUTES", "60" if LONG else "1.2"))
 SIZE = 32 * MiB
 PERIOD = 3
 os.environ["FERRY_REPL_TIMEOUT_MS"] = os.environ.get("FERRY_REPL_TIMEOUT_MS", "3000")
@@ -507,9 +509,21 @@ def fault_enospc(a, b, proxy, mnt):
             log("enospc: cycle failed with: %s / %s" % (err.strip(), e))
     if b.status() is None:
         fail("secondary does not answer while its disk is full")
+    # Known limitation (docs/RELIABILITY.md): while the file system is full,
+    # a snapshot delete whose fold failed makes every later open of the
+    # volume retry the fold and fail with ENOSPC, so the secondary's volume
+    # cannot be read until space comes back.  Counted, not failed; the
+    # integrity checks run once there is space again.
+    s = b.last_synced()
+    rc, out, err = b.cli("volume", "md5", "v@%s" % s, timeout=60)
+    if rc != 0:
+        if "No space" in err:
+            bump(outcomes, "enospc:secondary-unreadable-while-full")
+        else:
+            fail("secondary: volume md5 while full: %s" % err.strip())
+    os.unlink(filler)
     check_secondary_whole(a, b, prev, mprev)
     check_needed_snapshots(a, b)
-    os.unlink(filler)
 
 
 saves = []   # (dir, last synced, md5 of it)
@@ -585,6 +599,81 @@ def fault_old_peer(a, b, proxy):
     proxy.set("pass")
 
 
+def role_of(site):
+    st = site.status()
+    return st.get("role") if st else None
+
+
+def role_step(cmd_site, verb, done, sites, what):
+    """Runs `pair VERB v` on cmd_site while SIGKILL hits one of the sites at
+    a random moment (restarted at once), then repeats the command until
+    done() holds (the transition must be repeatable after a crash)."""
+    victim = rng.choice(sites)
+    last = ""
+    p = subprocess.Popen([FERRY, "--pool", cmd_site.pool, "pair", verb, "v"],
+                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    time.sleep(rng.uniform(0, 0.6))
+    victim.kill()
+    bump(outcomes, "role-change:kill-%s-during-%s" % (victim.name, verb))
+    victim.start()
+    try:
+        p.wait(timeout=60)
+    except subprocess.TimeoutExpired:
+        p.kill()
+        p.wait()
+        fail("%s: `pair %s` hung after a kill" % (what, verb))
+    for attempt in range(10):
+        if done():
+            return True
+        rc, out, err = cmd_site.cli("pair", verb, "v", timeout=60)
+        if rc != 0:
+            last = err.strip()
+            time.sleep(0.3)
+    if done():
+        return True
+    fail("%s: `pair %s` did not complete after a kill of %s: %s"
+         % (what, verb, victim.name, last))
+    return False
+
+
+def switchover(old, new, what):
+    """Planned switchover old -> new with a kill in each step; afterwards
+    new's head holds every write old acknowledged."""
+    if not role_step(old, "demote", lambda: role_of(old) == "secondary", [old, new],
+                     what):
+        return False
+    s = old.last_synced()
+    if new.md5("v@" + s) != model_md5():
+        fail("%s: after demote, %s@%s differs from the model: writes lost" % (what, new.name, s))
+    if not role_step(new, "promote", lambda: role_of(new) == "primary", [old, new], what):
+        return False
+    if new.md5("v") != model_md5():
+        fail("%s: promoted %s's head differs from the model: writes lost" % (what, new.name))
+        return False
+    return True
+
+
+def fault_role(a, b, proxy):
+    proxy.set("pass")
+    peer_before = (a.status() or {}).get("peer")
+    if not switchover(a, b, "a->b"):
+        raise RuntimeError("switchover a->b failed")
+    # the new primary takes writes and replicates them back
+    for _ in range(rng.randrange(1, 4)):
+        op_write(b, rng.random() < 0.3)
+    ok = any(b.cli("pair", "sync", "v", "--wait", timeout=60)[0] == 0 for _ in range(5))
+    s = b.last_synced()
+    if not ok or a.md5("v@" + s) != model_md5() or a.md5("v@" + s) != b.md5("v@" + s):
+        fail("b->a cycle after the switchover: synced %s, a %s b %s model %s"
+             % (ok, a.md5("v@%s" % s), b.md5("v@%s" % s), model_md5()))
+    if not switchover(b, a, "b->a"):
+        raise RuntimeError("switchover b->a failed")
+    peer_after = (a.status() or {}).get("peer")
+    if peer_after != peer_before:
+        bump(outcomes, "role-change:peer-changed")
+        log("note: a's peer was %s, after the switchovers %s" % (peer_before, peer_after))
+
+
 def role_change_available():
     rc, out, err = run([FERRY, "--help"], timeout=30)
     return "pair demote" in out and "pair promote" in out
@@ -633,7 +722,7 @@ def sanitizer_reports():
                 txt = f.read()
         except OSError:
             continue
-        if "Sanitizer" in txt and "ERROR:" in txt or "runtime error:" in txt:
+        if ("ERROR:" in txt and "Sanitizer" in txt) or "runtime error:" in txt:
             bad.append(s.name)
     return bad
 
@@ -679,10 +768,21 @@ def main():
     faults = ["kill-primary", "kill-secondary", "cut", "stall", "old-peer"]
     if mnt:
         faults.append("enospc")
+    # After a switchover and back the primary's peer is the secondary's own
+    # listen address, no longer the proxy (docs/RELIABILITY.md), so link
+    # faults would miss the link: role changes run alone
+    # (FERRY_SOAK_FAULTS=role-change) or as the last round of a short run.
+    only = os.environ.get("FERRY_SOAK_FAULTS")
+    if only:
+        faults = [f for f in faults + ["role-change"] if f in only.split(",")]
+        if "role-change" in faults and not roles:
+            faults.remove("role-change")
+    last_role = roles and not LONG and not only
     for f in faults:
         counts[f] = 0
-    counts["role-change"] = 0
-    syncs_before = 0
+    counts.setdefault("role-change", 0)
+    order = faults[:]
+    rng.shuffle(order)
     deadline = T0 + MINUTES * 60
     for ROUND in range(1, ROUNDS + 1):
         if time.monotonic() > deadline:
@@ -695,12 +795,17 @@ def main():
         if ROUND % 7 == 1 or not saves:
             FAULT = "save"
             save_secondary(b)
-        # the least exercised fault half of the time, else any
-        if rng.random() < 0.5:
+        # every fault once first (so that a short run covers them all), then
+        # the least exercised one half of the time, else any
+        if last_role and ROUND == ROUNDS:
+            FAULT = "role-change"
+        elif ROUND <= len(faults):
+            FAULT = order[ROUND - 1]
+        elif rng.random() < 0.5:
             FAULT = min(faults, key=lambda f: (counts[f], faults.index(f)))
         else:
             FAULT = rng.choice(faults)
-        counts[FAULT] += 1
+        bump(counts, FAULT)
         try:
             if FAULT == "kill-primary":
                 fault_kill(a, b, proxy, "a")
@@ -712,6 +817,8 @@ def main():
                 fault_enospc(a, b, proxy, mnt)
             elif FAULT == "old-peer":
                 fault_old_peer(a, b, proxy)
+            elif FAULT == "role-change":
+                fault_role(a, b, proxy)
             converge(a, b, proxy)
             check_no_write_lost(a)
             check_needed_snapshots(a, b)
@@ -744,7 +851,6 @@ def main():
         print("soak: %d failures (seed %d)" % (len(failures), SEED), flush=True)
         for s in SITES:
             print("--- %s ferryd.log (tail)" % s.name)
-            run(["tail", "-n", "30", os.path.join(s.pool, "ferryd.log")])
             try:
                 with open(os.path.join(s.pool, "ferryd.log"), errors="replace") as f:
                     print("".join(f.readlines()[-30:]))
@@ -755,8 +861,19 @@ def main():
     return 0
 
 
+class Stopped(Exception):
+    pass
+
+
+def on_signal(sig, frame):
+    raise Stopped("signal %d" % sig)
+
+
 if __name__ == "__main__":
     rc = 1
+    # also when started in the background, where SIGINT is ignored
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
     try:
         rc = main()
     except Exception as e:   # report and clean up whatever broke

@@ -1,8 +1,8 @@
 #!/bin/bash
 # Fault soak of ferry replication (see soak.py for what it does and checks).
 #   tests/soak/soak.sh [BUILD_DIR] [--long]
-# Short version (ctest soak_short): FERRY_SOAK_ROUNDS rounds, default 10
-# (5 under FERRY_SANITIZED=1), capped at ~1.4 min.  --long: until
+# Short version (ctest soak_short): FERRY_SOAK_ROUNDS rounds, default 12
+# (7 under FERRY_SANITIZED=1), capped at ~1.2 min.  --long: until
 # FERRY_SOAK_ROUNDS rounds or FERRY_SOAK_MINUTES (default 60) minutes.
 # FERRY_SEED replays the sequence of choices.
 set -u

@@ -975,6 +975,10 @@ int repl_pair_sync_request(struct repl *r, const char *name, uint64_t *ticket,
 		rc = fail(out, -EINVAL, "pair %s: run sync on the primary", name);
 	else if (p->paused)
 		rc = fail(out, -EAGAIN, "pair %s is paused (pair resume first)", name);
+	else if (p->split_brain && !p->resyncing)
+		rc = fail(out, -ESTALE, "pair %s: split brain (common snapshot %s): no cycle runs; "
+		          "demote one side, then `pair resync` on the other", name,
+		          p->common_snap[0] ? p->common_snap : "unknown");
 	if (rc == 0) {
 		*ticket = ++p->sync_req;
 		pthread_cond_broadcast(&r->cv);
@@ -1005,6 +1009,10 @@ int repl_pair_sync_wait(struct repl *r, const char *name, uint64_t ticket,
 		}
 		if (p->sync_failed >= ticket) {
 			rc = fail(out, -EIO, "pair %s: cycle failed: %s", name, p->error);
+			break;
+		}
+		if (p->split_brain && !p->resyncing) {
+			rc = fail(out, -ESTALE, "pair %s: split brain: %s", name, p->error);
 			break;
 		}
 		if (p->removed || p->stop || p->paused || r->stopping) {

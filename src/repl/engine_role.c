@@ -77,6 +77,7 @@ int role_check(struct pair *p, struct link *l, char *err, size_t errlen)
 	            : p->demoting ? WIRE_ROLE_CHECK_DEMOTING : WIRE_ROLE_CHECK;
 	m.u.role.epoch = p->epoch;
 	m.u.role.last_cycle = p->last_cycle;
+	m.u.role.period_s = p->period_s;
 	snprintf(m.u.role.last_snap, sizeof(m.u.role.last_snap), "%s", p->last_snap);
 	snprintf(m.u.role.sender_volume, sizeof(m.u.role.sender_volume), "%s", p->name);
 	snprintf(m.u.role.addr, sizeof(m.u.role.addr), "%s", r->listen_addr);
@@ -96,6 +97,13 @@ int role_check(struct pair *p, struct link *l, char *err, size_t errlen)
 		snprintf(err, errlen, "the peer is already primary (epoch %" PRIu64 ")",
 		         m.u.role_info.epoch);
 		rc = -EALREADY;
+	} else if (m.u.role_info.role == WIRE_RI_PRIMARY &&
+	           (m.u.role_info.flags & WIRE_RI_DEMOTED) && m.u.role_info.epoch < p->epoch &&
+	           !(m.u.role_info.flags & WIRE_RI_SPLIT_BRAIN)) {
+		/* It told us it demoted, and crashed before recording it. */
+		snprintf(err, errlen, "the old primary %s has not finished its demote "
+		         "(run `ferry pair demote %s` there again)", p->peer, p->remote);
+		rc = -EAGAIN;
 	} else if (m.u.role_info.role == WIRE_RI_PRIMARY || m.u.role_info.epoch > p->epoch) {
 		char why[300];
 		snprintf(why, sizeof(why), "the peer %.200s is %s at epoch %" PRIu64
@@ -276,10 +284,16 @@ int handle_role(struct repl *r, struct link *l, const struct wire_msg *m)
 		                p ? "belongs to another pair" : "is in no pair on this site");
 		return 0;
 	}
-	if (q->u.role.addr[0] && strcmp(p->peer_addr, q->u.role.addr)) {
+	bool learn_addr = q->u.role.addr[0] && strcmp(p->peer_addr, q->u.role.addr);
+	/* A secondary keeps the primary's period for the day it is promoted. */
+	bool learn_period = p->role == REPL_ROLE_SECONDARY && q->u.role.period_s &&
+	                    q->u.role.period_s != p->period_s;
+	if (learn_addr)
 		snprintf(p->peer_addr, sizeof(p->peer_addr), "%s", q->u.role.addr);
+	if (learn_period)
+		p->period_s = q->u.role.period_s;
+	if (learn_addr || learn_period)
 		(void)pair_save(p);
-	}
 	uint32_t op = q->u.role.op;
 	if (op == WIRE_ROLE_RESYNC) {
 		bool ok = p->role == REPL_ROLE_SECONDARY;
@@ -330,7 +344,13 @@ int handle_role(struct repl *r, struct link *l, const struct wire_msg *m)
 	}
 	/* CHECK, CHECK_DEMOTING, CHECK_RESYNC: a primary about to send. */
 	if (p->role == REPL_ROLE_PRIMARY) {
-		if (!(op == WIRE_ROLE_CHECK_DEMOTING && q->u.role.epoch < p->epoch)) {
+		/* Not a split brain: our own demote's final cycle reaching the
+		 * side promoted meanwhile, or that side's check reaching us while
+		 * we finish a demote it was promoted from (same last snapshot). */
+		bool benign = (op == WIRE_ROLE_CHECK_DEMOTING && q->u.role.epoch < p->epoch) ||
+		              (p->demoting && q->u.role.epoch > p->epoch &&
+		               !strcmp(q->u.role.last_snap, p->last_snap));
+		if (!benign) {
 			char why[300];
 			snprintf(why, sizeof(why), "%.200s claims primary at epoch %" PRIu64
 			         " while this side is primary at epoch %" PRIu64, l->peer,
@@ -394,6 +414,7 @@ static int tell_demoted(struct repl *r, struct pair *p, char *err, size_t errlen
 	m.u.role.op = WIRE_ROLE_DEMOTED;
 	m.u.role.epoch = p->epoch;
 	m.u.role.last_cycle = p->last_cycle;
+	m.u.role.period_s = p->period_s;
 	snprintf(m.u.role.last_snap, sizeof(m.u.role.last_snap), "%s", p->last_snap);
 	snprintf(m.u.role.sender_volume, sizeof(m.u.role.sender_volume), "%s", p->name);
 	snprintf(m.u.role.addr, sizeof(m.u.role.addr), "%s", r->listen_addr);
@@ -685,6 +706,7 @@ int repl_pair_resync_start(struct repl *r, const char *name, uint64_t *ticket,
 	m.u.role.op = WIRE_ROLE_RESYNC;
 	m.u.role.epoch = p->epoch;
 	m.u.role.last_cycle = p->last_cycle;
+	m.u.role.period_s = p->period_s;
 	snprintf(m.u.role.last_snap, sizeof(m.u.role.last_snap), "%s", p->last_snap);
 	snprintf(m.u.role.sender_volume, sizeof(m.u.role.sender_volume), "%s", p->name);
 	snprintf(m.u.role.addr, sizeof(m.u.role.addr), "%s", r->listen_addr);

@@ -279,6 +279,7 @@ static void encode_payload(struct wr *w, const struct wire_msg *m)
 		put_u32(w, m->u.role.op);
 		put_u64(w, m->u.role.epoch);
 		put_u64(w, m->u.role.last_cycle);
+		put_u64(w, m->u.role.period_s);
 		put_str(w, m->u.role.last_snap, WIRE_NAME_MAX);
 		put_str(w, m->u.role.sender_volume, WIRE_NAME_MAX);
 		put_str(w, m->u.role.addr, WIRE_TEXT_MAX);
@@ -525,6 +526,7 @@ static void decode_payload(struct rd *r, struct wire_msg *m)
 		m->u.role.op = get_u32(r);
 		m->u.role.epoch = get_u64(r);
 		m->u.role.last_cycle = get_u64(r);
+		m->u.role.period_s = get_u64(r);
 		get_str(r, m->u.role.last_snap, WIRE_NAME_MAX);
 		get_str(r, m->u.role.sender_volume, WIRE_NAME_MAX);
 		get_str(r, m->u.role.addr, WIRE_TEXT_MAX);

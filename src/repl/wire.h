@@ -195,6 +195,7 @@ struct wire_msg {
 			uint32_t op;                      /* enum wire_role_op */
 			uint64_t epoch;                   /* sender's pair epoch */
 			uint64_t last_cycle;
+			uint64_t period_s;                /* sender's cycle period, 0 = unknown */
 			char last_snap[WIRE_NAME_MAX + 1];/* "" or a name */
 			char sender_volume[WIRE_NAME_MAX + 1];
 			char addr[WIRE_TEXT_MAX + 1];     /* sender's --listen, "" = none */

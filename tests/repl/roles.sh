@@ -36,6 +36,7 @@ check "a is secondary" test "$(fa pair status db --json | json role)" = secondar
 check "b knows a demoted" test "$(fb pair status db --json | json peer_demoted)" = True
 expect 0 "promote b" -- fb pair promote db
 check "b is primary" test "$(fb pair status db --json | json role)" = primary
+check "b cycles with a's period" test "$(fb pair status db --json | json period_s)" = 3600
 check "b holds a's last write" test "$(md5_of fb db)" = "$want"
 expect 0 "b writable" -- fb volume write db "$T/blk" --offset $((7 * M))
 want=$(md5_of fb db)
@@ -83,6 +84,8 @@ check "a shows split-brain" test "$(state_of fa db)" = split-brain
 check "b shows split-brain" test "$(state_of fb db)" = split-brain
 check "a names the common snapshot" test "$(fa pair status db --json | json common_snapshot)" = "$common"
 check "b names the common snapshot" test "$(fb pair status db --json | json common_snapshot)" = "$common"
+expect_err 1 "split brain" "sync refused during the split brain (no hang)" -- timeout 20 "$FERRY_BIN" --pool "$T/a" pair sync db --wait
+expect_err 1 "split brain" "on b too" -- timeout 20 "$FERRY_BIN" --pool "$T/b" pair sync db --wait
 a_div=$(md5_of fa db)
 expect 0 "a still writable (nothing destroyed)" -- fa volume write db "$T/blk" --offset $((41 * M))
 a_div=$(md5_of fa db)

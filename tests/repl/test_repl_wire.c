@@ -141,6 +141,7 @@ static int sample(unsigned i, struct wire_msg *m)
 		m->u.role.op = WIRE_ROLE_DEMOTED;
 		m->u.role.epoch = 3;
 		m->u.role.last_cycle = 7;
+		m->u.role.period_s = 60;
 		strcpy(m->u.role.last_snap, "ferry.db.000007");
 		strcpy(m->u.role.sender_volume, "db");
 		strcpy(m->u.role.addr, "127.0.0.1:7450");
@@ -258,6 +259,7 @@ static void test_role_messages(void **st)
 	assert_int_equal(d.u.role.op, WIRE_ROLE_DEMOTED);
 	assert_int_equal(d.u.role.epoch, 3);
 	assert_string_equal(d.u.role.addr, "127.0.0.1:7450");
+	assert_int_equal(d.u.role.period_s, 60);
 	m.u.role.op = WIRE_ROLE_OP_MAX + 1;
 	n = wire_encode(&m, buf, sizeof(buf));
 	assert_int_equal(wire_decode(buf, (size_t)n, &d), -EPROTO);

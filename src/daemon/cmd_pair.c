@@ -251,24 +251,25 @@ static int pair_sync(struct dreq *r)
 	return finish(r, &b, rc, 1);
 }
 
-static int pair_pause(struct dreq *r)
+/* The verbs that take only the pair's name and answer with text. */
+static int name_verb(struct dreq *r, int (*fn)(struct repl *, const char *, struct sbuf *))
 {
 	if (!ready(r))
 		return 1;
 	struct sbuf b;
 	sbuf_init(&b);
-	int rc = repl_pair_pause(g_repl, ctl_pos(r->cmd, "NAME")->str, &b);
+	int rc = fn(g_repl, ctl_pos(r->cmd, "NAME")->str, &b);
 	return finish(r, &b, rc, 1);
+}
+
+static int pair_pause(struct dreq *r)
+{
+	return name_verb(r, repl_pair_pause);
 }
 
 static int pair_resume(struct dreq *r)
 {
-	if (!ready(r))
-		return 1;
-	struct sbuf b;
-	sbuf_init(&b);
-	int rc = repl_pair_resume(g_repl, ctl_pos(r->cmd, "NAME")->str, &b);
-	return finish(r, &b, rc, 1);
+	return name_verb(r, repl_pair_resume);
 }
 
 static int pair_verify(struct dreq *r)
@@ -286,22 +287,12 @@ static int pair_verify(struct dreq *r)
 
 static int pair_rm(struct dreq *r)
 {
-	if (!ready(r))
-		return 1;
-	struct sbuf b;
-	sbuf_init(&b);
-	int rc = repl_pair_rm(g_repl, ctl_pos(r->cmd, "NAME")->str, &b);
-	return finish(r, &b, rc, 1);
+	return name_verb(r, repl_pair_rm);
 }
 
 static int pair_demote(struct dreq *r)
 {
-	if (!ready(r))
-		return 1;
-	struct sbuf b;
-	sbuf_init(&b);
-	int rc = repl_pair_demote(g_repl, ctl_pos(r->cmd, "NAME")->str, &b);
-	return finish(r, &b, rc, 1);
+	return name_verb(r, repl_pair_demote);
 }
 
 static int pair_promote(struct dreq *r)

@@ -628,9 +628,14 @@ static void test_meta_corrupt_volume(void **state)
 	vol_close(v);
 	char p[4200];
 	snprintf(p, sizeof(p), "%s/volumes/v/volume.meta", f->dir);
-	int fd = open(p, O_WRONLY);
+	int fd = open(p, O_RDWR);
 	assert_true(fd >= 0);
-	assert_int_equal(pwrite(fd, "9", 1, 30), 1);
+	/* Change one byte inside the (random) uuid: always a real change, so
+	 * the checksum no longer matches. */
+	char c;
+	assert_int_equal(pread(fd, &c, 1, 30), 1);
+	c = c == '9' ? '8' : '9';
+	assert_int_equal(pwrite(fd, &c, 1, 30), 1);
 	close(fd);
 	log_set_level(LOG_ERROR);
 	assert_int_equal(vol_open(f->st, "v", &v), -EIO);

@@ -221,6 +221,26 @@ static int pair_status(struct dreq *r)
 	return finish(r, &b, rc, 1);
 }
 
+/* Waits for a cycle ticket in one-second slices, sending progress so the
+ * CLI's deadline holds and a vanished CLI stops the wait. */
+static int wait_ticket(struct dreq *r, const char *name, uint64_t ticket, const char *label,
+                       struct sbuf *b)
+{
+	int rc;
+	do {
+		uint64_t done = 0, total = 0;
+		rc = repl_pair_sync_wait(g_repl, name, ticket, 1000, &done, &total, b);
+		if (rc == -EINPROGRESS) {
+			dreq_progress(r, done, total, label);
+			if (dreq_aborted(r)) {
+				sbuf_free(b);
+				return 1;
+			}
+		}
+	} while (rc == -EINPROGRESS);
+	return finish(r, b, rc, 1);
+}
+
 static int pair_sync(struct dreq *r)
 {
 	if (!ready(r))
@@ -235,20 +255,7 @@ static int pair_sync(struct dreq *r)
 			sbuf_printf(&b, "pair %s: cycle requested\n", name);
 		return finish(r, &b, rc, 1);
 	}
-	/* Waits in slices so that progress reaches the CLI (its receive
-	 * deadline) and a CLI that went away ends the wait. */
-	do {
-		uint64_t done = 0, total = 0;
-		rc = repl_pair_sync_wait(g_repl, name, ticket, 1000, &done, &total, &b);
-		if (rc == -EINPROGRESS) {
-			dreq_progress(r, done, total, "sync");
-			if (dreq_aborted(r)) {
-				sbuf_free(&b);
-				return 1;
-			}
-		}
-	} while (rc == -EINPROGRESS);
-	return finish(r, &b, rc, 1);
+	return wait_ticket(r, name, ticket, "sync", &b);
 }
 
 /* The verbs that take only the pair's name and answer with text. */
@@ -317,19 +324,7 @@ static int pair_resync(struct dreq *r)
 	int rc = repl_pair_resync_start(g_repl, name, &ticket, &b);
 	if (rc < 0)
 		return finish(r, &b, rc, 1);
-	/* As sync --wait: progress in slices so the CLI's deadline holds. */
-	do {
-		uint64_t done = 0, total = 0;
-		rc = repl_pair_sync_wait(g_repl, name, ticket, 1000, &done, &total, &b);
-		if (rc == -EINPROGRESS) {
-			dreq_progress(r, done, total, "resync");
-			if (dreq_aborted(r)) {
-				sbuf_free(&b);
-				return 1;
-			}
-		}
-	} while (rc == -EINPROGRESS);
-	return finish(r, &b, rc, 1);
+	return wait_ticket(r, name, ticket, "resync", &b);
 }
 
 const struct dgroup dgroup_pair = {

@@ -571,29 +571,40 @@ static bool data_out_ok(struct scsi_cmd *c, uint64_t need)
 	return true;
 }
 
+/* The checks every data-writing command makes before touching the volume:
+ * write protection, WRPROTECT/ORPROTECT (no protection information here),
+ * LBA range, transfer length, data-out size.  False when the command is
+ * already answered (sense set) or has nothing to write. */
+static bool write_prologue(struct scsi_lu *lu, struct scsi_cmd *c, struct rw *rw, size_t *len)
+{
+	decode_rw(c->cdb, rw);
+	if (!writable(lu, c))
+		return false;
+	if (rw->flags & 0xe0) {
+		sense_cdb(c, 1, 7);
+		return false;
+	}
+	if (!range_ok(lu, c, rw->lba, rw->n))
+		return false;
+	uint64_t n = (uint64_t)rw->n * lu->block_size;
+	if (n > MAX_XFER_BYTES) {
+		sense_cdb(c, xfer_len_byte(c->cdb[0]), -1);
+		return false;
+	}
+	if (!n || !data_out_ok(c, n))
+		return false;
+	*len = (size_t)n;
+	return true;
+}
+
 static void cmd_write(struct scsi_lu *lu, struct scsi_cmd *c)
 {
 	struct rw rw;
-	decode_rw(c->cdb, &rw);
-	if (!writable(lu, c))
-		return;
-	if (rw.flags & 0xe0) {                 /* WRPROTECT */
-		sense_cdb(c, 1, 7);
-		return;
-	}
-	if (!range_ok(lu, c, rw.lba, rw.n))
-		return;
-	uint64_t len = (uint64_t)rw.n * lu->block_size;
-	if (len > MAX_XFER_BYTES) {
-		sense_cdb(c, xfer_len_byte(c->cdb[0]), -1);
-		return;
-	}
-	if (!len)
-		return;
-	if (!data_out_ok(c, len))
+	size_t len;
+	if (!write_prologue(lu, c, &rw, &len))
 		return;
 	pthread_rwlock_rdlock(&lu->io_lock);
-	int r = vol_write(lu->vol, c->data_out, rw.lba * lu->block_size, (size_t)len);
+	int r = vol_write(lu->vol, c->data_out, rw.lba * lu->block_size, len);
 	pthread_rwlock_unlock(&lu->io_lock);
 	if (r < 0) {
 		sense_errno(c, r, true);
@@ -708,23 +719,8 @@ static void cmd_compare_and_write(struct scsi_lu *lu, struct scsi_cmd *c)
 static void cmd_orwrite(struct scsi_lu *lu, struct scsi_cmd *c)
 {
 	struct rw rw;
-	decode_rw(c->cdb, &rw);
-	if (!writable(lu, c))
-		return;
-	if (rw.flags & 0xe0) {                 /* ORPROTECT */
-		sense_cdb(c, 1, 7);
-		return;
-	}
-	if (!range_ok(lu, c, rw.lba, rw.n))
-		return;
-	size_t len = (size_t)rw.n * lu->block_size;
-	if (len > MAX_XFER_BYTES) {
-		sense_cdb(c, xfer_len_byte(c->cdb[0]), -1);
-		return;
-	}
-	if (!len)
-		return;
-	if (!data_out_ok(c, len))
+	size_t len;
+	if (!write_prologue(lu, c, &rw, &len))
 		return;
 	uint8_t *buf = malloc(len);
 	if (!buf) {

@@ -6,6 +6,7 @@
 #include <dirent.h>
 #include <errno.h>
 #include <inttypes.h>
+#include <poll.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
@@ -60,9 +61,9 @@ int pair_save(struct pair *p)
 	            p->cur_cycle, p->cur_snap, p->cur_time);
 	sbuf_printf(&b, "epoch=%" PRIu64 "\ndemoting=%d\npeer_demoted=%d\n"
 	            "peer_demoted_cycle=%" PRIu64 "\npeer_addr=%s\nsplit_brain=%d\n"
-	            "common_snap=%s\nneeds_resync=%d\nsb_snap=%s\n", p->epoch, p->demoting,
-	            p->peer_demoted, p->peer_demoted_cycle, p->peer_addr, p->split_brain,
-	            p->common_snap, p->needs_resync, p->sb_snap);
+	            "common_snap=%s\nneeds_resync=%d\nsb_snap=%s\npeer_fixed=%d\n", p->epoch,
+	            p->demoting, p->peer_demoted, p->peer_demoted_cycle, p->peer_addr,
+	            p->split_brain, p->common_snap, p->needs_resync, p->sb_snap, p->peer_fixed);
 	if (p->has_stats)
 		sbuf_printf(&b, "stats=%" PRIu64 " %" PRIu64 " %" PRIu64 " %" PRIu64
 		            " %" PRIu64 " %.3f\n", p->stats.number, p->stats.extents,
@@ -123,6 +124,7 @@ static int pair_parse(struct pair *p, char *text)
 		else if (!strcmp(k, "peer_demoted") && num) p->peer_demoted = v != 0;
 		else if (!strcmp(k, "peer_demoted_cycle") && num) p->peer_demoted_cycle = v;
 		else if (!strcmp(k, "peer_addr")) snprintf(p->peer_addr, sizeof(p->peer_addr), "%s", val);
+		else if (!strcmp(k, "peer_fixed") && num) p->peer_fixed = v != 0;
 		else if (!strcmp(k, "split_brain") && num) p->split_brain = v != 0;
 		else if (!strcmp(k, "common_snap")) copy_name(p->common_snap, val, &ok);
 		else if (!strcmp(k, "needs_resync") && num) p->needs_resync = v != 0;
@@ -313,13 +315,14 @@ static void *conn_main(void *arg)
 		r->srv[slot] = a->l;
 	bool stop = r->stopping;
 	pthread_mutex_unlock(&r->mu);
-	if (!stop)
-		serve_conn(r, a->l);
+	/* A call-back offer stays open, owned by the pair that keeps it. */
+	int kept = stop ? 0 : serve_conn(r, a->l);
 	pthread_mutex_lock(&r->mu);
 	if (slot >= 0)
 		r->srv[slot] = NULL;
 	pthread_mutex_unlock(&r->mu);
-	link_close(a->l);
+	if (!kept)
+		link_close(a->l);
 	free(a);
 	pthread_mutex_lock(&r->mu);
 	r->conns--;
@@ -434,6 +437,7 @@ int repl_start(struct repl *r)
 				p->next_due_ns = now + (due - wall) * 1000000000ull;
 		}
 		pair_start_thread(r, p);
+		callback_update(r, p);
 	}
 	pthread_mutex_unlock(&r->mu);
 	return 0;
@@ -451,6 +455,7 @@ void repl_stop(struct repl *r)
 		p->stop = true;
 		if (p->active)
 			link_abort(p->active);
+		callback_drop(p);
 	}
 	pthread_cond_broadcast(&r->cv);
 	pthread_mutex_unlock(&r->mu);
@@ -474,10 +479,12 @@ void repl_stop(struct repl *r)
 	/* Server threads: their links are aborted through the pairs they
 	 * serve, or time out on their own deadline. */
 	pthread_mutex_lock(&r->mu);
-	while (r->conns) {
-		for (struct pair *p = r->pairs; p; p = p->next)
+	while (r->conns || r->cb_threads) {
+		for (struct pair *p = r->pairs; p; p = p->next) {
 			if (p->active)
 				link_abort(p->active);
+			callback_drop(p);
+		}
 		for (int i = 0; i < MAX_CONNS; i++)
 			if (r->srv[i])
 				link_abort(r->srv[i]);
@@ -533,6 +540,7 @@ static void *pair_main(void *arg)
 	struct repl *r = p->r;
 	role_probe(p);
 	pthread_mutex_lock(&r->mu);
+	p->next_probe_ns = now_mono_ns() + REPL_HEARTBEAT_S * 1000000000ull;
 	while (!p->stop && !r->stopping && !p->removed && p->role == REPL_ROLE_PRIMARY) {
 		/* After a split brain only `pair resync` may send again. */
 		if (p->paused || (p->split_brain && !p->resyncing)) {
@@ -542,17 +550,29 @@ static void *pair_main(void *arg)
 		uint64_t now = now_mono_ns();
 		/* A demoting primary runs only the cycle its demote asks for. */
 		bool due = p->sync_req > p->sync_taken || (now >= p->next_due_ns && !p->demoting);
+		if (!due && !p->demoting && now >= p->next_probe_ns) {
+			p->next_probe_ns = now + REPL_HEARTBEAT_S * 1000000000ull;
+			pthread_mutex_unlock(&r->mu);
+			role_probe(p);
+			pthread_mutex_lock(&r->mu);
+			continue;
+		}
 		if (!due) {
-			cond_wait_until(r, p->next_due_ns);
+			cond_wait_until(r, p->demoting ? p->next_due_ns
+			                               : MIN(p->next_due_ns, p->next_probe_ns));
 			continue;
 		}
 		uint64_t started = now;
 		pthread_mutex_unlock(&r->mu);
 		int rc = send_cycle(p);
 		pthread_mutex_lock(&r->mu);
+		/* A cycle is contact enough: the next heartbeat is due a full
+		 * interval after it. */
+		p->next_probe_ns = now_mono_ns() + REPL_HEARTBEAT_S * 1000000000ull;
 		if (rc == 0) {
 			p->failures = 0;
 			p->error[0] = '\0';
+			p->peer_err[0] = '\0';
 			/* Cycles start one period apart; one that outlasts the
 			 * period is followed right away, never overlapped. */
 			p->next_due_ns = started + p->period_s * 1000000000ull;
@@ -625,6 +645,58 @@ int repl_dial(struct repl *r, const char *peer, struct link **out, char *err, si
 	return 0;
 }
 
+int pair_dial(struct pair *p, struct link **out, char *err, size_t errlen)
+{
+	struct repl *r = p->r;
+	struct link *stale[PARK_MAX];
+	unsigned n_stale = 0;
+	struct link *l = NULL;
+	char peer[WIRE_TEXT_MAX + 1] = "";
+	/* A secondary that calls in offers again within ~2 s of a change. */
+	uint64_t until = now_mono_ns() + (uint64_t)MIN(r->timeout_ms, 10000) * 1000000ull;
+	pthread_mutex_lock(&r->mu);
+	for (;;) {
+		uint64_t now = now_mono_ns();
+		unsigned k = 0;
+		for (unsigned i = 0; i < p->n_parked; i++) {
+			/* An idle offer has nothing to read: anything there is the
+			 * peer closing it (its ferryd died or gave up). */
+			struct pollfd pf = { .fd = p->parked[i]->fd, .events = POLLIN | POLLRDHUP };
+			bool dead = poll(&pf, 1, 0) != 0;
+			if (dead || now - p->parked_ns[i] > PARK_USE_MS * 1000000ull) {
+				stale[n_stale++] = p->parked[i];
+			} else {
+				p->parked[k] = p->parked[i];
+				p->parked_ns[k++] = p->parked_ns[i];
+			}
+		}
+		p->n_parked = k;
+		if (p->n_parked) {
+			l = p->parked[--p->n_parked];
+			break;
+		}
+		if (p->peer[0]) {
+			snprintf(peer, sizeof(peer), "%s", p->peer);
+			break;
+		}
+		if (p->stop || p->removed || r->stopping || now >= until)
+			break;
+		cond_wait_until(r, until);
+	}
+	pthread_mutex_unlock(&r->mu);
+	for (unsigned i = 0; i < n_stale; i++)
+		link_close(stale[i]);
+	if (l) {
+		*out = l;
+		return 0;
+	}
+	if (peer[0])
+		return repl_dial(r, peer, out, err, errlen);
+	snprintf(err, errlen, "the peer has no listener this site knows of and has not "
+	         "connected to offer one (is its ferryd running, with --secret-file?)");
+	return -ENOTCONN;
+}
+
 int repl_pair_create(struct repl *r, const char *name,
                      const struct repl_pair_opts *o, struct sbuf *out)
 {
@@ -664,6 +736,10 @@ int repl_pair_create(struct repl *r, const char *name,
 	make_id(p->id);
 	p->role = REPL_ROLE_PRIMARY;
 	snprintf(p->peer, sizeof(p->peer), "%s", o->peer);
+	/* The operator's address of the secondary stays the way to reach it
+	 * after any role change (it may be a proxy or a VIP). */
+	snprintf(p->peer_addr, sizeof(p->peer_addr), "%s", o->peer);
+	p->peer_fixed = true;
 	snprintf(p->remote, sizeof(p->remote), "%s", remote);
 	p->period_s = o->period_s ? o->period_s : REPL_DEFAULT_PERIOD;
 	p->max_inflight = o->max_inflight ? o->max_inflight : REPL_DEFAULT_INFLIGHT;
@@ -768,6 +844,14 @@ static double pct(uint64_t done, uint64_t total)
 }
 
 /* Under mu. */
+/* Under mu: who opens the pair's connections (docs/PROTOCOL.md 11). */
+static const char *connection_str(const struct pair *p)
+{
+	if (p->role == REPL_ROLE_PRIMARY)
+		return p->peer[0] ? "dials-peer" : "peer-calls-in";
+	return p->r->listen_req[0] || !p->peer_addr[0] ? "listens" : "calls-primary";
+}
+
 static void status_json(struct jw *w, const struct pair *p)
 {
 	uint64_t now = now_wall_s();
@@ -775,6 +859,13 @@ static void status_json(struct jw *w, const struct pair *p)
 	jw_key(w, "name"); jw_str(w, p->name);
 	jw_key(w, "role"); jw_str(w, role_str(p->role));
 	jw_key(w, "peer"); jw_str(w, p->peer);
+	jw_key(w, "connection"); jw_str(w, connection_str(p));
+	/* Primary: the last contact with the peer (cycle or heartbeat). */
+	jw_key(w, "peer_error");
+	if (p->role == REPL_ROLE_PRIMARY && p->peer_err[0])
+		jw_str(w, p->peer_err);
+	else
+		jw_null(w);
 	jw_key(w, "remote_name"); jw_str(w, p->remote);
 	jw_key(w, "state"); jw_str(w, pair_state(p));
 	jw_key(w, "period_s"); jw_u64(w, p->period_s);
@@ -863,7 +954,14 @@ static void status_text(struct sbuf *b, const struct pair *p)
 	uint64_t now = now_wall_s();
 	sbuf_printf(b, "pair %s: %s of %s %s, state %s, period %" PRIu64 " s\n", p->name,
 	            role_str(p->role), p->role == REPL_ROLE_PRIMARY ? "peer" : "primary at",
-	            p->peer, pair_state(p), p->period_s);
+	            p->peer[0] ? p->peer : "(a peer that calls in)", pair_state(p), p->period_s);
+	if (!strcmp(connection_str(p), "peer-calls-in"))
+		sbuf_printf(b, "  connection: the peer has no listener and connects here "
+		            "(%u connection%s offered now)\n", p->n_parked, p->n_parked == 1 ? "" : "s");
+	else if (!strcmp(connection_str(p), "calls-primary"))
+		sbuf_printf(b, "  connection: no --listen here, so this site connects to the "
+		            "primary at %s%s\n", p->peer_addr,
+		            p->cb_failing ? " (failing: see the log)" : "");
 	if (p->last_cycle)
 		sbuf_printf(b, "  last synced: %s (cycle %" PRIu64 "), RPO lag %" PRIu64 " s\n",
 		            p->last_snap, p->last_cycle,
@@ -890,6 +988,8 @@ static void status_text(struct sbuf *b, const struct pair *p)
 		            fmt_bytes(p->stats.wire_bytes, t3, sizeof(t3)), p->stats.seconds);
 	if (p->error[0])
 		sbuf_printf(b, "  error: %s\n", p->error);
+	if (p->role == REPL_ROLE_PRIMARY && p->peer_err[0] && strcmp(p->peer_err, p->error))
+		sbuf_printf(b, "  peer check: %s\n", p->peer_err);
 	if (p->demoting)
 		sbuf_printf(b, "  demoting: writes refused; `pair demote %s` again finishes it\n",
 		            p->name);
@@ -1160,6 +1260,11 @@ int repl_pair_rm(struct repl *r, const char *name, struct sbuf *out)
 	p->stop = true;
 	if (p->active)
 		link_abort(p->active);
+	/* Our own call-back threads end (the pair is gone); the offers the
+	 * peer made stay until the PAIR_REMOVE below has used one. */
+	for (int i = 0; i < CB_SLOTS; i++)
+		if (p->cb_link[i])
+			link_abort(p->cb_link[i]);
 	pthread_cond_broadcast(&r->cv);
 	bool joined = p->has_thread;
 	p->has_thread = false;
@@ -1178,7 +1283,7 @@ int repl_pair_rm(struct repl *r, const char *name, struct sbuf *out)
 	if (p->role == REPL_ROLE_PRIMARY) {
 		struct link *l;
 		char err[512];
-		int rc = repl_dial(r, p->peer, &l, err, sizeof(err));
+		int rc = pair_dial(p, &l, err, sizeof(err));
 		if (rc == 0) {
 			struct wire_msg m = { .type = WIRE_PAIR_REMOVE };
 			snprintf(m.u.pair_remove.volume, sizeof(m.u.pair_remove.volume), "%s", p->remote);
@@ -1209,6 +1314,7 @@ int repl_pair_rm(struct repl *r, const char *name, struct sbuf *out)
 		unlink(path);
 	(void)fsync_path(r->pairs_dir);
 	pthread_mutex_lock(&r->mu);
+	callback_drop(p);
 	pair_unlink(r, p);
 	p->refs--;   /* the list's reference; ours keeps p alive */
 	pair_put(p); /* ours */

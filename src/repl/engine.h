@@ -14,6 +14,18 @@
 #define REPL_DEFAULT_INFLIGHT 8
 #define REPL_WINDOW_BYTES (32ull << 20)  /* byte bound of the read window */
 #define REPL_BACKOFF_MAX_S 60
+/* A primary between cycles checks its peer this often (ROLE CHECK), so a
+ * split brain or a dead peer shows within seconds, not at the next period. */
+#define REPL_HEARTBEAT_S 10
+/* Call-back links (a secondary without --listen dials its primary and
+ * offers the connection): connections a secondary keeps offered per pair,
+ * how many a primary holds, and how long either keeps an unused one.  The
+ * primary's limit is below the secondary's so that it never hands out a
+ * link the secondary is about to give up on. */
+#define CB_SLOTS 2
+#define PARK_MAX 4
+#define PARK_IDLE_MS 45000
+#define PARK_USE_MS 30000
 
 struct cycle_stats {
 	uint64_t number;
@@ -54,6 +66,8 @@ struct pair {
 	bool peer_demoted;                /* secondary: the primary demoted ... */
 	uint64_t peer_demoted_cycle;      /* ... with this cycle last synced */
 	char peer_addr[WIRE_TEXT_MAX + 1];/* the other site's --listen, as it said */
+	bool peer_fixed;                  /* peer_addr is the operator's --peer:
+	                                   * never replaced by what the peer says */
 	bool split_brain;                 /* both sides were primary */
 	char common_snap[STORE_NAME_MAX + 1]; /* newest snapshot both sides hold */
 	bool needs_resync;                /* demoted after a split brain */
@@ -65,6 +79,8 @@ struct pair {
 	char error[512];                  /* last failure, "" when fine */
 	unsigned failures;                /* consecutive, for the backoff */
 	uint64_t next_due_ns;             /* monotonic time of the next cycle */
+	uint64_t next_probe_ns;           /* primary: next heartbeat (ROLE CHECK) */
+	char peer_err[256];               /* primary: why the last contact failed */
 	uint64_t sync_req;                /* generation of `pair sync` requests */
 	uint64_t sync_taken;              /* requests covered by a taken snapshot */
 	uint64_t sync_done;               /* requests covered by a commit */
@@ -83,6 +99,15 @@ struct pair {
 	struct wire_digest *extra;
 	size_t n_extra;
 	bool resyncing;
+	/* call-back links.  Primary: connections the secondary offered, newest
+	 * last, with the monotonic time each arrived.  Secondary: the threads
+	 * that keep offering, and the link each is serving (for abort). */
+	struct link *parked[PARK_MAX];
+	uint64_t parked_ns[PARK_MAX];
+	unsigned n_parked;
+	unsigned cb_threads;
+	struct link *cb_link[CB_SLOTS];
+	bool cb_failing;                  /* log a failing call-back once */
 };
 
 struct repl {
@@ -106,6 +131,7 @@ struct repl {
 	pthread_mutex_t mu;
 	pthread_cond_t cv;
 	struct pair *pairs;
+	unsigned cb_threads;              /* call-back threads of all pairs */
 	void (*on_ro_change)(void *ctx, const char *volume);
 	void *ro_ctx;
 };
@@ -125,15 +151,39 @@ void drop_pair_snaps(struct repl *r, const char *vol, const char *pair, const ch
 /* Connects and authenticates to peer; the reason goes to err. */
 int repl_dial(struct repl *r, const char *peer, struct link **out, char *err, size_t errlen);
 
+/* Connects to the peer of p as the client of a request: takes a link the
+ * peer offered (call-back) if there is one, else dials p->peer, else waits
+ * a little for an offer.  *out is owned by the caller (link_close). */
+int pair_dial(struct pair *p, struct link **out, char *err, size_t errlen);
+
+/* engine_callback.c */
+/* Under mu: starts the call-back threads p needs (a secondary on a site
+ * without --listen whose primary's address is known); they end by
+ * themselves when p no longer needs them. */
+void callback_update(struct repl *r, struct pair *p);
+/* Under mu: closes the links p holds offered (primary side) and aborts
+ * the ones its call-back threads serve (secondary side). */
+void callback_drop(struct pair *p);
+/* Primary side of ROLE CALLBACK: keeps l for p's next requests.  Returns
+ * 1 when l was kept (the caller must not close it), 0 when refused. */
+int callback_park(struct repl *r, struct link *l, const struct wire_msg *m);
+/* The address to reach a peer that announced `announced` (its --listen)
+ * on a connection from `conn_peer`: a wildcard host is replaced by the
+ * connection's.  0, or -EINVAL when announced is unusable. */
+int addr_learned(const char *announced, const char *conn_peer, char *out, size_t len);
+
 /* engine_role.c */
+/* Under mu: the ROLE_INFO that describes p (snap: the snapshot to name). */
+void role_info_fill(const struct pair *p, const char *snap, struct wire_msg *out);
 /* Serves ROLE on the secondary side of a connection. */
 int handle_role(struct repl *r, struct link *l, const struct wire_msg *m);
 /* Primary, before a cycle: exchanges epochs with the peer (ROLE CHECK).
  * 0 = go on; -ESTALE = split brain (recorded in p); other -errno with
  * the reason in err. */
 int role_check(struct pair *p, struct link *l, char *err, size_t errlen);
-/* Primary, when its worker starts: one ROLE CHECK so that a split brain
- * shows as soon as both sides run, not at the next period. */
+/* Primary, when its worker starts and every REPL_HEARTBEAT_S between
+ * cycles: one ROLE CHECK so that a split brain shows as soon as both sides
+ * run, not at the next period.  Records the outcome in p->peer_err. */
 void role_probe(struct pair *p);
 /* Test-only crash points: _exit(99) when FERRY_TEST_CRASH_AT == step. */
 void crash_point(const char *step);
@@ -145,8 +195,14 @@ int diff_union(struct vol *v, uint64_t object_size, const char *base, const char
                const struct wire_digest *extra, size_t n_extra, diff_cb cb, void *ctx);
 /* engine_send.c: one cycle of a primary pair; 0 or -errno with p->error. */
 int send_cycle(struct pair *p);
-/* engine_recv.c: serves one accepted connection (the caller closes it). */
-void serve_conn(struct repl *r, struct link *l);
+/* engine_recv.c: serves one accepted connection (handshake, then
+ * requests).  Returns 1 when the link was kept (a call-back offer: the
+ * caller must not close it), else 0 (the caller closes it). */
+int serve_conn(struct repl *r, struct link *l);
+/* Serves requests on an authenticated link until the peer closes it; the
+ * first request may take up to first_ms (0 = the link's deadline).  Same
+ * return as serve_conn. */
+int serve_requests(struct repl *r, struct link *l, int first_ms);
 /* engine_verify.c */
 struct digest_list {
 	struct wire_digest *d;

@@ -718,13 +718,14 @@ static int handle_remove(struct repl *r, struct link *l, const struct wire_msg *
 	return link_send(l, &ok);
 }
 
-void serve_conn(struct repl *r, struct link *l)
+int serve_requests(struct repl *r, struct link *l, int first_ms)
 {
-	link_set_tls(l, r->tls);
-	int rc = link_handshake_server(l, r->secret, r->secret_len, r->site);
+	int rc = 0;
+	int wait = first_ms;
 	while (rc == 0) {
 		struct wire_msg m;
-		rc = link_recv(l, &m, 0);
+		rc = link_recv(l, &m, wait);
+		wait = 0;
 		if (rc < 0)
 			break; /* the peer closed or went quiet: nothing is pending */
 		switch (m.type) {
@@ -747,6 +748,12 @@ void serve_conn(struct repl *r, struct link *l)
 			rc = handle_remove(r, l, &m);
 			break;
 		case WIRE_ROLE:
+			if (m.u.role.op == WIRE_ROLE_CALLBACK) {
+				/* The link now belongs to the pair that keeps it. */
+				if (callback_park(r, l, &m) == 1)
+					return 1;
+				return 0;
+			}
 			rc = handle_role(r, l, &m);
 			break;
 		default:
@@ -754,4 +761,13 @@ void serve_conn(struct repl *r, struct link *l)
 			rc = -EPROTO;
 		}
 	}
+	return 0;
+}
+
+int serve_conn(struct repl *r, struct link *l)
+{
+	link_set_tls(l, r->tls);
+	if (link_handshake_server(l, r->secret, r->secret_len, r->site) < 0)
+		return 0;
+	return serve_requests(r, l, 0);
 }

@@ -130,25 +130,32 @@ void role_probe(struct pair *p)
 	struct repl *r = p->r;
 	pthread_mutex_lock(&r->mu);
 	bool go = p->role == REPL_ROLE_PRIMARY && !p->split_brain && !p->removed &&
-	          !r->stopping && p->peer[0];
-	char peer[WIRE_TEXT_MAX + 1];
-	snprintf(peer, sizeof(peer), "%s", p->peer);
+	          !r->stopping;
 	pthread_mutex_unlock(&r->mu);
 	if (!go)
 		return;
 	struct link *l;
 	char err[512];
-	if (repl_dial(r, peer, &l, err, sizeof(err)) < 0) {
-		log_debug("repl: pair %s: role probe: %s", p->name, err);
-		return;
+	int rc = pair_dial(p, &l, err, sizeof(err));
+	if (rc == 0) {
+		rc = role_check(p, l, err, sizeof(err));
+		link_close(l);
 	}
-	if (role_check(p, l, err, sizeof(err)) < 0)
-		log_warn("repl: pair %s: role probe: %s", p->name, err);
-	link_close(l);
+	pthread_mutex_lock(&r->mu);
+	bool was_ok = !p->peer_err[0];
+	if (rc == 0 || rc == -ESTALE)
+		p->peer_err[0] = '\0'; /* reached; a split brain is recorded apart */
+	else
+		snprintf(p->peer_err, sizeof(p->peer_err), "%.255s", err);
+	pthread_mutex_unlock(&r->mu);
+	if (rc < 0 && rc != -ESTALE && was_ok)
+		log_warn("repl: pair %s: peer check failed: %s", p->name, err);
+	else if (rc == 0 && !was_ok)
+		log_info("repl: pair %s: peer reachable again", p->name);
 }
 
 /* ---- the other side ------------------------------------------------------ */
-static void send_role_info(struct link *l, const struct pair *p, const char *snap)
+void role_info_fill(const struct pair *p, const char *snap, struct wire_msg *out)
 {
 	struct wire_msg m = { .type = WIRE_ROLE_INFO };
 	m.u.role_info.role = p->role == REPL_ROLE_PRIMARY ? WIRE_RI_PRIMARY : WIRE_RI_SECONDARY;
@@ -158,6 +165,13 @@ static void send_role_info(struct link *l, const struct pair *p, const char *sna
 	m.u.role_info.epoch = p->epoch;
 	m.u.role_info.last_cycle = p->last_cycle;
 	snprintf(m.u.role_info.last_snap, sizeof(m.u.role_info.last_snap), "%s", snap);
+	*out = m;
+}
+
+static void send_role_info(struct link *l, const struct pair *p, const char *snap)
+{
+	struct wire_msg m;
+	role_info_fill(p, snap, &m);
 	(void)link_send(l, &m);
 }
 
@@ -284,12 +298,18 @@ int handle_role(struct repl *r, struct link *l, const struct wire_msg *m)
 		                p ? "belongs to another pair" : "is in no pair on this site");
 		return 0;
 	}
-	bool learn_addr = q->u.role.addr[0] && strcmp(p->peer_addr, q->u.role.addr);
+	/* Where to reach the peer after a promote: what it announced, unless
+	 * the operator named the address (a proxy, a VIP, NAT). */
+	char learned[WIRE_TEXT_MAX + 1] = "";
+	if (!p->peer_fixed && q->u.role.addr[0] &&
+	    addr_learned(q->u.role.addr, l->peer, learned, sizeof(learned)) < 0)
+		learned[0] = '\0';
+	bool learn_addr = learned[0] && strcmp(p->peer_addr, learned);
 	/* A secondary keeps the primary's period for the day it is promoted. */
 	bool learn_period = p->role == REPL_ROLE_SECONDARY && q->u.role.period_s &&
 	                    q->u.role.period_s != p->period_s;
 	if (learn_addr)
-		snprintf(p->peer_addr, sizeof(p->peer_addr), "%s", q->u.role.addr);
+		snprintf(p->peer_addr, sizeof(p->peer_addr), "%s", learned);
 	if (learn_period)
 		p->period_s = q->u.role.period_s;
 	if (learn_addr || learn_period)
@@ -407,8 +427,6 @@ static int tell_demoted(struct repl *r, struct pair *p, char *err, size_t errlen
 {
 	struct wire_msg m = { .type = WIRE_ROLE };
 	pthread_mutex_lock(&r->mu);
-	char peer[WIRE_TEXT_MAX + 1];
-	snprintf(peer, sizeof(peer), "%s", p->peer);
 	snprintf(m.u.role.volume, sizeof(m.u.role.volume), "%s", p->remote);
 	snprintf(m.u.role.pair_id, sizeof(m.u.role.pair_id), "%s", p->id);
 	m.u.role.op = WIRE_ROLE_DEMOTED;
@@ -420,7 +438,7 @@ static int tell_demoted(struct repl *r, struct pair *p, char *err, size_t errlen
 	snprintf(m.u.role.addr, sizeof(m.u.role.addr), "%s", r->listen_addr);
 	pthread_mutex_unlock(&r->mu);
 	struct link *l;
-	int rc = repl_dial(r, peer, &l, err, errlen);
+	int rc = pair_dial(p, &l, err, errlen);
 	if (rc < 0)
 		return rc;
 	rc = link_send(l, &m);
@@ -536,6 +554,13 @@ int repl_pair_demote(struct repl *r, const char *name, struct sbuf *out)
 		p->role = REPL_ROLE_PRIMARY;
 		p->demoting = true;
 	}
+	if (rc == 0) {
+		/* The offers the old secondary made to us are of no use now; if
+		 * this site has no listener, it offers its own to the new
+		 * primary instead. */
+		callback_drop(p);
+		callback_update(r, p);
+	}
 	uint64_t cycle = p->last_cycle;
 	char last[STORE_NAME_MAX + 1];
 	snprintf(last, sizeof(last), "%s", p->last_snap);
@@ -592,8 +617,6 @@ int repl_pair_promote(struct repl *r, const char *name, bool force, struct sbuf 
 		rc = fail(out, -EBUSY, "pair %s: the primary has not demoted (run `ferry pair demote "
 		          "%s` on it first; if it is lost, `pair promote %s --force` takes over "
 		          "at the last synced snapshot %s)", name, p->remote, name, p->last_snap);
-	else if (!force && !p->peer_addr[0])
-		rc = fail(out, -EINVAL, "pair %s: the old primary's address is unknown", name);
 	if (rc < 0) {
 		pthread_mutex_unlock(&r->mu);
 		return rc;
@@ -637,8 +660,8 @@ int repl_pair_promote(struct repl *r, const char *name, bool force, struct sbuf 
 	struct pair saved = *p;
 	p->role = REPL_ROLE_PRIMARY;
 	p->epoch++;
-	if (p->peer_addr[0])
-		snprintf(p->peer, sizeof(p->peer), "%s", p->peer_addr);
+	/* Empty when the old primary has no listener: it calls us instead. */
+	snprintf(p->peer, sizeof(p->peer), "%s", p->peer_addr);
 	if (force)
 		snprintf(p->common_snap, sizeof(p->common_snap), "%s", p->last_snap);
 	else
@@ -659,6 +682,7 @@ int repl_pair_promote(struct repl *r, const char *name, bool force, struct sbuf 
 		memcpy(p->common_snap, saved.common_snap, sizeof(p->common_snap));
 		p->peer_demoted = saved.peer_demoted;
 	} else {
+		callback_drop(p); /* our offers to the old primary: it is secondary now */
 		pair_start_thread(r, p);
 	}
 	uint64_t epoch = p->epoch;
@@ -673,7 +697,7 @@ int repl_pair_promote(struct repl *r, const char *name, bool force, struct sbuf 
 	notify_ro(r, name);
 	sbuf_printf(out, "pair %s promoted%s: %s is live and writable (epoch %" PRIu64 "); "
 	            "cycles now go to %s\n", name, force ? " by force" : "", last, epoch,
-	            peer[0] ? peer : "(the old primary's address is unknown)");
+	            peer[0] ? peer : "the old primary, which calls in (it has no --listen)");
 out:
 	pthread_mutex_lock(&r->mu);
 	pair_put(p);
@@ -716,9 +740,10 @@ int repl_pair_resync_start(struct repl *r, const char *name, uint64_t *ticket,
 	size_t n = 0, cap = 0;
 	char err[512];
 	struct link *l = NULL;
-	rc = repl_dial(r, peer, &l, err, sizeof(err));
+	rc = pair_dial(p, &l, err, sizeof(err));
 	if (rc < 0) {
-		rc = fail(out, rc, "pair %s: cannot reach the old primary %s: %s", name, peer, err);
+		rc = fail(out, rc, "pair %s: cannot reach the old primary %s: %s", name,
+		          peer[0] ? peer : "(it calls in)", err);
 		goto out;
 	}
 	rc = link_send(l, &m);

@@ -805,9 +805,9 @@ int send_cycle(struct pair *p)
 	pthread_mutex_unlock(&r->mu);
 
 	char err[512];
-	rc = repl_dial(r, peer, &l, err, sizeof(err));
+	rc = pair_dial(p, &l, err, sizeof(err));
 	if (rc < 0) {
-		set_error(p, "peer %s: %s", peer, err);
+		set_error(p, "peer %s: %s", peer[0] ? peer : "(calls in)", err);
 		goto out;
 	}
 	pthread_mutex_lock(&r->mu);

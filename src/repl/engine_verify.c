@@ -157,9 +157,22 @@ int repl_pair_verify(struct repl *r, const char *name, bool json, bool *equal,
 		goto done;
 	}
 	char err[512];
-	rc = repl_dial(r, peer, &l, err, sizeof(err));
+	/* The pair may have gone meanwhile; hold it while dialling. */
+	pthread_mutex_lock(&r->mu);
+	p = pair_find(r, name);
+	if (p)
+		pair_get(p);
+	pthread_mutex_unlock(&r->mu);
+	rc = -ENOENT;
+	snprintf(err, sizeof(err), "the pair was removed");
+	if (p) {
+		rc = pair_dial(p, &l, err, sizeof(err));
+		pthread_mutex_lock(&r->mu);
+		pair_put(p);
+		pthread_mutex_unlock(&r->mu);
+	}
 	if (rc < 0) {
-		sbuf_printf(out, "cannot reach peer %s: %s\n", peer, err);
+		sbuf_printf(out, "cannot reach peer %s: %s\n", peer[0] ? peer : "(calls in)", err);
 		goto done;
 	}
 	struct wire_msg m = { .type = WIRE_VERIFY_REQ };

@@ -1162,7 +1162,13 @@ static int tls_handshake(struct link *l, bool server)
 			}
 			if (atomic_load(&l->aborted))
 				return -ECANCELED;
-			if (l->tls->psk)
+			if (rc == -ECONNRESET)
+				/* No alert: a proxy or firewall cutting the connection
+				 * looks the same as a peer that refused our key. */
+				snprintf(l->err, sizeof(l->err), "TLS handshake %s %.200s: %.120s before "
+				         "it completed (the connection was cut on the way, or the other "
+				         "site uses another secret or TLS settings)", dir, l->peer, why);
+			else if (l->tls->psk)
 				snprintf(l->err, sizeof(l->err), "authentication failed (wrong secret?): "
 				         "TLS handshake %s %.200s: %.180s; both sites need the same "
 				         "secret and TLS settings", dir, l->peer, why);

@@ -77,7 +77,10 @@ enum wire_role_op {
 	WIRE_ROLE_RESYNC = 3,      /* new primary: keep your divergence, list it */
 	WIRE_ROLE_CHECK_RESYNC = 4,/* CHECK for the cycle that carries a resync */
 	WIRE_ROLE_CHECK_DEMOTING = 5, /* CHECK for a demoting primary's final cycle */
-	WIRE_ROLE_OP_MAX = 5,
+	WIRE_ROLE_CALLBACK = 6,    /* a secondary with no listener offers this
+	                            * connection to its primary, which then uses
+	                            * it as the client (docs/PROTOCOL.md 11) */
+	WIRE_ROLE_OP_MAX = 6,
 };
 
 /* ROLE_INFO role and flags */

@@ -19,8 +19,15 @@ fb() { "$FERRY_BIN" --pool "$T/b" "$@"; }
 
 # site_start NAME [PORT] [SECRET_FILE]: ferryd on $T/NAME listening on
 # 127.0.0.1:PORT (0 = a free one); sets PORT_<NAME> to the bound port.
+# With FERRY_A_NOLISTEN set, site a runs without --listen (PORT_a=0): it
+# reaches its primary by calling back (docs/PROTOCOL.md 11).
 site_start() {
 	local name=$1 port=${2:-0} secret=${3:-$T/secret}
+	if [ "$name" = a ] && [ -n "${FERRY_A_NOLISTEN:-}" ]; then
+		"$FERRYD" --pool "$T/a" --log-level debug --secret-file "$secret" || return 1
+		PORT_a=0
+		return 0
+	fi
 	"$FERRYD" --pool "$T/$name" --log-level debug --listen "127.0.0.1:$port" \
 		--secret-file "$secret" || return 1
 	local p

@@ -115,5 +115,9 @@ rand_write fb db $((5 * M)) 4096
 expect 0 "b -> a continues" -- fb pair sync db --wait
 check_synced db db 2>/dev/null
 check "a follows b" test "$(md5_of fa db)" = "$(md5_of fb db)"
+if [ -n "${FERRY_A_NOLISTEN:-}" ]; then
+	check "a never listened" test -z "$(grep 'accepting peers' "$T/a/ferryd.log")"
+	check "b replicated over connections a offered" grep -q "connection offered by" "$T/b/ferryd.log"
+fi
 
 finish

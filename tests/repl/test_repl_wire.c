@@ -260,6 +260,10 @@ static void test_role_messages(void **st)
 	assert_int_equal(d.u.role.epoch, 3);
 	assert_string_equal(d.u.role.addr, "127.0.0.1:7450");
 	assert_int_equal(d.u.role.period_s, 60);
+	m.u.role.op = WIRE_ROLE_CALLBACK;   /* the newest op decodes */
+	n = wire_encode(&m, buf, sizeof(buf));
+	assert_int_equal(wire_decode(buf, (size_t)n, &d), n);
+	assert_int_equal(d.u.role.op, WIRE_ROLE_CALLBACK);
 	m.u.role.op = WIRE_ROLE_OP_MAX + 1;
 	n = wire_encode(&m, buf, sizeof(buf));
 	assert_int_equal(wire_decode(buf, (size_t)n, &d), -EPROTO);

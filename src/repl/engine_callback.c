@@ -1,0 +1,228 @@
+/* repl engine: call-back links, for a secondary site with no --listen.
+ *
+ * The primary opens every connection of a pair.  After a role change the
+ * new primary is the site that was primary's peer, and the old primary —
+ * now the secondary — may have no listener at all (the brief's user day
+ * starts site A without --listen), or sit behind NAT.  Such a secondary
+ * keeps CB_SLOTS connections open *to* its primary instead: it dials,
+ * authenticates as the client, sends ROLE(CALLBACK) and then serves the
+ * requests the primary makes on that connection exactly as if the primary
+ * had dialled it.  The primary keeps the offered connections per pair
+ * (callback_park) and takes one whenever it needs to talk to the peer
+ * (pair_dial).  An offer unused for PARK_USE_MS is dropped by the primary;
+ * the secondary gives up waiting at PARK_IDLE_MS and offers a new one, so
+ * the primary never picks a connection the secondary is about to close.
+ * docs/PROTOCOL.md section 11, "Connection direction".
+ */
+#include "repl/engine.h"
+
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "common/common.h"
+
+/* Under mu. */
+static bool cb_wanted(const struct repl *r, const struct pair *p)
+{
+	return r->started && !r->stopping && !r->listen_req[0] && r->secret &&
+	       p->role == REPL_ROLE_SECONDARY && !p->removed && !p->stop && p->peer_addr[0];
+}
+
+/* Under mu: waits on r->cv until due (monotonic ns) at most 1 s at a time. */
+static void wait_until(struct repl *r, uint64_t due)
+{
+	uint64_t now = now_mono_ns();
+	if (due <= now)
+		return;
+	uint64_t wait = MIN(due - now, 1000000000ull);
+	struct timespec ts;
+	clock_gettime(CLOCK_REALTIME, &ts);
+	uint64_t ns = (uint64_t)ts.tv_nsec + wait;
+	ts.tv_sec += (time_t)(ns / 1000000000ull);
+	ts.tv_nsec = (long)(ns % 1000000000ull);
+	pthread_cond_timedwait(&r->cv, &r->mu, &ts);
+}
+
+static void *callback_main(void *arg)
+{
+	struct pair *p = arg;
+	struct repl *r = p->r;
+	uint64_t retry_at = 0;
+	unsigned backoff_s = 1;
+	pthread_mutex_lock(&r->mu);
+	while (cb_wanted(r, p)) {
+		if (now_mono_ns() < retry_at) {
+			wait_until(r, retry_at);
+			continue;
+		}
+		char peer[WIRE_TEXT_MAX + 1];
+		snprintf(peer, sizeof(peer), "%s", p->peer_addr);
+		struct wire_msg m = { .type = WIRE_ROLE };
+		snprintf(m.u.role.volume, sizeof(m.u.role.volume), "%s", p->remote);
+		snprintf(m.u.role.pair_id, sizeof(m.u.role.pair_id), "%s", p->id);
+		m.u.role.op = WIRE_ROLE_CALLBACK;
+		m.u.role.epoch = p->epoch;
+		m.u.role.last_cycle = p->last_cycle;
+		m.u.role.period_s = p->period_s;
+		snprintf(m.u.role.last_snap, sizeof(m.u.role.last_snap), "%s", p->last_snap);
+		snprintf(m.u.role.sender_volume, sizeof(m.u.role.sender_volume), "%s", p->name);
+		pthread_mutex_unlock(&r->mu);
+
+		struct link *l = NULL;
+		char err[512];
+		int rc = repl_dial(r, peer, &l, err, sizeof(err));
+		if (rc == 0) {
+			rc = link_send(l, &m);
+			if (rc == 0)
+				rc = link_expect(l, WIRE_ROLE_INFO, &m, 0);
+			if (rc < 0) {
+				snprintf(err, sizeof(err), "%s", l->err);
+				link_close(l);
+				l = NULL;
+			}
+		}
+		pthread_mutex_lock(&r->mu);
+		uint64_t now = now_mono_ns();
+		if (rc == -EAGAIN) {
+			/* The peer is not primary (yet): a switchover in progress.
+			 * Ask again soon, so its promote finds a connection. */
+			log_debug("repl: pair %s: call-back to %s: %s", p->name, peer, err);
+			retry_at = now + 2000000000ull;
+			continue;
+		}
+		if (rc < 0) {
+			if (!p->cb_failing)
+				log_warn("repl: pair %s: cannot offer a connection to the primary %s: "
+				         "%s (retrying)", p->name, peer, err);
+			p->cb_failing = true;
+			retry_at = now + backoff_s * 1000000000ull;
+			backoff_s = MIN(backoff_s * 2, 5u); /* a restarted primary waits <= 5 s */
+			continue;
+		}
+		if (p->cb_failing)
+			log_info("repl: pair %s: offering connections to the primary %s again",
+			         p->name, peer);
+		p->cb_failing = false;
+		backoff_s = 1;
+		int slot = -1;
+		for (int i = 0; i < CB_SLOTS && slot < 0; i++)
+			if (!p->cb_link[i])
+				slot = i;
+		if (slot >= 0)
+			p->cb_link[slot] = l;
+		bool go = cb_wanted(r, p);
+		pthread_mutex_unlock(&r->mu);
+		if (go)
+			(void)serve_requests(r, l, PARK_IDLE_MS);
+		pthread_mutex_lock(&r->mu);
+		if (slot >= 0)
+			p->cb_link[slot] = NULL;
+		pthread_mutex_unlock(&r->mu);
+		link_close(l);
+		pthread_mutex_lock(&r->mu);
+		/* A peer that takes offers and drops them at once must not make
+		 * this a busy loop. */
+		if (now_mono_ns() - now < 500000000ull)
+			retry_at = now_mono_ns() + 500000000ull;
+	}
+	p->cb_threads--;
+	r->cb_threads--;
+	pthread_cond_broadcast(&r->cv);
+	pair_put(p);
+	pthread_mutex_unlock(&r->mu);
+	return NULL;
+}
+
+void callback_update(struct repl *r, struct pair *p)
+{
+	while (cb_wanted(r, p) && p->cb_threads < CB_SLOTS) {
+		pthread_attr_t at;
+		pthread_attr_init(&at);
+		pthread_attr_setdetachstate(&at, PTHREAD_CREATE_DETACHED);
+		pthread_t th;
+		pair_get(p);
+		int rc = pthread_create(&th, &at, callback_main, p);
+		pthread_attr_destroy(&at);
+		if (rc) {
+			pair_put(p);
+			log_error("repl: pair %s: cannot start a call-back thread: %s", p->name,
+			          strerror(rc));
+			return;
+		}
+		p->cb_threads++;
+		r->cb_threads++;
+	}
+}
+
+void callback_drop(struct pair *p)
+{
+	for (unsigned i = 0; i < p->n_parked; i++)
+		link_close(p->parked[i]);
+	p->n_parked = 0;
+	for (int i = 0; i < CB_SLOTS; i++)
+		if (p->cb_link[i])
+			link_abort(p->cb_link[i]);
+	pthread_cond_broadcast(&p->r->cv);
+}
+
+int callback_park(struct repl *r, struct link *l, const struct wire_msg *m)
+{
+	pthread_mutex_lock(&r->mu);
+	struct pair *p = pair_find(r, m->u.role.volume);
+	if (!p || strcmp(p->id, m->u.role.pair_id)) {
+		pthread_mutex_unlock(&r->mu);
+		link_send_error(l, p ? ESTALE : ENOENT, "volume %s %s", m->u.role.volume,
+		                p ? "belongs to another pair" : "is in no pair on this site");
+		return 0;
+	}
+	if (p->role != REPL_ROLE_PRIMARY || p->removed) {
+		pthread_mutex_unlock(&r->mu);
+		link_send_error(l, EAGAIN, "%s is not primary here: nothing to send",
+		                m->u.role.volume);
+		return 0;
+	}
+	struct wire_msg info;
+	role_info_fill(p, p->common_snap[0] ? p->common_snap : p->last_snap, &info);
+	pair_get(p);
+	pthread_mutex_unlock(&r->mu);
+	int rc = link_send(l, &info);
+	pthread_mutex_lock(&r->mu);
+	struct link *drop = NULL;
+	bool keep = rc == 0 && p->role == REPL_ROLE_PRIMARY && !p->removed && !r->stopping;
+	if (keep) {
+		if (p->n_parked == PARK_MAX) {
+			drop = p->parked[0];
+			memmove(p->parked, p->parked + 1, (PARK_MAX - 1) * sizeof(p->parked[0]));
+			memmove(p->parked_ns, p->parked_ns + 1, (PARK_MAX - 1) * sizeof(p->parked_ns[0]));
+			p->n_parked--;
+		}
+		p->parked[p->n_parked] = l;
+		p->parked_ns[p->n_parked] = now_mono_ns();
+		p->n_parked++;
+		pthread_cond_broadcast(&r->cv);
+	}
+	pair_put(p);
+	pthread_mutex_unlock(&r->mu);
+	if (drop)
+		link_close(drop);
+	if (keep)
+		log_debug("repl: pair %s: connection offered by %s", m->u.role.volume, l->peer);
+	return keep ? 1 : 0;
+}
+
+int addr_learned(const char *announced, const char *conn_peer, char *out, size_t len)
+{
+	char h[256], port[16];
+	if (!announced[0] || link_parse_addr(announced, h, sizeof(h), port, sizeof(port)) < 0)
+		return -EINVAL;
+	if (!h[0] || !strcmp(h, "0.0.0.0") || !strcmp(h, "::") || !strcmp(h, "*")) {
+		char ch[256], cport[16];
+		if (link_parse_addr(conn_peer, ch, sizeof(ch), cport, sizeof(cport)) < 0)
+			return -EINVAL;
+		snprintf(h, sizeof(h), "%s", ch);
+	}
+	int n = snprintf(out, len, strchr(h, ':') ? "[%s]:%s" : "%s:%s", h, port);
+	return n > 0 && (size_t)n < len ? 0 : -EINVAL;
+}

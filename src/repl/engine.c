@@ -324,6 +324,7 @@ static void *conn_main(void *arg)
 	if (!kept)
 		link_close(a->l);
 	free(a);
+	OPENSSL_thread_stop(); /* see callback_main */
 	pthread_mutex_lock(&r->mu);
 	r->conns--;
 	pthread_cond_broadcast(&r->cv);

@@ -21,6 +21,8 @@
 #include <string.h>
 #include <time.h>
 
+#include <openssl/crypto.h>
+
 #include "common/common.h"
 
 /* Under mu. */
@@ -127,6 +129,12 @@ static void *callback_main(void *arg)
 		if (now_mono_ns() - now < 500000000ull)
 			retry_at = now_mono_ns() + 500000000ull;
 	}
+	pthread_mutex_unlock(&r->mu);
+	/* This thread's OpenSSL state (error queue) goes now: a daemon that
+	 * exits right after repl_stop must not leave it to a thread that has
+	 * not finished exiting. */
+	OPENSSL_thread_stop();
+	pthread_mutex_lock(&r->mu);
 	p->cb_threads--;
 	r->cb_threads--;
 	pthread_cond_broadcast(&r->cv);

@@ -72,7 +72,9 @@ bool store_vol_exists(struct store *s, const char *name);
 
 /* ---- volume ----------------------------------------------------------- */
 /* Opens a volume.  The same volume may be opened several times (each call
- * returns a reference to one shared object); each open needs a close. */
+ * returns a reference to one shared object); each open needs a close.
+ * Finishes interrupted snapshot deletes; one that has no space to finish
+ * is left for later (logged) and does not fail the open. */
 int vol_open(struct store *s, const char *name, struct vol **out);
 void vol_close(struct vol *v);
 int vol_info(struct vol *v, struct vol_info *out);
@@ -95,14 +97,19 @@ int vol_flush(struct vol *v);
 /* Freezes the head as snapshot name, in time independent of the volume's
  * size or written data (it flushes first). */
 int vol_snap_create(struct vol *v, const char *name);
-/* Deletes a snapshot; no other snapshot's content nor the head changes. */
+/* Deletes a snapshot; no other snapshot's content nor the head changes.
+ * -ENOSPC after the snapshot is gone: the delete is done but its layer
+ * could not be folded yet (space not back); the next delete or open
+ * retries, and the volume reads correctly meanwhile. */
 int vol_snap_delete(struct vol *v, const char *name);
 /* Snapshots in creation order; *out malloc'd, caller frees. */
 int vol_snap_list(struct vol *v, struct snap_info **out, size_t *n);
 /* Looks one snapshot up.  0 or -ENOENT. */
 int vol_snap_get(struct vol *v, const char *name, struct snap_info *out);
 /* Makes the head equal to snapshot name again, dropping every write made
- * since (used for promotion after a failover).  Snapshots are untouched. */
+ * since (used for promotion after a failover).  Snapshots are untouched.
+ * -ENOSPC (nothing changed) when it first needs a pending fold that has no
+ * space to run (a newer snapshot was deleted on a full disk). */
 int vol_rollback(struct vol *v, const char *name);
 
 /* ---- diff ------------------------------------------------------------- */

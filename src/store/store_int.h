@@ -104,12 +104,20 @@ struct store {
 	struct vol *open;
 };
 
-/* Loads volume dir (repairing interrupted snapshot deletes); *out owned
- * by the caller (vol_free). */
+/* Loads volume dir (finishing interrupted snapshot deletes; a fold that
+ * cannot run for lack of space is left for later and the load succeeds);
+ * *out owned by the caller (vol_free). */
 int vol_load(struct store *s, const char *name, struct vol **out);
 void vol_free(struct vol *v);
 /* Writes v->meta to volume.meta atomically. */
 int vol_meta_save(struct vol *v);
+
+/* Fault injection for tests, NULL otherwise: a snapshot delete's fold of
+ * the layer tagged `folded` calls it before each run of blocks it copies,
+ * and a negative errno it returns fails the fold right there, as a full
+ * file system would (leaving the merge half done).  Not thread-safe: set it
+ * while no volume is busy. */
+extern int (*store_fold_fault)(uint64_t folded);
 
 /* snprintf for paths: truncation is an error (-ENAMETOOLONG), not a
  * silently different file. */

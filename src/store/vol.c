@@ -19,6 +19,8 @@
 
 static const uint8_t zero_block[STORE_BLOCK];
 
+int (*store_fold_fault)(uint64_t folded);
+
 /* ---- helpers ------------------------------------------------------------ */
 
 static int cmp_tag(const void *a, const void *b)
@@ -566,7 +568,13 @@ static int merge_into(struct vol *v, struct layer *dst, struct layer *src, bool 
 			uint64_t b = objno * v->bpo + i;
 			uint64_t a = b * STORE_BLOCK;
 			unsigned seg = (unsigned)(a >> SEG_SHIFT);
-			int rc;
+			int rc = store_fold_fault ? store_fold_fault(overwrite ? dst->tag : src->tag)
+			                          : 0;
+			if (rc) {
+				log_error("store: %s: merge copy: %s (injected)", dst->path,
+				          strerror(-rc));
+				return rc;
+			}
 			if (data) {
 				int in = src->seg_fd[seg];
 				int out = layer_seg_fd(dst, seg, true);
@@ -680,8 +688,13 @@ static int fold_layer(struct vol *v, uint64_t s, uint64_t n)
 	if (ln->n_objs <= ls->n_objs) {
 		/* newer into older: cost follows the (small) newer layer */
 		rc = merge_into(v, ls, ln, true);
-		if (!rc)
-			rc = layer_sync(ls);
+		if (rc) {
+			/* The half-merged layer may stay for long (until there is
+			 * space): make what was merged durable like the rest. */
+			(void)layer_sync(ls);
+			return rc;
+		}
+		rc = layer_sync(ls);
 		if (!rc)
 			rc = layer_sync(ln); /* n may be the head with unflushed data */
 		if (rc)
@@ -695,14 +708,24 @@ static int fold_layer(struct vol *v, uint64_t s, uint64_t n)
 	}
 	/* older into newer: copy only what the newer layer lacks */
 	rc = merge_into(v, ln, ls, false);
-	if (!rc)
-		rc = layer_sync(ln);
+	if (rc) {
+		(void)layer_sync(ln); /* as above: blocks it got must not tear */
+		return rc;
+	}
+	rc = layer_sync(ln);
 	if (!rc)
 		rc = layer_trash(v, is);
 	return rc;
 }
 
-static int finish_folds(struct vol *v);
+static int finish_folds(struct vol *v, uint64_t above, uint64_t quiet);
+
+/* A fold that cannot run for lack of space leaves its layer in place: the
+ * volume stays correct (see finish_folds), only the space is not back. */
+static bool fold_can_wait(int rc)
+{
+	return rc == -ENOSPC || rc == -EDQUOT;
+}
 
 int vol_snap_delete(struct vol *v, const char *name)
 {
@@ -715,14 +738,7 @@ int vol_snap_delete(struct vol *v, const char *name)
 		rc = -ENOENT;
 		goto out;
 	}
-	/* An earlier delete whose fold failed left a layer that the fold below
-	 * would skip over; finish it first or refuse (nothing changed). */
-	rc = finish_folds(v);
-	if (rc)
-		goto out;
-	sp = snap_find(v, name, &idx);
 	struct meta_snap s = *sp;
-	uint64_t n = idx + 1 < v->meta.n_snaps ? v->meta.snaps[idx + 1].epoch : v->meta.head_epoch;
 	memmove(&v->meta.snaps[idx], &v->meta.snaps[idx + 1],
 	        (v->meta.n_snaps - idx - 1) * sizeof(s));
 	v->meta.n_snaps--;
@@ -734,11 +750,18 @@ int vol_snap_delete(struct vol *v, const char *name)
 		v->meta.n_snaps++;
 		goto out;
 	}
-	/* The delete is committed; a failure below is repaired at next open. */
+	/* The delete is committed.  Its layer and any leftover of an earlier
+	 * delete are folded now, in the one order that is safe with leftovers
+	 * whose fold still cannot run. */
 	uint64_t t0 = now_mono_ns();
-	rc = fold_layer(v, s.epoch, n);
+	rc = finish_folds(v, 0, s.epoch);
 	log_debug("store: %s: deleted snapshot %s, layers folded in %.1f ms", v->name, s.name,
 	          (double)(now_mono_ns() - t0) / 1e6);
+	/* An error says this delete's space is not back (the snapshot is gone
+	 * all the same); another delete's leftover that is still waiting was
+	 * logged where it failed and is not this caller's failure. */
+	if (rc && !layer_find(v, s.epoch, NULL))
+		rc = 0;
 out:
 	pthread_rwlock_unlock(&v->lock);
 	pthread_mutex_unlock(&v->wmu);
@@ -792,9 +815,23 @@ int vol_rollback(struct vol *v, const char *name)
 	} else if (idx + 1 != v->meta.n_snaps) {
 		rc = -EBUSY; /* later snapshots would lose their base */
 	} else {
-		/* Only the head layer can be newer than the last snapshot; one
-		 * rename takes it (and so every write since) away atomically. */
-		while (!rc && v->n_layers && v->layers[v->n_layers - 1]->tag > s->epoch)
+		/* One rename takes every write since the snapshot away
+		 * atomically, if one layer holds them all: the head, or a
+		 * leftover of a delete of a newer snapshot.  With both, the
+		 * leftover is folded into the head first; when that cannot run
+		 * (no space), two renames could be cut in between and leave
+		 * the head a mixture, so the rollback is refused. */
+		uint64_t ep = s->epoch;
+		if (v->n_layers - layers_upto(v, ep) > 1) {
+			rc = finish_folds(v, ep, 0);
+			if (!rc && v->n_layers - layers_upto(v, ep) > 1) {
+				/* finish_folds succeeded, so only the head is left */
+				log_error("store: %s: rollback: layers left above epoch %llu",
+				          v->name, (unsigned long long)ep);
+				rc = -EIO;
+			}
+		}
+		if (!rc && v->n_layers > layers_upto(v, ep))
 			rc = layer_trash(v, v->n_layers - 1);
 	}
 	pthread_rwlock_unlock(&v->lock);
@@ -965,45 +1002,87 @@ static bool is_hex16(const char *s)
 	return true;
 }
 
+/* Index of the first snapshot with epoch >= ep (snapshots are in
+ * increasing epoch order), or n_snaps. */
+static size_t snap_lower_bound(const struct vol *v, uint64_t ep)
+{
+	size_t lo = 0, hi = v->meta.n_snaps;
+	while (lo < hi) {
+		size_t mid = lo + (hi - lo) / 2;
+		if (v->meta.snaps[mid].epoch < ep)
+			lo = mid + 1;
+		else
+			hi = mid;
+	}
+	return lo;
+}
+
 static bool is_anchor(const struct vol *v, uint64_t tag)
 {
 	if (tag == v->meta.head_epoch)
 		return true;
-	for (size_t i = 0; i < v->meta.n_snaps; i++)
-		if (v->meta.snaps[i].epoch == tag)
-			return true;
-	return false;
+	size_t i = snap_lower_bound(v, tag);
+	return i < v->meta.n_snaps && v->meta.snaps[i].epoch == tag;
 }
 
 static uint64_t next_anchor(const struct vol *v, uint64_t tag)
 {
-	for (size_t i = 0; i < v->meta.n_snaps; i++)
-		if (v->meta.snaps[i].epoch > tag)
-			return v->meta.snaps[i].epoch;
-	return v->meta.head_epoch;
+	size_t i = snap_lower_bound(v, tag + 1);
+	return i < v->meta.n_snaps ? v->meta.snaps[i].epoch : v->meta.head_epoch;
 }
 
-/* Finishes snapshot deletes that a crash or a failed fold (ENOSPC)
- * interrupted: folds every layer that no snapshot anchors any more into the
- * next anchor, newest first so that each fold lands on an anchor with no
- * unfolded layer in between.  Called at load, and before every delete:
- * folding an older layer past a leftover would let the older layer's blocks
- * shadow the leftover's newer ones. */
-static int finish_folds(struct vol *v)
+/* Folds every layer that no snapshot anchors any more (a deleted snapshot's
+ * layer: after a delete, a crash in one, or a fold that failed for lack of
+ * space) whose tag is > above into its next anchor.
+ *
+ * Such a leftover t, with P < t < N for the anchors around it, needs no
+ * fold to read correctly: readers at P or older never see it, readers at N
+ * or newer see N's blocks first and t's below them, exactly as after the
+ * fold; a diff (a, b] between anchors contains t iff it contains N.  So the
+ * volume is usable with leftovers in place.  What must never happen is a
+ * fold that lands past an unfolded newer leftover of the same interval
+ * (the older blocks would shadow the newer ones): leftovers are folded
+ * newest first, and once one fails, the older ones up to the same anchor
+ * wait too.  Other intervals are independent and are still folded.
+ *
+ * Returns 0 or an error (each is logged where it happened): the first one
+ * that is not for lack of space if any, so that such an error is never
+ * taken for "the fold can wait".  quiet is the epoch whose fold the caller
+ * reports itself (0: none). */
+static int finish_folds(struct vol *v, uint64_t above, uint64_t quiet)
 {
+	int first = 0;
+	uint64_t blocked = 0; /* anchors are >= 1 */
 	for (size_t i = v->n_layers; i-- > 0;) {
 		uint64_t t = v->layers[i]->tag;
+		if (t <= above)
+			break;
 		if (is_anchor(v, t))
 			continue;
-		log_info("store: %s: finishing the delete of epoch %llu", v->name,
-		         (unsigned long long)t);
-		int rc = fold_layer(v, t, next_anchor(v, t));
-		if (rc)
-			return rc;
+		uint64_t n = next_anchor(v, t);
+		if (n == blocked)
+			continue;
+		if (t != quiet)
+			log_info("store: %s: finishing the delete of epoch %llu", v->name,
+			         (unsigned long long)t);
+		int rc = fold_layer(v, t, n);
+		if (rc) {
+			if (!first || (fold_can_wait(first) && !fold_can_wait(rc)))
+				first = rc;
+			blocked = n;
+		}
 		if (i > v->n_layers)
 			i = v->n_layers;
 	}
-	return 0;
+	return first;
+}
+
+static size_t count_leftovers(const struct vol *v)
+{
+	size_t n = 0;
+	for (size_t i = 0; i < v->n_layers; i++)
+		n += !is_anchor(v, v->layers[i]->tag);
+	return n;
 }
 
 static int load_layers(struct vol *v)
@@ -1074,7 +1153,17 @@ static int load_layers(struct vol *v)
 	}
 	if (removed && (rc = layers_dir_sync(v)))
 		goto out;
-	rc = finish_folds(v);
+	rc = finish_folds(v, 0, 0);
+	if (fold_can_wait(rc)) {
+		/* Refusing the open would make a full disk take the volume
+		 * away (exports, md5, the next replication cycle) although it
+		 * reads correctly; the fold is retried at the next delete or
+		 * open. */
+		log_warn("store: %s: opened with %zu snapshot delete(s) not folded yet (%s); "
+		         "retried at the next snapshot delete or open",
+		         v->name, count_leftovers(v), strerror(-rc));
+		rc = 0;
+	}
 out:
 	free(tags);
 	return rc;

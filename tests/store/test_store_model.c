@@ -1,6 +1,10 @@
 /* Model-based test of the store: random operations on small volumes, each
  * checked against an in-memory reference (head, every snapshot, every diff
  * between snapshot pairs, exactly).
+ * Some stretches run "on a full disk": snapshot deletes' folds fail (all of
+ * them after a few copied runs, or only those of some layers), leaving
+ * leftovers that every later operation must read through correctly, until
+ * the disk has space again and an open or a delete folds them.
  *   FERRY_SEED=N replays a run, FERRY_OPS=N scales it; FERRY_MODEL_TRACE=1
  *   prints every operation, FERRY_MODEL_PARANOID=1 checks everything after
  *   every operation (to find the first bad step of a failing seed). */
@@ -9,6 +13,7 @@
 #include <stddef.h>
 #include <cmocka.h>
 
+#include "store/store_int.h"
 #include "store_test_util.h"
 
 #include <errno.h>
@@ -39,7 +44,37 @@ struct model {
 	uint64_t next_name;
 	uint64_t op;
 	uint8_t *rbuf;
+	bool full;        /* folds fail as on a full disk */
+	bool selective;   /* ... only those of layers with odd tags */
+	int budget;       /* ... after this many copied runs */
 };
+
+static struct model *fault_model;
+
+static int fold_fault(uint64_t folded)
+{
+	struct model *m = fault_model;
+	if (!m || !m->full)
+		return 0;
+	if (m->selective)
+		return folded & 1 ? -ENOSPC : 0;
+	return m->budget-- > 0 ? 0 : -ENOSPC;
+}
+
+/* Layers no snapshot anchors (left by folds that failed). */
+static size_t leftovers(const struct model *m)
+{
+	const struct vol *v = m->v;
+	size_t n = 0;
+	for (size_t i = 0; i < v->n_layers; i++) {
+		uint64_t t = v->layers[i]->tag;
+		bool anchor = t == v->meta.head_epoch;
+		for (size_t j = 0; j < v->meta.n_snaps && !anchor; j++)
+			anchor = v->meta.snaps[j].epoch == t;
+		n += !anchor;
+	}
+	return n;
+}
 
 #define CHECK(m, cond, ...)                                                              \
 	do {                                                                                 \
@@ -72,7 +107,9 @@ static void do_open(struct model *m)
 {
 	CHECK(m, store_open(m->dir, &m->st) == 0, "store_open");
 	int rc = vol_open(m->st, "v", &m->v);
-	CHECK(m, rc == 0, "vol_open: %d", rc);
+	CHECK(m, rc == 0, "vol_open%s: %d", m->full ? " on a full disk" : "", rc);
+	if (!m->full)
+		CHECK(m, leftovers(m) == 0, "%zu leftovers after an open with space", leftovers(m));
 }
 
 static void do_close(struct model *m)
@@ -238,8 +275,18 @@ static void op_delete(struct model *m)
 	if (!m->n_snaps)
 		return;
 	size_t i = rng_below(&m->r, m->n_snaps);
+	if (getenv("FERRY_MODEL_TRACE"))
+		print_message("op %llu: delete %s%s\n", (unsigned long long)m->op, m->snaps[i].name,
+		              m->full ? " (full)" : "");
 	int rc = vol_snap_delete(m->v, m->snaps[i].name);
-	CHECK(m, rc == 0, "snap delete %s: %d", m->snaps[i].name, rc);
+	/* on a full disk the delete commits even when its fold must wait */
+	CHECK(m, rc == 0 || (m->full && rc == -ENOSPC), "snap delete %s: %d", m->snaps[i].name,
+	      rc);
+	struct snap_info si;
+	CHECK(m, vol_snap_get(m->v, m->snaps[i].name, &si) == -ENOENT, "deleted %s still listed",
+	      m->snaps[i].name);
+	if (!m->full)
+		CHECK(m, leftovers(m) == 0, "%zu leftovers after a delete with space", leftovers(m));
 	free(m->snaps[i].data);
 	memmove(&m->snaps[i], &m->snaps[i + 1], (m->n_snaps - i - 1) * sizeof(m->snaps[0]));
 	m->n_snaps--;
@@ -255,7 +302,11 @@ static void op_rollback(struct model *m)
 	}
 	struct msnap *s = &m->snaps[m->n_snaps - 1];
 	int rc = vol_rollback(m->v, s->name);
-	CHECK(m, rc == 0, "rollback: %d", rc);
+	/* refused (and nothing changed) when it would need a fold that the
+	 * full disk does not allow */
+	CHECK(m, rc == 0 || (m->full && rc == -ENOSPC), "rollback: %d", rc);
+	if (rc)
+		return;
 	memcpy(m->head, s->data, m->size);
 	/* Everything after the snapshot is gone, including the epochs of
 	 * snapshots deleted since it was taken. */
@@ -291,6 +342,8 @@ static void run_one(uint64_t seed, uint64_t ops)
 	assert_int_equal(store_vol_create(st, "v", &p), 0);
 	store_close(st);
 	do_open(m);
+	fault_model = m;
+	store_fold_fault = fold_fault;
 	for (m->op = 0; m->op < ops; m->op++) {
 		uint64_t x = rng_below(&m->r, 100);
 		if (getenv("FERRY_MODEL_TRACE"))
@@ -315,6 +368,13 @@ static void run_one(uint64_t seed, uint64_t ops)
 			do_close(m);
 			do_open(m);
 			full = true;
+		} else if (x < 90) {
+			m->full = !m->full;
+			m->selective = rng_below(&m->r, 3) == 0;
+			m->budget = (int)rng_below(&m->r, 4);
+			if (getenv("FERRY_MODEL_TRACE"))
+				print_message("op %llu: disk %s\n", (unsigned long long)m->op,
+				              m->full ? (m->selective ? "full (odd tags)" : "full") : "has space");
 		} else {
 			int f = (int)rng_below(&m->r, m->n_snaps + 1) - 1;
 			int t = f + 1 + (int)rng_below(&m->r, m->n_snaps - (size_t)(f + 1) + 1);
@@ -324,7 +384,13 @@ static void run_one(uint64_t seed, uint64_t ops)
 			full_check(m);
 	}
 	full_check(m);
+	m->full = false;
 	do_close(m);
+	do_open(m); /* folds every leftover */
+	full_check(m);
+	do_close(m);
+	store_fold_fault = NULL;
+	fault_model = NULL;
 	assert_int_equal(rm_rf(m->dir), 0);
 	for (size_t i = 0; i < m->n_snaps; i++)
 		free(m->snaps[i].data);

@@ -8,11 +8,27 @@ proxy (tests/repl/faultproxy.py) between them.  Every round writes random
 data, zeros and discards on the primary (through `ferry volume write` /
 `volume discard`, and through iSCSI with qemu-io when available), starts a
 cycle (explicit `pair sync`; the pair's periodic schedule runs too) and
-injects one fault at a random moment:
+injects one fault at a random moment.
+
+The four cycle faults below are aimed at a random point of a cycle: the
+link is throttled to 2/4/8 MB/s, 0.4..2 s worth of random data is written,
+`pair sync` starts the cycle; the driver polls the primary's `pair status
+--json` (every 20 ms, at most 5 s) until it shows the cycle, then until the
+proxy has forwarded a random byte count of the data written for it (0 ..
+1.05 x; the primary's done_bytes counts bytes handed to the socket, MiBs
+ahead of the wire), and injects the fault right after the last status
+read.  The fault counts as in flight when that status read showed the
+cycle (report: fault_in_flight; where: outcomes "FAULT:at:wire-..");
+12 % of them are deliberately injected right after `pair sync --wait`
+returned, i.e. right after a commit (fault_between_cycles); "missed" are
+those whose cycle ended before the chosen point.  The cycle faults are
+picked 3 times as often as enospc and old-peer.
 
   kill-primary     SIGKILL of the primary's ferryd, restart
   kill-secondary   SIGKILL of the secondary's ferryd, restart
-  cut              the link closed (or cut after a random byte count)
+  cut              the link closed; 25 %: the proxy cuts by itself after
+                   N bytes (1000 .. the data written; not throttled), in
+                   flight when the cut fired
   stall            the link stops forwarding for 0.2..5 s
   enospc           the secondary's file system (a loop-mounted ext4) fills
                    up, leaving 0..8 MiB free; then space comes back
@@ -21,7 +37,13 @@ injects one fault at a random moment:
   role-change      planned switchover a -> b and back (`pair demote` then
                    `pair promote`), SIGKILL of a random site at a random
                    moment of each step, the step repeated until it holds;
-                   only when `ferry --help` lists them (counted 0 otherwise)
+                   only when `ferry --help` lists them (counted 0 otherwise).
+                   3/4 of the kills are aimed within the command's running
+                   time (0 .. 2 x the longest seen lately); the report
+                   counts kills before the command returned ("kill during
+                   command") and after.  In the long run's rotation (the
+                   primary must keep its --peer, the proxy, across the
+                   switchovers); the last round of the short run
 
 After every fault and recovery:
   - the secondary's last synced snapshot S is whole: md5(b:S) equals what
@@ -76,6 +98,9 @@ T0 = time.monotonic()
 T = tempfile.mkdtemp(prefix="ferry-soak.")
 counts = {}        # fault -> trials
 hits = {}          # fault -> trials where a cycle was observably in flight
+between = {}       # fault -> trials deliberately timed right after a commit
+kill_in_cmd = {}   # role-change: "during"/"after" the demote/promote command
+role_times = {}    # verb -> seconds the command took when it returned before the kill
 outcomes = {}      # "fault:outcome" -> n
 failures = []      # (round, fault, message)
 mounted = []       # loop mounts to undo
@@ -231,9 +256,12 @@ def rand_extent(align, maxlen):
     return off, length
 
 
-def op_write(a, zero):
-    align = rng.choice((512, 4096))
-    off, length = rand_extent(align, 2 * MiB)
+def op_write(a, zero, length=0):
+    """length 0: a random extent of up to 2 MiB."""
+    if length:
+        off = rng.randrange(0, (SIZE - length) // 4096 + 1) * 4096
+    else:
+        off, length = rand_extent(rng.choice((512, 4096)), 2 * MiB)
     data = bytes(length) if zero else rng.randbytes(length)
     path = os.path.join(T, "chunk")
     with open(path, "wb") as f:
@@ -319,6 +347,14 @@ class Proxy:
         with open(self.portf) as f:
             self.port = int(f.read().strip())
 
+    def up(self):
+        """Bytes forwarded primary -> secondary so far."""
+        try:
+            with open(self.portf + ".stats") as f:
+                return int(f.read().split()[0])
+        except (OSError, ValueError, IndexError):
+            return 0
+
     def set(self, mode):
         tmp = self.ctl + ".tmp"
         with open(tmp, "w") as f:
@@ -334,8 +370,12 @@ def needed_missing(site, st):
     if st.get("last_synced"):
         need.add(st["last_synced"]["snapshot"])
     cyc = st.get("cycle")
-    if cyc and cyc.get("target") and st.get("role", "primary") == "primary":
-        need.add(cyc["target"])
+    if cyc and st.get("role", "primary") == "primary":
+        # status names the cycle by number; its target is the pair's
+        # snapshot of that number (src/repl/engine.c snap_name())
+        target = cyc.get("target") or (cyc.get("number") and "ferry.v.%06d" % cyc["number"])
+        if target:
+            need.add(target)
     rc, out, err = site.cli("snap", "list", "v", "--json", timeout=30)
     if rc != 0:
         fail("%s: snap list: %s" % (site.name, err.strip()))
@@ -430,29 +470,115 @@ def converge(a, b, proxy, tries=8, budget=120):
 
 
 # ---- faults ------------------------------------------------------------------------------
-def start_cycle(a, proxy):
-    proxy.set("throttle %d" % rng.choice((2000000, 4000000, 8000000)))
+RATES = (2000000, 4000000, 8000000)
+# The faults that must land mid-cycle >= 100 times each in an hour are
+# picked 3 times as often as enospc and old-peer (a few dozen are enough)
+WEIGHT = {"kill-primary": 3, "kill-secondary": 3, "cut": 3, "stall": 3}
+BETWEEN = 0.12     # share of cycle faults deliberately timed right after a commit
+
+
+CYCLE_FAULTS = ("kill-primary", "kill-secondary", "cut", "stall")
+
+
+def status_cycle(site):
+    """The primary's in-flight cycle per `pair status` (None between cycles
+    or when the daemon does not answer)."""
+    st = site.status()
+    return st.get("cycle") if st else None
+
+
+def grow_increment(a, rate):
+    """Random (incompressible) data for the next cycle, sized for 0.4..2 s
+    at the link's throttle, so that a cycle is long enough to be hit at a
+    random point, yet rounds stay short."""
+    length = int(rate * rng.uniform(0.4, 2.0)) // 4096 * 4096
+    length = min(max(length, MiB), 8 * MiB)
+    op_write(a, False, length)
+    return length
+
+
+def at_bucket(cyc):
+    """Where in its cycle a fault landed: by the bytes the proxy forwarded
+    since the cycle showed up, of the data written for it, and by the
+    progress the primary showed (which counts bytes handed to the socket,
+    so it runs ahead of the wire by the socket buffers)."""
+    fwd, length = cyc["_wire"]
+    done, total = cyc.get("done_bytes", 0), cyc.get("total_bytes", 0)
+    q = fwd * 4 // length
+    wire = "wire-%d-%d%%" % (q * 25, q * 25 + 25) if q < 4 else "wire-past-data"
+    if done == 0:
+        return wire + ",status-start"
+    if done >= total:
+        return wire + ",status-all-sent"
+    return wire + ",status-mid"
+
+
+def aim_at_cycle(a, proxy):
+    """Starts a cycle on a throttled link and returns at a random point of
+    it: once the primary's status shows the cycle in flight (bounded wait,
+    5 s), at a random fraction of its progress (done_bytes of total_bytes).
+    Returns the cycle object of the last status read right before the
+    caller injects its fault, None when no cycle was in flight then.  A
+    share of the calls returns right after a commit instead (counted as
+    between-cycles by the caller: the returned value is then "between")."""
+    rate = rng.choice(RATES)
+    proxy.set("throttle %d" % rate)
+    length = grow_increment(a, rate)
+    if rng.random() < BETWEEN:
+        rc, out, err = a.cli("pair", "sync", "v", "--wait", timeout=60)
+        if rc != 0:
+            log("note: pair sync --wait: %s" % err.strip())
+        return "between"
     rc, out, err = a.cli("pair", "sync", "v")
     if rc != 0:
         log("note: pair sync: %s" % err.strip())
+    wait_for(5, lambda: bool(status_cycle(a)), step=0.02)
+    cyc = status_cycle(a)
+    if not cyc:
+        bump(outcomes, "%s:no-cycle-seen" % FAULT)
+        return None
+    up0 = proxy.up()
     if rng.random() < 0.5:
         workload(a, rng.randrange(1, 3))   # writes while the cycle runs
+    # The point: a random byte count of the data written for the cycle, as
+    # forwarded by the proxy (the primary's done_bytes counts what entered
+    # the socket: MiBs ahead of the wire).  A few wait past the data: the
+    # end of the stream and the commit.
+    target = rng.random() * 1.05 * length
+    number = cyc.get("number")
+    # bounded by the data's time at the throttle, twice, + 3 s
+    deadline = time.monotonic() + 2.0 * length / rate + 3.0
+    while True:
+        cur = status_cycle(a)
+        fwd = proxy.up() - up0
+        if not cur:
+            # it ended (committed or failed) before the point was reached:
+            # the fault lands between cycles, reported as such
+            return None
+        cur["_wire"] = (fwd, length)
+        if cur.get("number") != number or time.monotonic() >= deadline or fwd >= target:
+            return cur
+        time.sleep(0.02)
 
 
-def in_flight(site):
-    st = site.status()
-    return bool(st and st.get("cycle"))
+def count_aim(cyc):
+    """Counts one cycle fault by where aim_at_cycle() put it."""
+    if cyc == "between":
+        bump(between, FAULT)
+    elif cyc:
+        bump(hits, FAULT)
+        bump(outcomes, "%s:at:%s" % (FAULT, at_bucket(cyc)))
+    else:
+        bump(outcomes, "%s:missed-cycle" % FAULT)
 
 
 def fault_kill(a, b, proxy, victim):
     prev = b.last_synced()
     mprev = b.md5("v@" + prev) if prev else None
-    start_cycle(a, proxy)
-    time.sleep(rng.uniform(0, 1.5))
-    if in_flight(a):
-        bump(hits, FAULT)
+    cyc = aim_at_cycle(a, proxy)
     site = a if victim == "a" else b
     site.kill()
+    count_aim(cyc)
     proxy.set("cut")       # nothing commits while we look
     site.start()
     check_no_write_lost(a)
@@ -460,24 +586,50 @@ def fault_kill(a, b, proxy, victim):
     check_needed_snapshots(a, b)
 
 
+def proxy_mode(proxy):
+    try:
+        with open(proxy.ctl) as f:
+            return f.read().split()[:1] or ["pass"]
+    except OSError:
+        return ["pass"]
+
+
+def fault_cut_after(a, proxy):
+    """The proxy cuts the link by itself after N bytes of the cycle's data
+    (not throttled: the proxy cannot do both).  In flight when the cut
+    fired, i.e. the proxy closed a cycle's connection mid-stream: every
+    connection of the pair during a round is a cycle's."""
+    length = grow_increment(a, rng.choice(RATES))
+    bump(outcomes, "cut:cut-after")
+    proxy.set("cut-after %d" % rng.randrange(1000, length))
+    a.cli("pair", "sync", "v")
+    seen = [False]
+
+    def fired():
+        if status_cycle(a):
+            seen[0] = True
+        return proxy_mode(proxy)[0] == "pass"
+    if wait_for(5, fired, step=0.02):
+        bump(hits, FAULT)
+        bump(outcomes, "cut:cut-after-fired%s" % ("" if seen[0] else "-cycle-not-polled"))
+    else:
+        bump(outcomes, "cut:cut-after-not-fired")
+
+
 def fault_link(a, b, proxy, kind):
     prev = b.last_synced()
     mprev = b.md5("v@" + prev) if prev else None
-    if kind == "cut" and rng.random() < 0.3:
-        proxy.set("cut-after %d" % rng.randrange(1000, 4 * MiB))
-        rc, out, err = a.cli("pair", "sync", "v")
-        bump(outcomes, "cut:cut-after")
-        time.sleep(rng.uniform(0, 1.5))
+    if kind == "cut" and rng.random() < 0.25:
+        fault_cut_after(a, proxy)
     else:
-        start_cycle(a, proxy)
-        time.sleep(rng.uniform(0, 1.5))
-        if in_flight(a):
-            bump(hits, FAULT)
+        cyc = aim_at_cycle(a, proxy)
         if kind == "cut":
             proxy.set("cut")
+            count_aim(cyc)
             time.sleep(rng.uniform(0.05, 0.5))
         else:
             proxy.set("stall")
+            count_aim(cyc)
             d = rng.uniform(0.2, 5.0)
             bump(outcomes, "stall:past-deadline" if d > 3.0 else "stall:within-deadline")
             time.sleep(d)
@@ -612,9 +764,37 @@ def role_step(cmd_site, verb, done, sites, what):
     last = ""
     p = subprocess.Popen([FERRY, "--pool", cmd_site.pool, "pair", verb, "v"],
                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    time.sleep(rng.uniform(0, 0.6))
+    t0 = time.monotonic()
+    # Most kills are aimed within the command's running time (up to 2 x
+    # the longest seen lately: promote takes milliseconds, demote ~0.1 s),
+    # the rest anywhere in 0..0.6 s, mostly after it returned.
+    seen = role_times.get(verb, [])[-20:]
+    span = 2.0 * max(seen) if seen else 0.3
+    delay = rng.uniform(0, span if rng.random() < 0.75 else 0.6)
+    # poll (not sleep) to know when the command returned, if before the kill
+    returned = [None]
+
+    def ended():
+        if returned[0] is None and p.poll() is not None:
+            returned[0] = time.monotonic() - t0
+        return False
+    while True:   # bounded: delay <= 0.6 s; steps finer than the commands
+        ended()
+        left = t0 + delay - time.monotonic()
+        if left <= 0:
+            break
+        time.sleep(min(0.001, left))
+    running = p.poll() is None
     victim.kill()
     bump(outcomes, "role-change:kill-%s-during-%s" % (victim.name, verb))
+    if running:
+        bump(kill_in_cmd, "during-command")
+        bump(outcomes, "role-change:%s:kill-during-command" % verb)
+    else:
+        bump(kill_in_cmd, "after-command")
+        bump(outcomes, "role-change:%s:kill-after-command" % verb)
+        role_times.setdefault(verb, []).append(returned[0] if returned[0] is not None
+                                               else delay)
     victim.start()
     try:
         p.wait(timeout=60)
@@ -671,6 +851,11 @@ def fault_role(a, b, proxy):
     peer_after = (a.status() or {}).get("peer")
     if peer_after != peer_before:
         bump(outcomes, "role-change:peer-changed")
+        if LINK_FAULTS_FOLLOW:
+            # the operator's --peer is kept across role changes (since
+            # 6ff470a); otherwise later link faults would miss the link
+            fail("a's peer was %s, after the switchovers %s" % (peer_before, peer_after))
+            raise RuntimeError("the link no longer goes through the proxy")
         log("note: a's peer was %s, after the switchovers %s" % (peer_before, peer_after))
 
 
@@ -729,10 +914,11 @@ def sanitizer_reports():
 
 SITES = []
 ISCSI = False
+LINK_FAULTS_FOLLOW = False   # link faults run after role changes in the same run
 
 
 def main():
-    global ROUND, FAULT, ISCSI
+    global ROUND, FAULT, ISCSI, LINK_FAULTS_FOLLOW
     print("soak: seed %d (FERRY_SEED=%d replays the choices), %s, up to %d rounds / %.1f min"
           % (SEED, SEED, "long" if LONG else "short", ROUNDS, MINUTES), flush=True)
     with open(os.path.join(T, "secret"), "w") as f:
@@ -768,16 +954,19 @@ def main():
     faults = ["kill-primary", "kill-secondary", "cut", "stall", "old-peer"]
     if mnt:
         faults.append("enospc")
-    # After a switchover and back the primary's peer is the secondary's own
-    # listen address, no longer the proxy (docs/RELIABILITY.md), so link
-    # faults would miss the link: role changes run alone
-    # (FERRY_SOAK_FAULTS=role-change) or as the last round of a short run.
+    # Role changes are in the long run's rotation: the primary keeps the
+    # operator's --peer (the proxy) across a switchover and back, checked
+    # after each (fault_role).  The short run has one, as its last round.
     only = os.environ.get("FERRY_SOAK_FAULTS")
     if only:
         faults = [f for f in faults + ["role-change"] if f in only.split(",")]
         if "role-change" in faults and not roles:
             faults.remove("role-change")
+    elif LONG and roles:
+        faults.append("role-change")
     last_role = roles and not LONG and not only
+    LINK_FAULTS_FOLLOW = "role-change" in faults and any(
+        f in faults for f in ("kill-primary", "kill-secondary", "cut", "stall"))
     for f in faults:
         counts[f] = 0
     counts.setdefault("role-change", 0)
@@ -802,9 +991,9 @@ def main():
         elif ROUND <= len(faults):
             FAULT = order[ROUND - 1]
         elif rng.random() < 0.5:
-            FAULT = min(faults, key=lambda f: (counts[f], faults.index(f)))
+            FAULT = min(faults, key=lambda f: (counts[f] / WEIGHT.get(f, 1), faults.index(f)))
         else:
-            FAULT = rng.choice(faults)
+            FAULT = rng.choices(faults, [WEIGHT.get(f, 1) for f in faults])[0]
         bump(counts, FAULT)
         try:
             if FAULT == "kill-primary":
@@ -836,14 +1025,43 @@ def main():
     cycles = (st.get("last_synced") or {}).get("cycle")
     for s in sanitizer_reports():
         fail("sanitizer report in %s's ferryd.log" % s)
+    per_fault = {}
+    for f in counts:
+        e = {"trials": counts[f],
+             "failures": sum(1 for x in failures if x[1] == f)}
+        if f in CYCLE_FAULTS:
+            e["in_flight"] = hits.get(f, 0)
+            e["between_cycles"] = between.get(f, 0)
+            e["missed"] = counts[f] - e["in_flight"] - e["between_cycles"]
+        if f == "cut":
+            e["cut_after"] = outcomes.get("cut:cut-after", 0)
+        if f == "role-change":
+            e["kill_during_command"] = kill_in_cmd.get("during-command", 0)
+            e["kill_after_command"] = kill_in_cmd.get("after-command", 0)
+        per_fault[f] = e
     report = {
         "seed": SEED, "rounds": ROUND, "minutes": round((time.monotonic() - T0) / 60, 1),
-        "faults": counts, "fault_in_flight": hits, "last_cycle": cycles,
+        "faults": counts, "fault_in_flight": hits, "fault_between_cycles": between,
+        "per_fault": per_fault, "last_cycle": cycles,
+        "role_command_seconds": {v: sorted(t)[len(t) // 2] for v, t in role_times.items()},
         "outcomes": {k: (sorted(v) if isinstance(v, set) else v) for k, v in outcomes.items()},
         "role_change_available": roles, "iscsi": ISCSI, "enospc": bool(mnt),
         "failures": [{"round": r, "fault": f, "message": m} for r, f, m in failures],
     }
     print("soak: report\n" + json.dumps(report, indent=1, sort_keys=True), flush=True)
+    print("soak: %-15s %7s %9s %8s %7s %8s  %s" % ("fault", "trials", "in-flight", "between",
+                                                 "missed", "failures", "other"))
+    for f in sorted(per_fault):
+        e = per_fault[f]
+        other = ""
+        if "cut_after" in e:
+            other = "cut-after %d" % e["cut_after"]
+        if "kill_during_command" in e:
+            other = "kill during command %d, after %d" % (e["kill_during_command"],
+                                                          e["kill_after_command"])
+        print("soak: %-15s %7d %9s %8s %7s %8d  %s"
+              % (f, e["trials"], e.get("in_flight", "-"), e.get("between_cycles", "-"),
+                 e.get("missed", "-"), e["failures"], other), flush=True)
     if os.environ.get("FERRY_SOAK_REPORT"):
         with open(os.environ["FERRY_SOAK_REPORT"], "w") as f:
             json.dump(report, f, indent=1, sort_keys=True)

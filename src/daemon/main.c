@@ -576,6 +576,21 @@ int main(int argc, char **argv)
 	sigaddset(&sigs, SIGHUP);
 	pthread_sigmask(SIG_BLOCK, &sigs, NULL);
 
+	/* The daemon works from "/": file options given relative to where it
+	 * was started must keep meaning those files. */
+	static const char *const file_opts[] = { "secret-file", "tls-cert", "tls-key", "tls-ca" };
+	static char abs_paths[ARRAY_SIZE(file_opts)][4096];
+	char cwd[2048];
+	for (size_t i = 0; i < ARRAY_SIZE(file_opts); i++) {
+		for (size_t j = 0; j < ARRAY_SIZE(opts); j++) {
+			if (strcmp(opts[j].name, file_opts[i]) || !opts[j].value ||
+			    opts[j].value[0] == '/' || !getcwd(cwd, sizeof(cwd)))
+				continue;
+			if ((size_t)snprintf(abs_paths[i], sizeof(abs_paths[i]), "%s/%s", cwd,
+			                     opts[j].value) < sizeof(abs_paths[i]))
+				opts[j].value = abs_paths[i];
+		}
+	}
 	if (!daemon_opt("foreground"))
 		daemonize(d.pool);
 	int st = serve(&d, lock_fd, &sigs);

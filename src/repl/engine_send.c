@@ -711,6 +711,9 @@ static void commit_local(struct pair *p, struct vol *v, const struct cycle_stats
 	p->stats = *st;
 	p->has_stats = true;
 	p->error[0] = '\0';
+	/* Not "syncing" any more for whoever wakes on this commit (the slot
+	 * itself is released after the link is closed). */
+	p->running = false;
 	if (p->resyncing) {
 		/* Both sides hold the same snapshot again: the divergence is
 		 * resolved (the old primary's is kept in its split-brain snapshot). */

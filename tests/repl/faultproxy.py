@@ -109,7 +109,10 @@ def serve(client):
                     write_stats()
             if done:
                 break
-    except OSError:
+    except (OSError, ValueError):
+        # ValueError: a "cut" from the main thread closed a socket while
+        # this thread was about to select() on it; the connection is gone
+        # either way.
         pass
     finally:
         for s in (client, upstream):

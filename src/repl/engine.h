@@ -108,6 +108,8 @@ struct pair {
 	unsigned cb_threads;
 	struct link *cb_link[CB_SLOTS];
 	bool cb_failing;                  /* log a failing call-back once */
+	bool announced;                   /* secondary with a listener: the
+	                                   * primary was told our address */
 };
 
 struct repl {
@@ -158,8 +160,10 @@ int pair_dial(struct pair *p, struct link **out, char *err, size_t errlen);
 
 /* engine_callback.c */
 /* Under mu: starts the call-back threads p needs (a secondary on a site
- * without --listen whose primary's address is known); they end by
- * themselves when p no longer needs them. */
+ * without --listen whose primary's address is known), or the one that
+ * tells the primary this site's --listen once (after a start or a
+ * demote, so a primary that knew another address, or none, learns it);
+ * they end by themselves when p no longer needs them. */
 void callback_update(struct repl *r, struct pair *p);
 /* Under mu: closes the links p holds offered (primary side) and aborts
  * the ones its call-back threads serve (secondary side). */

@@ -25,11 +25,13 @@
 
 #include "common/common.h"
 
-/* Under mu. */
+/* Under mu: p needs connections to its primary: offers (no listener
+ * here) or the one that announces our listener. */
 static bool cb_wanted(const struct repl *r, const struct pair *p)
 {
-	return r->started && !r->stopping && !r->listen_req[0] && r->secret &&
-	       p->role == REPL_ROLE_SECONDARY && !p->removed && !p->stop && p->peer_addr[0];
+	return r->started && !r->stopping && r->secret && p->role == REPL_ROLE_SECONDARY &&
+	       !p->removed && !p->stop && p->peer_addr[0] &&
+	       (!r->listen_req[0] || !p->announced);
 }
 
 /* Under mu: waits on r->cv until due (monotonic ns) at most 1 s at a time. */
@@ -70,6 +72,10 @@ static void *callback_main(void *arg)
 		m.u.role.period_s = p->period_s;
 		snprintf(m.u.role.last_snap, sizeof(m.u.role.last_snap), "%s", p->last_snap);
 		snprintf(m.u.role.sender_volume, sizeof(m.u.role.sender_volume), "%s", p->name);
+		/* With a listener this is an announcement: the primary learns
+		 * where to dial and answers EALREADY instead of keeping it. */
+		snprintf(m.u.role.addr, sizeof(m.u.role.addr), "%s", r->listen_addr);
+		bool announce = r->listen_req[0] != '\0';
 		pthread_mutex_unlock(&r->mu);
 
 		struct link *l = NULL;
@@ -87,6 +93,19 @@ static void *callback_main(void *arg)
 		}
 		pthread_mutex_lock(&r->mu);
 		uint64_t now = now_mono_ns();
+		if (announce && (rc == -EALREADY || rc == 0)) {
+			/* Told (0: a primary that keeps offers anyway; it has our
+			 * address now all the same). */
+			p->announced = true;
+			if (l) {
+				pthread_mutex_unlock(&r->mu);
+				link_close(l);
+				pthread_mutex_lock(&r->mu);
+			}
+			log_debug("repl: pair %s: told the primary %s to dial %s", p->name, peer,
+			          r->listen_addr);
+			continue;
+		}
 		if (rc == -EAGAIN) {
 			/* The peer is not primary (yet): a switchover in progress.
 			 * Ask again soon, so its promote finds a connection. */
@@ -145,7 +164,8 @@ static void *callback_main(void *arg)
 
 void callback_update(struct repl *r, struct pair *p)
 {
-	while (cb_wanted(r, p) && p->cb_threads < CB_SLOTS) {
+	unsigned want = r->listen_req[0] ? 1 : CB_SLOTS;
+	while (cb_wanted(r, p) && p->cb_threads < want) {
 		pthread_attr_t at;
 		pthread_attr_init(&at);
 		pthread_attr_setdetachstate(&at, PTHREAD_CREATE_DETACHED);
@@ -190,6 +210,36 @@ int callback_park(struct repl *r, struct link *l, const struct wire_msg *m)
 		link_send_error(l, EAGAIN, "%s is not primary here: nothing to send",
 		                m->u.role.volume);
 		return 0;
+	}
+	char learned[WIRE_TEXT_MAX + 1] = "";
+	if (m->u.role.addr[0] &&
+	    addr_learned(m->u.role.addr, l->peer, learned, sizeof(learned)) < 0)
+		learned[0] = '\0';
+	if (learned[0] || m->u.role.addr[0]) {
+		/* The secondary listens: dial it there (unless the operator
+		 * named the address), rather than keep its connection. */
+		if (!p->peer_fixed && learned[0] &&
+		    (strcmp(p->peer, learned) || strcmp(p->peer_addr, learned))) {
+			log_info("repl: pair %s: the secondary listens on %s; dialling it there",
+			         p->name, learned);
+			snprintf(p->peer_addr, sizeof(p->peer_addr), "%s", learned);
+			snprintf(p->peer, sizeof(p->peer), "%s", learned);
+			(void)pair_save(p);
+		}
+		char dial[WIRE_TEXT_MAX + 1];
+		snprintf(dial, sizeof(dial), "%s", p->peer);
+		pthread_mutex_unlock(&r->mu);
+		link_send_error(l, EALREADY, "this site connects to you at %s", dial);
+		return 0;
+	}
+	if (!p->peer_fixed && p->peer[0]) {
+		/* It used to listen and does not any more: its offers are the
+		 * only way to reach it now. */
+		log_info("repl: pair %s: the secondary has no listener any more (was %s); "
+		         "using the connections it offers", p->name, p->peer);
+		p->peer[0] = '\0';
+		p->peer_addr[0] = '\0';
+		(void)pair_save(p);
 	}
 	struct wire_msg info;
 	role_info_fill(p, p->common_snap[0] ? p->common_snap : p->last_snap, &info);

@@ -559,6 +559,7 @@ int repl_pair_demote(struct repl *r, const char *name, struct sbuf *out)
 		 * this site has no listener, it offers its own to the new
 		 * primary instead. */
 		callback_drop(p);
+		p->announced = false;
 		callback_update(r, p);
 	}
 	uint64_t cycle = p->last_cycle;

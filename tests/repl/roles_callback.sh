@@ -52,6 +52,27 @@ want=$(md5_of fb db)
 expect 0 "b -> a after a's restart" -- timeout 60 "$FERRY_BIN" --pool "$T/b" pair sync db --wait
 check "a follows b" test "$(md5_of fa db)" = "$want"
 
+# A restarted WITH a listener while it is the secondary: it tells B, which
+# dials it from then on; restarted without again: B uses its offers again
+expect 0 "stop a" -- site_stop a
+expect 0 "a restarts with --listen" -- site_start a
+rand_write fb db $((8 * M + K)) $K
+want=$(md5_of fb db)
+check "b learns a's listener" wait_for 20 grep -q "the secondary listens on 127.0.0.1:$PORT_a" "$T/b/ferryd.log"
+expect 0 "b -> a, dialled" -- timeout 60 "$FERRY_BIN" --pool "$T/b" pair sync db --wait
+check "a follows b" test "$(md5_of fa db)" = "$want"
+check "b dials a now" test "$(fb pair status db --json | json connection)" = dials-peer
+expect 0 "stop a again" -- site_stop a
+nolisten_from=$(($(wc -l <"$T/a/ferryd.log") + 1))
+expect 0 "a restarts without --listen" -- site_a_start
+rand_write fb db $((8 * M + 2 * K)) $K
+want=$(md5_of fb db)
+check "b sees a has no listener any more" \
+	wait_for 20 grep -q "the secondary has no listener any more" "$T/b/ferryd.log"
+expect 0 "b -> a, over a's offers again" -- timeout 60 "$FERRY_BIN" --pool "$T/b" pair sync db --wait
+check "a follows b" test "$(md5_of fa db)" = "$want"
+check "b's peer calls in again" test "$(fb pair status db --json | json connection)" = peer-calls-in
+
 # ---- and back B -> A: A dials B again, at the operator's address ------------
 rand_write fb db $((9 * M)) 8192
 want=$(md5_of fb db)
@@ -105,7 +126,8 @@ expect 0 "demote b" -- timeout 60 "$FERRY_BIN" --pool "$T/b" pair demote db
 expect 0 "promote a" -- fa pair promote db
 expect 0 "a -> b" -- fa pair sync db --wait
 check_synced db
-check "nothing listens on site a" test -z "$(grep 'accepting peers' "$T/a/ferryd.log")"
+check "nothing listened on site a since" \
+	test -z "$(tail -n +"$nolisten_from" "$T/a/ferryd.log" | grep 'accepting peers')"
 
 # ---- heartbeat: a primary cut off from its peer sees it between cycles, and
 # sees a promote that happened meanwhile within seconds, not at its next

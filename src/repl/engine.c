@@ -521,7 +521,7 @@ void repl_destroy(struct repl *r)
 }
 
 /* ---- the primary's scheduler ------------------------------------------- */
-static void cond_wait_until(struct repl *r, uint64_t due_mono)
+void cond_wait_until(struct repl *r, uint64_t due_mono)
 {
 	uint64_t now = now_mono_ns();
 	uint64_t wait = due_mono > now ? due_mono - now : 0;

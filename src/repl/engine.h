@@ -150,6 +150,9 @@ void snap_name(const char *pair, uint64_t cycle, char *out, size_t len);
  * be NULL); leftovers of crashes between a commit and a deletion go too. */
 void drop_pair_snaps(struct repl *r, const char *vol, const char *pair, const char *keep);
 
+/* Under mu: waits on r->cv until due_mono (monotonic ns), at most 1 s
+ * at a time (callers re-check their condition). */
+void cond_wait_until(struct repl *r, uint64_t due_mono);
 /* Connects and authenticates to peer; the reason goes to err. */
 int repl_dial(struct repl *r, const char *peer, struct link **out, char *err, size_t errlen);
 
@@ -177,6 +180,8 @@ int callback_park(struct repl *r, struct link *l, const struct wire_msg *m);
 int addr_learned(const char *announced, const char *conn_peer, char *out, size_t len);
 
 /* engine_role.c */
+/* Under mu: ROLE(op) describing p, as the side that sends it. */
+void role_msg_fill(const struct pair *p, uint32_t op, struct wire_msg *out);
 /* Under mu: the ROLE_INFO that describes p (snap: the snapshot to name). */
 void role_info_fill(const struct pair *p, const char *snap, struct wire_msg *out);
 /* Serves ROLE on the secondary side of a connection. */

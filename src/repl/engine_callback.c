@@ -19,7 +19,6 @@
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
 #include <openssl/crypto.h>
 
@@ -34,21 +33,6 @@ static bool cb_wanted(const struct repl *r, const struct pair *p)
 	       (!r->listen_req[0] || !p->announced);
 }
 
-/* Under mu: waits on r->cv until due (monotonic ns) at most 1 s at a time. */
-static void wait_until(struct repl *r, uint64_t due)
-{
-	uint64_t now = now_mono_ns();
-	if (due <= now)
-		return;
-	uint64_t wait = MIN(due - now, 1000000000ull);
-	struct timespec ts;
-	clock_gettime(CLOCK_REALTIME, &ts);
-	uint64_t ns = (uint64_t)ts.tv_nsec + wait;
-	ts.tv_sec += (time_t)(ns / 1000000000ull);
-	ts.tv_nsec = (long)(ns % 1000000000ull);
-	pthread_cond_timedwait(&r->cv, &r->mu, &ts);
-}
-
 static void *callback_main(void *arg)
 {
 	struct pair *p = arg;
@@ -58,23 +42,16 @@ static void *callback_main(void *arg)
 	pthread_mutex_lock(&r->mu);
 	while (cb_wanted(r, p)) {
 		if (now_mono_ns() < retry_at) {
-			wait_until(r, retry_at);
+			cond_wait_until(r, retry_at);
 			continue;
 		}
 		char peer[WIRE_TEXT_MAX + 1];
 		snprintf(peer, sizeof(peer), "%s", p->peer_addr);
-		struct wire_msg m = { .type = WIRE_ROLE };
-		snprintf(m.u.role.volume, sizeof(m.u.role.volume), "%s", p->remote);
-		snprintf(m.u.role.pair_id, sizeof(m.u.role.pair_id), "%s", p->id);
-		m.u.role.op = WIRE_ROLE_CALLBACK;
-		m.u.role.epoch = p->epoch;
-		m.u.role.last_cycle = p->last_cycle;
-		m.u.role.period_s = p->period_s;
-		snprintf(m.u.role.last_snap, sizeof(m.u.role.last_snap), "%s", p->last_snap);
-		snprintf(m.u.role.sender_volume, sizeof(m.u.role.sender_volume), "%s", p->name);
-		/* With a listener this is an announcement: the primary learns
-		 * where to dial and answers EALREADY instead of keeping it. */
-		snprintf(m.u.role.addr, sizeof(m.u.role.addr), "%s", r->listen_addr);
+		/* With a listener (addr set) this is an announcement: the
+		 * primary learns where to dial and answers EALREADY instead of
+		 * keeping the connection. */
+		struct wire_msg m;
+		role_msg_fill(p, WIRE_ROLE_CALLBACK, &m);
 		bool announce = r->listen_req[0] != '\0';
 		pthread_mutex_unlock(&r->mu);
 

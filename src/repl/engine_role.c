@@ -65,22 +65,29 @@ static void mark_split_brain(struct pair *p, const char *common, const char *why
 	(void)pair_save(p);
 }
 
-/* ---- the primary's side of the epoch exchange --------------------------- */
-int role_check(struct pair *p, struct link *l, char *err, size_t errlen)
+void role_msg_fill(const struct pair *p, uint32_t op, struct wire_msg *out)
 {
-	struct repl *r = p->r;
 	struct wire_msg m = { .type = WIRE_ROLE };
-	pthread_mutex_lock(&r->mu);
 	snprintf(m.u.role.volume, sizeof(m.u.role.volume), "%s", p->remote);
 	snprintf(m.u.role.pair_id, sizeof(m.u.role.pair_id), "%s", p->id);
-	m.u.role.op = p->resyncing ? WIRE_ROLE_CHECK_RESYNC
-	            : p->demoting ? WIRE_ROLE_CHECK_DEMOTING : WIRE_ROLE_CHECK;
+	m.u.role.op = op;
 	m.u.role.epoch = p->epoch;
 	m.u.role.last_cycle = p->last_cycle;
 	m.u.role.period_s = p->period_s;
 	snprintf(m.u.role.last_snap, sizeof(m.u.role.last_snap), "%s", p->last_snap);
 	snprintf(m.u.role.sender_volume, sizeof(m.u.role.sender_volume), "%s", p->name);
-	snprintf(m.u.role.addr, sizeof(m.u.role.addr), "%s", r->listen_addr);
+	snprintf(m.u.role.addr, sizeof(m.u.role.addr), "%s", p->r->listen_addr);
+	*out = m;
+}
+
+/* ---- the primary's side of the epoch exchange --------------------------- */
+int role_check(struct pair *p, struct link *l, char *err, size_t errlen)
+{
+	struct repl *r = p->r;
+	struct wire_msg m;
+	pthread_mutex_lock(&r->mu);
+	role_msg_fill(p, p->resyncing ? WIRE_ROLE_CHECK_RESYNC
+	              : p->demoting ? WIRE_ROLE_CHECK_DEMOTING : WIRE_ROLE_CHECK, &m);
 	pthread_mutex_unlock(&r->mu);
 	int rc = link_send(l, &m);
 	if (rc == 0)
@@ -425,17 +432,9 @@ static void join_worker(struct repl *r, struct pair *p)
 
 static int tell_demoted(struct repl *r, struct pair *p, char *err, size_t errlen)
 {
-	struct wire_msg m = { .type = WIRE_ROLE };
+	struct wire_msg m;
 	pthread_mutex_lock(&r->mu);
-	snprintf(m.u.role.volume, sizeof(m.u.role.volume), "%s", p->remote);
-	snprintf(m.u.role.pair_id, sizeof(m.u.role.pair_id), "%s", p->id);
-	m.u.role.op = WIRE_ROLE_DEMOTED;
-	m.u.role.epoch = p->epoch;
-	m.u.role.last_cycle = p->last_cycle;
-	m.u.role.period_s = p->period_s;
-	snprintf(m.u.role.last_snap, sizeof(m.u.role.last_snap), "%s", p->last_snap);
-	snprintf(m.u.role.sender_volume, sizeof(m.u.role.sender_volume), "%s", p->name);
-	snprintf(m.u.role.addr, sizeof(m.u.role.addr), "%s", r->listen_addr);
+	role_msg_fill(p, WIRE_ROLE_DEMOTED, &m);
 	pthread_mutex_unlock(&r->mu);
 	struct link *l;
 	int rc = pair_dial(p, &l, err, errlen);
@@ -723,18 +722,10 @@ int repl_pair_resync_start(struct repl *r, const char *name, uint64_t *ticket,
 		return rc;
 	}
 	pair_get(p);
-	struct wire_msg m = { .type = WIRE_ROLE };
+	struct wire_msg m;
 	char peer[WIRE_TEXT_MAX + 1];
 	snprintf(peer, sizeof(peer), "%s", p->peer);
-	snprintf(m.u.role.volume, sizeof(m.u.role.volume), "%s", p->remote);
-	snprintf(m.u.role.pair_id, sizeof(m.u.role.pair_id), "%s", p->id);
-	m.u.role.op = WIRE_ROLE_RESYNC;
-	m.u.role.epoch = p->epoch;
-	m.u.role.last_cycle = p->last_cycle;
-	m.u.role.period_s = p->period_s;
-	snprintf(m.u.role.last_snap, sizeof(m.u.role.last_snap), "%s", p->last_snap);
-	snprintf(m.u.role.sender_volume, sizeof(m.u.role.sender_volume), "%s", p->name);
-	snprintf(m.u.role.addr, sizeof(m.u.role.addr), "%s", r->listen_addr);
+	role_msg_fill(p, WIRE_ROLE_RESYNC, &m);
 	pthread_mutex_unlock(&r->mu);
 
 	struct wire_digest *ext = NULL;

@@ -87,6 +87,31 @@ daemon_pid() { cat "${1:-$POOL}/ferryd.lock"; }
 # True once no process holds the pool lock (a killed ferryd is gone).
 lock_free() { flock -n "${1:-$POOL}/ferryd.lock" true; }
 
+# A free TCP port on 127.0.0.1 (tests never use fixed ports).
+free_port() {
+	python3 -c 'import socket;s=socket.socket();s.bind(("127.0.0.1",0));print(s.getsockname()[1])'
+}
+
+# small_fs_pool MIB: POOL on a fresh loop-mounted ext4 of MIB MiB at $T/m
+# (a file system a test can fill), unmounted at exit after the pool's
+# ferryd is killed.  Exits 77 (skipped) where that is impossible here.
+small_fs_pool() {
+	[ "$(id -u)" = 0 ] || { echo "SKIP: needs root for a loop mount"; exit 77; }
+	MNT=$T/m
+	truncate -s "${1}M" "$T/img"
+	mkfs.ext4 -q -F -m 0 "$T/img" || { echo "SKIP: mkfs.ext4"; exit 77; }
+	mkdir "$MNT"
+	mount -o loop "$T/img" "$MNT" || { echo "SKIP: cannot loop-mount"; exit 77; }
+	POOL=$MNT/pool
+	trap small_fs_cleanup EXIT
+}
+small_fs_cleanup() {
+	[ -f "$POOL/ferryd.lock" ] && kill -KILL "$(cat "$POOL/ferryd.lock")" 2>/dev/null &&
+		wait_for 20 lock_free
+	umount "$MNT"
+	cleanup
+}
+
 kill_daemon() { # kill_daemon [POOL]: SIGKILL, then wait until the lock is free
 	kill -KILL "$(daemon_pid "${1:-}")" && wait_for 20 lock_free "${1:-}"
 }

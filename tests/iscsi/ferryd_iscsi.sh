@@ -12,7 +12,6 @@ for tool in iscsi-ls iscsi-inq qemu-io qemu-img python3; do
 	command -v $tool >/dev/null || { echo "SKIP: $tool missing"; exit 77; }
 done
 
-free_port() { python3 -c 'import socket;s=socket.socket();s.bind(("127.0.0.1",0));print(s.getsockname()[1])'; }
 PORT=$(free_port)
 start() { "$FERRYD" --pool "$POOL" --log-level debug --iscsi 127.0.0.1:$PORT; }
 start || { echo "ferryd --iscsi did not start" >&2; exit 1; }

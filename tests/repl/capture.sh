@@ -45,7 +45,7 @@ if ! command -v tshark >/dev/null && ! command -v tcpdump >/dev/null; then
 	exit 77
 fi
 # Can we capture on lo at all?  (Not in a container without CAP_NET_RAW.)
-PROBE_PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+PROBE_PORT=$(free_port)
 if ! capture_start "$PROBE_PORT" "$T/probe.pcap"; then
 	echo "SKIP: cannot capture on lo here: $(head -c 300 "$T/cap.err")"
 	capture_stop

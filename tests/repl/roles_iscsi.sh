@@ -5,9 +5,8 @@
 # sees it write-protected), a promoted secondary's LUN accepts them.
 . "$(dirname "$0")/lib.sh"
 for tool in qemu-io; do
-	command -v $tool >/dev/null || { echo "SKIP: $tool missing"; exit 0; }
+	command -v $tool >/dev/null || { echo "SKIP: $tool missing"; exit 77; }
 done
-free_port() { python3 -c 'import socket;s=socket.socket();s.bind(("127.0.0.1",0));print(s.getsockname()[1])'; }
 IQN=iqn.2026-11.io.ferry
 # site_start_iscsi NAME: like site_start, plus --iscsi on a free port (ISCSI_<NAME>)
 site_start_iscsi() {

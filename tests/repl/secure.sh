@@ -29,7 +29,7 @@ stop_daemon "$T/p"
 expect 0 "site b starts (listens)" -- site_start b
 pid=$(daemon_pid "$T/b")
 check "--listen: exactly its port" test "$(listening "$pid")" = "127.0.0.1:$PORT_b"
-ISCSI_PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+ISCSI_PORT=$(free_port)
 expect 0 "ferryd with --iscsi" -- "$FERRYD" --pool "$T/i" --iscsi "127.0.0.1:$ISCSI_PORT"
 pid=$(daemon_pid "$T/i")
 check "--iscsi: exactly its port" test "$(listening "$pid")" = "127.0.0.1:$ISCSI_PORT"

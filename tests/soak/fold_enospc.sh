@@ -5,20 +5,8 @@
 # shadowed the leftover's newer ones: after a restart, v@s3 read s1's data.
 # Needs root (a small loop-mounted ext4 that can be filled); exit 77 = skip.
 . "$(dirname "$0")/../cli/lib.sh"
-[ "$(id -u)" = 0 ] || { echo "SKIP: needs root for a loop mount"; exit 77; }
-MNT=$T/m
-truncate -s 48M "$T/img"
-mkfs.ext4 -q -F -m 0 "$T/img" || { echo "SKIP: mkfs.ext4"; exit 77; }
-mkdir "$MNT"
-mount -o loop "$T/img" "$MNT" || { echo "SKIP: cannot loop-mount"; exit 77; }
-POOL=$MNT/pool
-fold_cleanup() {
-	[ -f "$POOL/ferryd.lock" ] && kill -KILL "$(cat "$POOL/ferryd.lock")" 2>/dev/null && wait_for 20 lock_free
-	umount "$MNT"
-	cleanup
-}
-trap fold_cleanup EXIT
-PORT=$(python3 -c 'import socket;s=socket.socket();s.bind(("127.0.0.1",0));print(s.getsockname()[1])')
+small_fs_pool 48
+PORT=$(free_port)
 start() { "$FERRYD" --pool "$POOL" --log-level debug --iscsi "127.0.0.1:$PORT"; }
 expect 0 "ferryd starts" -- start
 expect 0 "volume" -- ferry volume create v --size 16M

@@ -12,7 +12,11 @@
  * (pair_dial).  An offer unused for PARK_USE_MS is dropped by the primary;
  * the secondary gives up waiting at PARK_IDLE_MS and offers a new one, so
  * the primary never picks a connection the secondary is about to close.
- * docs/PROTOCOL.md section 11, "Connection direction".
+ *
+ * A secondary that does listen sends the same message once, with its
+ * address (an announcement, after a start or a demote): the primary learns
+ * where to dial it and declines the connection.  docs/PROTOCOL.md section
+ * 11, "Connection direction".
  */
 #include "repl/engine.h"
 

@@ -601,8 +601,7 @@ static void *pair_main(void *arg)
 }
 
 /* ---- verbs ------------------------------------------------------------- */
-static int fail(struct sbuf *out, int rc, const char *fmt, ...) PRINTF_LIKE(3, 4);
-static int fail(struct sbuf *out, int rc, const char *fmt, ...)
+int verb_fail(struct sbuf *out, int rc, const char *fmt, ...)
 {
 	char msg[1024];
 	va_list ap;
@@ -702,36 +701,36 @@ int repl_pair_create(struct repl *r, const char *name,
                      const struct repl_pair_opts *o, struct sbuf *out)
 {
 	if (!name_valid(name))
-		return fail(out, -EINVAL, "invalid pair name '%s'", name ? name : "");
+		return verb_fail(out, -EINVAL, "invalid pair name '%s'", name ? name : "");
 	const char *remote = o->remote_name ? o->remote_name : name;
 	if (!name_valid(remote))
-		return fail(out, -EINVAL, "invalid remote name '%s'", remote);
+		return verb_fail(out, -EINVAL, "invalid remote name '%s'", remote);
 	if (!o->peer || !*o->peer)
-		return fail(out, -EINVAL, "pair create needs --peer HOST:PORT");
+		return verb_fail(out, -EINVAL, "pair create needs --peer HOST:PORT");
 	char h[256], port[16];
 	if (link_parse_addr(o->peer, h, sizeof(h), port, sizeof(port)) < 0)
-		return fail(out, -EINVAL, "bad --peer '%s' (want HOST:PORT)", o->peer);
+		return verb_fail(out, -EINVAL, "bad --peer '%s' (want HOST:PORT)", o->peer);
 
 	pthread_mutex_lock(&r->mu);
 	bool exists = pair_find(r, name) != NULL;
 	pthread_mutex_unlock(&r->mu);
 	if (exists)
-		return fail(out, -EEXIST, "pair %s already exists", name);
+		return verb_fail(out, -EEXIST, "pair %s already exists", name);
 
 	struct vol *v;
 	int rc = vol_open(r->store, name, &v);
 	if (rc < 0)
-		return fail(out, rc, "volume %s: %s", name, strerror(-rc));
+		return verb_fail(out, rc, "volume %s: %s", name, strerror(-rc));
 	struct vol_info vi;
 	rc = vol_info(v, &vi);
 	if (rc < 0) {
 		vol_close(v);
-		return fail(out, rc, "volume %s: %s", name, strerror(-rc));
+		return verb_fail(out, rc, "volume %s: %s", name, strerror(-rc));
 	}
 	struct pair *p = pair_alloc(r);
 	if (!p) {
 		vol_close(v);
-		return fail(out, -ENOMEM, "out of memory");
+		return verb_fail(out, -ENOMEM, "out of memory");
 	}
 	snprintf(p->name, sizeof(p->name), "%s", name);
 	make_id(p->id);
@@ -755,7 +754,7 @@ int repl_pair_create(struct repl *r, const char *name,
 	char err[512];
 	rc = repl_dial(r, p->peer, &l, err, sizeof(err));
 	if (rc < 0) {
-		rc = fail(out, rc, "cannot reach peer %s: %s", p->peer, err);
+		rc = verb_fail(out, rc, "cannot reach peer %s: %s", p->peer, err);
 		goto out;
 	}
 	struct wire_msg m = { .type = WIRE_PAIR_OPEN };
@@ -773,7 +772,7 @@ int repl_pair_create(struct repl *r, const char *name,
 	if (rc == 0)
 		rc = link_expect(l, WIRE_PAIR_INFO, &m, 0);
 	if (rc < 0) {
-		rc = fail(out, rc, "peer %s: %s", p->peer, l->err);
+		rc = verb_fail(out, rc, "peer %s: %s", p->peer, l->err);
 		link_close(l);
 		goto out;
 	}
@@ -785,14 +784,14 @@ int repl_pair_create(struct repl *r, const char *name,
 	(void)vol_snap_delete(v, p->cur_snap); /* a leftover of an older pair */
 	rc = vol_snap_create(v, p->cur_snap);
 	if (rc < 0) {
-		rc = fail(out, rc, "cannot snapshot %s: %s", name, strerror(-rc));
+		rc = verb_fail(out, rc, "cannot snapshot %s: %s", name, strerror(-rc));
 		goto out;
 	}
 	p->cur_time = now_wall_s();
 	pthread_mutex_lock(&r->mu);
 	if (pair_find(r, name)) {
 		pthread_mutex_unlock(&r->mu);
-		rc = fail(out, -EEXIST, "pair %s already exists", name);
+		rc = verb_fail(out, -EEXIST, "pair %s already exists", name);
 		goto out;
 	}
 	rc = pair_save(p);
@@ -805,7 +804,7 @@ int repl_pair_create(struct repl *r, const char *name,
 	}
 	pthread_mutex_unlock(&r->mu);
 	if (rc < 0) {
-		rc = fail(out, rc, "cannot save pair %s: %s", name, strerror(-rc));
+		rc = verb_fail(out, rc, "cannot save pair %s: %s", name, strerror(-rc));
 		goto out;
 	}
 	sbuf_printf(out, "pair %s created: %s -> %s volume %s; initial sync started\n",
@@ -1048,7 +1047,7 @@ int repl_pair_status(struct repl *r, const char *name, bool json, struct sbuf *o
 	struct pair *p = name ? pair_find(r, name) : NULL;
 	if (!p) {
 		pthread_mutex_unlock(&r->mu);
-		return fail(out, -ENOENT, "no pair %s", name ? name : "");
+		return verb_fail(out, -ENOENT, "no pair %s", name ? name : "");
 	}
 	if (json) {
 		struct jw w;
@@ -1071,13 +1070,13 @@ int repl_pair_sync_request(struct repl *r, const char *name, uint64_t *ticket,
 	struct pair *p = name ? pair_find(r, name) : NULL;
 	int rc = 0;
 	if (!p)
-		rc = fail(out, -ENOENT, "no pair %s", name ? name : "");
+		rc = verb_fail(out, -ENOENT, "no pair %s", name ? name : "");
 	else if (p->role != REPL_ROLE_PRIMARY)
-		rc = fail(out, -EINVAL, "pair %s: run sync on the primary", name);
+		rc = verb_fail(out, -EINVAL, "pair %s: run sync on the primary", name);
 	else if (p->paused)
-		rc = fail(out, -EAGAIN, "pair %s is paused (pair resume first)", name);
+		rc = verb_fail(out, -EAGAIN, "pair %s is paused (pair resume first)", name);
 	else if (p->split_brain && !p->resyncing)
-		rc = fail(out, -ESTALE, "pair %s: split brain (common snapshot %s): no cycle runs; "
+		rc = verb_fail(out, -ESTALE, "pair %s: split brain (common snapshot %s): no cycle runs; "
 		          "demote one side, then `pair resync` on the other", name,
 		          p->common_snap[0] ? p->common_snap : "unknown");
 	if (rc == 0) {
@@ -1097,7 +1096,7 @@ int repl_pair_sync_wait(struct repl *r, const char *name, uint64_t ticket,
 	struct pair *p = name ? pair_find(r, name) : NULL;
 	int rc = -EINPROGRESS;
 	if (!p) {
-		rc = fail(out, -ENOENT, "pair %s was removed", name ? name : "");
+		rc = verb_fail(out, -ENOENT, "pair %s was removed", name ? name : "");
 		goto out;
 	}
 	pair_get(p); /* rm may unlink it while we wait */
@@ -1109,15 +1108,15 @@ int repl_pair_sync_wait(struct repl *r, const char *name, uint64_t ticket,
 			break;
 		}
 		if (p->sync_failed >= ticket) {
-			rc = fail(out, -EIO, "pair %s: cycle failed: %s", name, p->error);
+			rc = verb_fail(out, -EIO, "pair %s: cycle failed: %s", name, p->error);
 			break;
 		}
 		if (p->split_brain && !p->resyncing) {
-			rc = fail(out, -ESTALE, "pair %s: split brain: %s", name, p->error);
+			rc = verb_fail(out, -ESTALE, "pair %s: split brain: %s", name, p->error);
 			break;
 		}
 		if (p->removed || p->stop || p->paused || r->stopping) {
-			rc = fail(out, -ECANCELED, "pair %s: sync interrupted (paused, removed or "
+			rc = verb_fail(out, -ECANCELED, "pair %s: sync interrupted (paused, removed or "
 			          "daemon stopping)", name);
 			break;
 		}
@@ -1157,9 +1156,9 @@ static int set_paused(struct repl *r, const char *name, bool paused, struct sbuf
 	struct pair *p = name ? pair_find(r, name) : NULL;
 	int rc = 0;
 	if (!p)
-		rc = fail(out, -ENOENT, "no pair %s", name ? name : "");
+		rc = verb_fail(out, -ENOENT, "no pair %s", name ? name : "");
 	else if (p->role != REPL_ROLE_PRIMARY)
-		rc = fail(out, -EINVAL, "pair %s: pause and resume run on the primary", name);
+		rc = verb_fail(out, -EINVAL, "pair %s: pause and resume run on the primary", name);
 	if (rc < 0) {
 		pthread_mutex_unlock(&r->mu);
 		return rc;
@@ -1176,7 +1175,7 @@ static int set_paused(struct repl *r, const char *name, bool paused, struct sbuf
 	pthread_cond_broadcast(&r->cv);
 	pthread_mutex_unlock(&r->mu);
 	if (rc < 0)
-		return fail(out, rc, "cannot save pair %s: %s", name, strerror(-rc));
+		return verb_fail(out, rc, "cannot save pair %s: %s", name, strerror(-rc));
 	sbuf_printf(out, "pair %s %s\n", name, paused ? "paused" : "resumed");
 	return 0;
 }
@@ -1255,7 +1254,7 @@ int repl_pair_rm(struct repl *r, const char *name, struct sbuf *out)
 	struct pair *p = name ? pair_find(r, name) : NULL;
 	if (!p) {
 		pthread_mutex_unlock(&r->mu);
-		return fail(out, -ENOENT, "no pair %s", name ? name : "");
+		return verb_fail(out, -ENOENT, "no pair %s", name ? name : "");
 	}
 	p->removed = true;
 	p->stop = true;

@@ -150,6 +150,8 @@ void snap_name(const char *pair, uint64_t cycle, char *out, size_t len);
  * be NULL); leftovers of crashes between a commit and a deletion go too. */
 void drop_pair_snaps(struct repl *r, const char *vol, const char *pair, const char *keep);
 
+/* A verb's failure: the reason as one line in out; returns rc. */
+int verb_fail(struct sbuf *out, int rc, const char *fmt, ...) PRINTF_LIKE(3, 4);
 /* Under mu: waits on r->cv until due_mono (monotonic ns), at most 1 s
  * at a time (callers re-check their condition). */
 void cond_wait_until(struct repl *r, uint64_t due_mono);

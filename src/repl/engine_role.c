@@ -16,7 +16,6 @@
 
 #include <errno.h>
 #include <inttypes.h>
-#include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -31,18 +30,6 @@ void crash_point(const char *step)
 		log_warn("repl: FERRY_TEST_CRASH_AT=%s: exiting now", step);
 		_exit(99);
 	}
-}
-
-static int fail(struct sbuf *out, int rc, const char *fmt, ...) PRINTF_LIKE(3, 4);
-static int fail(struct sbuf *out, int rc, const char *fmt, ...)
-{
-	char msg[1024];
-	va_list ap;
-	va_start(ap, fmt);
-	vsnprintf(msg, sizeof(msg), fmt, ap);
-	va_end(ap);
-	sbuf_printf(out, "%s\n", msg);
-	return rc;
 }
 
 static void notify_ro(struct repl *r, const char *vol)
@@ -455,7 +442,7 @@ int repl_pair_demote(struct repl *r, const char *name, struct sbuf *out)
 	struct pair *p = name ? pair_find(r, name) : NULL;
 	if (!p) {
 		pthread_mutex_unlock(&r->mu);
-		return fail(out, -ENOENT, "no pair %s", name ? name : "");
+		return verb_fail(out, -ENOENT, "no pair %s", name ? name : "");
 	}
 	if (p->role == REPL_ROLE_SECONDARY) {
 		pthread_mutex_unlock(&r->mu);
@@ -465,7 +452,7 @@ int repl_pair_demote(struct repl *r, const char *name, struct sbuf *out)
 	}
 	if (!p->last_cycle && !p->split_brain) {
 		pthread_mutex_unlock(&r->mu);
-		return fail(out, -EAGAIN, "pair %s: the initial sync has not completed; "
+		return verb_fail(out, -EAGAIN, "pair %s: the initial sync has not completed; "
 		            "nothing to hand over yet", name);
 	}
 	pair_get(p);
@@ -478,7 +465,7 @@ int repl_pair_demote(struct repl *r, const char *name, struct sbuf *out)
 	}
 	pthread_mutex_unlock(&r->mu);
 	if (rc < 0) {
-		rc = fail(out, rc, "cannot save pair %s: %s", name, strerror(-rc));
+		rc = verb_fail(out, rc, "cannot save pair %s: %s", name, strerror(-rc));
 		goto out;
 	}
 	notify_ro(r, name);
@@ -490,7 +477,7 @@ int repl_pair_demote(struct repl *r, const char *name, struct sbuf *out)
 	bool paused = p->paused;
 	pthread_mutex_unlock(&r->mu);
 	if (paused) {
-		rc = fail(out, -EAGAIN, "pair %s is paused: `pair resume %s`, then demote again "
+		rc = verb_fail(out, -EAGAIN, "pair %s is paused: `pair resume %s`, then demote again "
 		          "(writes stay refused)", name, name);
 		goto out;
 	}
@@ -506,7 +493,7 @@ int repl_pair_demote(struct repl *r, const char *name, struct sbuf *out)
 		pthread_mutex_unlock(&r->mu);
 		sbuf_free(&tmp);
 		if (rc < 0 && !split && !peer_promoted) {
-			rc = fail(out, rc, "pair %s: the final cycle failed (%s); writes stay refused, "
+			rc = verb_fail(out, rc, "pair %s: the final cycle failed (%s); writes stay refused, "
 			          "run `pair demote %s` again", name, err, name);
 			goto out;
 		}
@@ -516,7 +503,7 @@ int repl_pair_demote(struct repl *r, const char *name, struct sbuf *out)
 	if (!split && !peer_promoted) {
 		rc = tell_demoted(r, p, err, sizeof(err));
 		if (rc < 0) {
-			rc = fail(out, rc, "pair %s: cannot tell the secondary (%s); writes stay "
+			rc = verb_fail(out, rc, "pair %s: cannot tell the secondary (%s); writes stay "
 			          "refused, run `pair demote %s` again", name, err, name);
 			goto out;
 		}
@@ -566,7 +553,7 @@ int repl_pair_demote(struct repl *r, const char *name, struct sbuf *out)
 	snprintf(last, sizeof(last), "%s", p->last_snap);
 	pthread_mutex_unlock(&r->mu);
 	if (rc < 0) {
-		rc = fail(out, rc, "cannot save pair %s: %s", name, strerror(-rc));
+		rc = verb_fail(out, rc, "cannot save pair %s: %s", name, strerror(-rc));
 		goto out;
 	}
 	crash_point("demote-done");
@@ -599,22 +586,22 @@ int repl_pair_promote(struct repl *r, const char *name, bool force, struct sbuf 
 	struct pair *p = name ? pair_find(r, name) : NULL;
 	int rc = 0;
 	if (!p)
-		rc = fail(out, -ENOENT, "no pair %s", name ? name : "");
+		rc = verb_fail(out, -ENOENT, "no pair %s", name ? name : "");
 	else if (p->role == REPL_ROLE_PRIMARY && p->demoting)
-		rc = fail(out, -EBUSY, "pair %s is demoting on this site (finish it with `pair "
+		rc = verb_fail(out, -EBUSY, "pair %s is demoting on this site (finish it with `pair "
 		          "demote %s`)", name, name);
 	else if (p->role == REPL_ROLE_PRIMARY) {
 		pthread_mutex_unlock(&r->mu);
 		sbuf_printf(out, "pair %s: already primary here\n", name);
 		return 0;
 	} else if (p->needs_resync)
-		rc = fail(out, -EBUSY, "pair %s: this site was demoted after a split brain; run "
+		rc = verb_fail(out, -EBUSY, "pair %s: this site was demoted after a split brain; run "
 		          "`pair resync %s` on the other site", name, name);
 	else if (!p->last_cycle)
-		rc = fail(out, -EAGAIN, "pair %s: nothing was ever synced here, there is nothing "
+		rc = verb_fail(out, -EAGAIN, "pair %s: nothing was ever synced here, there is nothing "
 		          "to promote", name);
 	else if (!force && !(p->peer_demoted && p->peer_demoted_cycle == p->last_cycle))
-		rc = fail(out, -EBUSY, "pair %s: the primary has not demoted (run `ferry pair demote "
+		rc = verb_fail(out, -EBUSY, "pair %s: the primary has not demoted (run `ferry pair demote "
 		          "%s` on it first; if it is lost, `pair promote %s --force` takes over "
 		          "at the last synced snapshot %s)", name, p->remote, name, p->last_snap);
 	if (rc < 0) {
@@ -636,7 +623,7 @@ int repl_pair_promote(struct repl *r, const char *name, bool force, struct sbuf 
 	snprintf(last, sizeof(last), "%s", p->last_snap);
 	pthread_mutex_unlock(&r->mu);
 	if (busy) {
-		rc = fail(out, -EBUSY, "pair %s: a cycle is still being applied; try again", name);
+		rc = verb_fail(out, -EBUSY, "pair %s: a cycle is still being applied; try again", name);
 		goto out;
 	}
 	crash_point("promote-begin");
@@ -649,7 +636,7 @@ int repl_pair_promote(struct repl *r, const char *name, bool force, struct sbuf 
 		vol_close(v);
 	}
 	if (rc < 0) {
-		rc = fail(out, rc, "pair %s: cannot roll back to %s: %s", name, last, strerror(-rc));
+		rc = verb_fail(out, rc, "pair %s: cannot roll back to %s: %s", name, last, strerror(-rc));
 		goto out;
 	}
 	char path[4400];
@@ -690,7 +677,7 @@ int repl_pair_promote(struct repl *r, const char *name, bool force, struct sbuf 
 	snprintf(peer, sizeof(peer), "%s", p->peer);
 	pthread_mutex_unlock(&r->mu);
 	if (rc < 0) {
-		rc = fail(out, rc, "cannot save pair %s: %s", name, strerror(-rc));
+		rc = verb_fail(out, rc, "cannot save pair %s: %s", name, strerror(-rc));
 		goto out;
 	}
 	crash_point("promote-done");
@@ -712,11 +699,11 @@ int repl_pair_resync_start(struct repl *r, const char *name, uint64_t *ticket,
 	struct pair *p = name ? pair_find(r, name) : NULL;
 	int rc = 0;
 	if (!p)
-		rc = fail(out, -ENOENT, "no pair %s", name ? name : "");
+		rc = verb_fail(out, -ENOENT, "no pair %s", name ? name : "");
 	else if (p->role != REPL_ROLE_PRIMARY || p->demoting)
-		rc = fail(out, -EINVAL, "pair %s: run resync on the new primary", name);
+		rc = verb_fail(out, -EINVAL, "pair %s: run resync on the new primary", name);
 	else if (!p->last_cycle)
-		rc = fail(out, -EAGAIN, "pair %s: never synced, no common snapshot", name);
+		rc = verb_fail(out, -EAGAIN, "pair %s: never synced, no common snapshot", name);
 	if (rc < 0) {
 		pthread_mutex_unlock(&r->mu);
 		return rc;
@@ -734,7 +721,7 @@ int repl_pair_resync_start(struct repl *r, const char *name, uint64_t *ticket,
 	struct link *l = NULL;
 	rc = pair_dial(p, &l, err, sizeof(err));
 	if (rc < 0) {
-		rc = fail(out, rc, "pair %s: cannot reach the old primary %s: %s", name,
+		rc = verb_fail(out, rc, "pair %s: cannot reach the old primary %s: %s", name,
 		          peer[0] ? peer : "(it calls in)", err);
 		goto out;
 	}
@@ -780,7 +767,7 @@ int repl_pair_resync_start(struct repl *r, const char *name, uint64_t *ticket,
 		}
 	}
 	if (rc < 0) {
-		rc = fail(out, rc, "pair %s: resync refused by %s: %s", name, peer, l->err);
+		rc = verb_fail(out, rc, "pair %s: resync refused by %s: %s", name, peer, l->err);
 		goto out;
 	}
 	crash_point("resync-listed");

@@ -86,25 +86,23 @@ static void down(void)
 	store_close(sb);
 }
 
-static struct cycle_stats sync_now(double *secs)
+static struct rec_stats sync_now(double *secs)
 {
-	struct sbuf out;
-	sbuf_init(&out);
+	struct repl_err err = { "" };
 	uint64_t t0 = now_mono_ns();
-	int rc = repl_pair_sync(ra, "v", true, &out);
+	int rc = repl_pair_sync(ra, "v", &err);
 	*secs = (double)(now_mono_ns() - t0) / 1e9;
 	if (rc < 0) {
-		fprintf(stderr, "%s", out.p);
+		fprintf(stderr, "%s\n", err.msg);
 		die("sync", rc);
 	}
-	sbuf_free(&out);
 	pthread_mutex_lock(&ra->mu);
-	struct cycle_stats st = pair_find(ra, "v")->stats;
+	struct rec_stats st = pair_find(ra, "v")->rec.stats;
 	pthread_mutex_unlock(&ra->mu);
 	return st;
 }
 
-static void report(const char *phase, const struct cycle_stats *st, double secs)
+static void report(const char *phase, const struct rec_stats *st, double secs)
 {
 	printf("%s_cycle_seconds %.3f\n%s_wait_seconds %.3f\n%s_data_bytes %" PRIu64
 	       "\n%s_zero_bytes %" PRIu64 "\n%s_wire_bytes %" PRIu64 "\n%s_extents %" PRIu64 "\n",
@@ -141,23 +139,23 @@ static int cmd_init(const char *dir, const char *port, uint64_t size, const char
 	vol_flush(v);
 	vol_close(v);
 	free(b);
-	struct repl_pair_opts po = { .peer = NULL, .period_s = 3600 };
+	struct repl_pair_opts po = { .peer = NULL, .s = { .period_s = 3600 } };
 	char peer[64];
 	snprintf(peer, sizeof(peer), "127.0.0.1:%s", port);
 	po.peer = peer;
-	struct sbuf out;
-	sbuf_init(&out);
+	struct repl_created res;
+	struct repl_err err = { "" };
 	uint64_t t0 = now_mono_ns();
-	rc = repl_pair_create(ra, "v", &po, &out);
+	rc = repl_pair_create(ra, "v", &po, &res, &err);
 	if (rc < 0) {
-		fprintf(stderr, "%s", out.p);
+		fprintf(stderr, "%s\n", err.msg);
 		die("pair create", rc);
 	}
 	/* The initial cycle is the one create started. */
 	for (;;) {
 		pthread_mutex_lock(&ra->mu);
-		uint64_t c = pair_find(ra, "v")->last_cycle;
-		struct cycle_stats st = pair_find(ra, "v")->stats;
+		uint64_t c = pair_find(ra, "v")->rec.last_cycle;
+		struct rec_stats st = pair_find(ra, "v")->rec.stats;
 		pthread_mutex_unlock(&ra->mu);
 		if (c >= 1) {
 			report("initial", &st, (double)(now_mono_ns() - t0) / 1e9);
@@ -166,7 +164,6 @@ static int cmd_init(const char *dir, const char *port, uint64_t size, const char
 		struct timespec ts = { 0, 20000000 };
 		nanosleep(&ts, NULL);
 	}
-	sbuf_free(&out);
 	down();
 	return 0;
 }
@@ -206,7 +203,7 @@ static int cmd_incr(const char *dir, const char *port, const char *img)
 	vol_close(v);
 	printf("incr_changed_bytes %" PRIu64 "\n", unique * 4096);
 	double secs;
-	struct cycle_stats st = sync_now(&secs);
+	struct rec_stats st = sync_now(&secs);
 	report("incr", &st, secs);
 	down();
 	return 0;
@@ -227,7 +224,7 @@ static int cmd_discard(const char *dir, const char *port)
 	vol_close(v);
 	printf("discard_discarded_bytes %" PRIu64 "\n", len);
 	double secs;
-	struct cycle_stats st = sync_now(&secs);
+	struct rec_stats st = sync_now(&secs);
 	report("discard", &st, secs);
 	down();
 	return 0;
@@ -263,13 +260,16 @@ static void *load_main(void *arg)
 static int cmd_load(const char *dir, const char *port, unsigned seconds)
 {
 	up(dir, port);
-	/* period 1 s: the shortest the CLI allows */
+	/* period 1 s: the shortest the CLI allows (pair set) */
+	struct repl_settings set = { .set = REPL_SET_PERIOD, .period_s = 1 }, before, after;
+	struct repl_err err;
+	if (repl_pair_set(ra, "v", &set, &before, &after, &err) < 0)
+		die("pair set", -EINVAL);
 	pthread_mutex_lock(&ra->mu);
 	struct pair *p = pair_find(ra, "v");
-	p->period_s = 1;
 	p->next_due_ns = now_mono_ns();
 	pthread_cond_broadcast(&ra->cv);
-	uint64_t c0 = p->last_cycle;
+	uint64_t c0 = p->rec.last_cycle;
 	pthread_mutex_unlock(&ra->mu);
 	struct loader l = { 0 };
 	vol_open(sa, "v", &l.v);
@@ -286,11 +286,11 @@ static int cmd_load(const char *dir, const char *port, unsigned seconds)
 		nanosleep(&ts, NULL);
 		pthread_mutex_lock(&ra->mu);
 		p = pair_find(ra, "v");
-		uint64_t lag = now_wall_s() - p->last_time;
-		if (p->last_cycle != last_seen) {
-			last_seen = p->last_cycle;
-			if (p->stats.seconds > max_cycle)
-				max_cycle = p->stats.seconds;
+		uint64_t lag = now_wall_s() - p->rec.last_time;
+		if (p->rec.last_cycle != last_seen) {
+			last_seen = p->rec.last_cycle;
+			if (p->rec.stats.seconds > max_cycle)
+				max_cycle = p->rec.stats.seconds;
 		}
 		pthread_mutex_unlock(&ra->mu);
 		if (lag > max_lag)

@@ -49,6 +49,9 @@ void log_msg(enum log_level level, const char *fmt, ...) PRINTF_LIKE(2, 3);
 int parse_size(const char *s, uint64_t *out);
 /* Unsigned decimal integer, whole string.  0, -EINVAL or -ERANGE. */
 int parse_u64(const char *s, uint64_t *out);
+/* A duration in seconds: "90", "90s", "5m", "1h", "2d".  0, -EINVAL for
+ * bad syntax, -ERANGE for overflow. */
+int parse_duration(const char *s, uint64_t *secs);
 /* Names of volumes, snapshots, pairs: [A-Za-z0-9][A-Za-z0-9._-]{0,63}.
  * Such a name can never be "." or ".." or contain '/', so it can never
  * escape the directory it is joined to. */

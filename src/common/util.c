@@ -27,6 +27,36 @@ int parse_u64(const char *s, uint64_t *out)
 	return 0;
 }
 
+int parse_duration(const char *s, uint64_t *secs)
+{
+	if (!s || *s < '0' || *s > '9')
+		return -EINVAL;
+	uint64_t v = 0;
+	const char *p = s;
+	while (*p >= '0' && *p <= '9') {
+		unsigned d = (unsigned)(*p - '0');
+		if (v > (UINT64_MAX - d) / 10)
+			return -ERANGE;
+		v = v * 10 + d;
+		p++;
+	}
+	uint64_t mul = 1;
+	switch (*p) {
+	case '\0': break;
+	case 's': mul = 1; p++; break;
+	case 'm': mul = 60; p++; break;
+	case 'h': mul = 3600; p++; break;
+	case 'd': mul = 86400; p++; break;
+	default: return -EINVAL;
+	}
+	if (*p)
+		return -EINVAL;
+	if (v > UINT64_MAX / mul)
+		return -ERANGE;
+	*secs = v * mul;
+	return 0;
+}
+
 int parse_size(const char *s, uint64_t *out)
 {
 	if (!s || !*s)

@@ -97,6 +97,7 @@ enum ctl_arg_type {
 	CTL_A_BOOL,         /* flag without a value */
 	CTL_A_SIZE,         /* bytes with an optional K/M/G/T suffix -> u64 */
 	CTL_A_U64,          /* plain unsigned integer -> u64 */
+	CTL_A_DURATION,     /* seconds: 90, 90s, 5m, 1h, 2d -> u64 seconds */
 	CTL_A_CHOICE,       /* one of the '|'-separated spec choices (u64 if numeric) */
 	CTL_A_STR,          /* any string */
 	CTL_A_NAME,         /* a valid name (pair, export...) */
@@ -116,13 +117,14 @@ struct ctl_arg_spec {
 	const char *name; /* positional: metavar ("NAME"); flag: without "--" */
 	enum ctl_arg_type type;
 	unsigned flags;
-	const char *meta;    /* flag value's metavar in help ("SIZE") */
+	const char *meta;    /* flag value's metavar in help ("SIZE"); a CHOICE shows its
+	                      * choices, or meta when meta lists some ("on|off") */
 	const char *choices; /* CTL_A_CHOICE: "512|4096" */
 	const char *help;
 };
 
 #define CTL_MAX_POS 4
-#define CTL_MAX_FLAGS 8
+#define CTL_MAX_FLAGS 12
 
 struct ctl_cmd_spec {
 	const char *verb;

@@ -66,20 +66,43 @@ static const struct ctl_cmd_spec snap_cmds[] = {
 
 /* Replication pairs (src/repl, src/daemon/cmd_pair.c). */
 #define F_PAIR {"NAME", CTL_A_NAME, 0, NULL, NULL, "pair name (the local volume's name)"}
+#define F_PERIOD(d) {"period", CTL_A_DURATION, 0, "DUR", NULL, \
+	"cycle period: seconds, or with s/m/h (90, 90s, 5m, 1h); at least 1 s" d}
+#define F_BANDWIDTH(d) {"bandwidth", CTL_A_SIZE, 0, "RATE", NULL, \
+	"wire bytes per second, K/M/G suffix; 0 = no limit" d}
+#define F_COMPRESS(d) {"compress", CTL_A_CHOICE, 0, "on|off", "on|off|zstd|none", \
+	"zstd-compress data records (zstd = on, none = off)" d}
+#define F_INFLIGHT(d) {"max-inflight", CTL_A_U64, 0, "N", NULL, \
+	"objects read and in flight at once, 1..1024" d}
+#define F_PEER_TIMEOUT(d) {"peer-timeout", CTL_A_DURATION, 0, "DUR", NULL, \
+	"state peer-down after this long without contact with the other site; " \
+	"0 = the default, max(3 x period, 30 s)" d}
+#define F_SPLIT_BRAIN(d) {"split-brain", CTL_A_CHOICE, 0, NULL, "fence|keep-writing", \
+	"when another site is promoted over this primary: fence (its LUNs refuse " \
+	"writes until `pair demote`) or keep-writing" d}
 static const struct ctl_cmd_spec pair_cmds[] = {
-	{"create", "replicate volume NAME to the ferryd at --peer; starts the initial sync",
+	{"create", "replicate volume NAME to the ferryd at --peer; starts the initial sync "
+	 "(or, after a pair rm, sends only what changed since the snapshot both sites kept)",
 	 {F_PAIR},
 	 {{"peer", CTL_A_STR, CTL_REQUIRED, "HOST:PORT", NULL, "the secondary site's ferryd --listen"},
 	  {"remote-name", CTL_A_NAME, 0, "NAME", NULL, "secondary volume name (default: NAME)"},
-	  {"period", CTL_A_U64, 0, "SECONDS", NULL, "cycle period, at least 1 (default 60)"},
-	  {"max-inflight", CTL_A_U64, 0, "N", NULL, "objects read and in flight at once (default 8)"},
-	  {"bandwidth", CTL_A_SIZE, 0, "RATE", NULL, "wire bytes per second, K/M/G suffix (default: no limit)"},
-	  {"compress", CTL_A_CHOICE, 0, "ALG", "zstd|none", "compress data records (default none)"},
+	  F_PERIOD(" (default 60)"),
+	  F_INFLIGHT(" (default 8)"),
+	  F_BANDWIDTH(" (default 0)"),
+	  F_COMPRESS(" (default off)"),
+	  F_PEER_TIMEOUT(""),
+	  F_SPLIT_BRAIN(" (default fence)"),
 	  {"force", CTL_A_BOOL, 0, NULL, NULL, "overwrite an existing non-empty secondary volume"}}},
-	{"list", "list pairs, primary and secondary",
+	{"set", "change a pair's settings on the primary: applies by the next cycle, sends no "
+	 "volume data, the secondary takes them at once",
+	 {F_PAIR},
+	 {F_PERIOD(""), F_BANDWIDTH(""), F_COMPRESS(""), F_INFLIGHT(""), F_PEER_TIMEOUT(""),
+	  F_SPLIT_BRAIN("")}},
+	{"list", "list pairs, primary and secondary: NAME ROLE STATE PEER LAST-SYNC RPO-LAG",
 	 {{0}},
-	 {F_JSON}},
-	{"status", "state, last synced snapshot, RPO lag, progress of a pair",
+	 {{"json", CTL_A_BOOL, 0, NULL, NULL,
+	   "print a JSON array of the objects `pair status --json` prints"}}},
+	{"status", "state, last synced snapshot, RPO lag, peer contact, progress of a pair",
 	 {F_PAIR},
 	 {F_JSON}},
 	{"sync", "start a cycle now (after any running one)",
@@ -93,10 +116,17 @@ static const struct ctl_cmd_spec pair_cmds[] = {
 	{"resume", "start cycles again",
 	 {F_PAIR},
 	 {{0}}},
-	{"verify", "compare the last synced snapshot on both sides (exit 0 equal, 1 not)",
+	{"verify", "compare a synced snapshot on both sites while cycles go on "
+	 "(exit 0 match, 1 mismatch, 3 could not verify)",
 	 {F_PAIR},
-	 {F_JSON}},
-	{"rm", "end the pair on both sides; the secondary keeps its volume",
+	 {{"snapshot", CTL_A_NAME, 0, "SNAP", NULL,
+	   "the snapshot to compare (default: the last synced one); held on both sites "
+	   "until the verify ends"},
+	  {"json", CTL_A_BOOL, 0, NULL, NULL,
+	   "print {snapshot, primary_md5, secondary_md5, objects_compared, "
+	   "mismatching_objects, match, seconds}"}}},
+	{"rm", "end the pair on both sides; the secondary keeps its volume; both keep the last "
+	 "synced snapshot so that a later pair create sends only what changed",
 	 {F_PAIR},
 	 {{0}}},
 	{"demote", "primary: refuse writes, run a final cycle, become the secondary-to-be",
@@ -105,8 +135,10 @@ static const struct ctl_cmd_spec pair_cmds[] = {
 	{"promote", "secondary: become primary; the volume turns writable",
 	 {F_PAIR},
 	 {{"force", CTL_A_BOOL, 0, NULL, NULL,
-	   "the primary is lost: take over at the last synced snapshot without its consent"}}},
-	{"resync", "new primary after a split brain: send the blocks that differ to the demoted old primary",
+	   "the primary is lost: take over at the last synced snapshot without its consent "
+	   "(refused while the primary answers as primary)"}}},
+	{"resync", "new primary after a split brain: send the blocks that differ to the demoted "
+	 "old primary (refused unless the pair is in split brain)",
 	 {F_PAIR},
 	 {{0}}},
 };
@@ -267,6 +299,14 @@ static int convert(const struct ctl_arg_spec *a, const char *s, struct ctl_val *
 	case CTL_A_U64:
 		if (parse_u64(s, &v->u64) < 0) {
 			snprintf(err, errlen, "%s: bad number '%s'", what, s);
+			return -EINVAL;
+		}
+		return 0;
+	case CTL_A_DURATION:
+		r = parse_duration(s, &v->u64);
+		if (r < 0) {
+			snprintf(err, errlen, "%s: bad duration '%s' (seconds, or a number with s/m/h/d: "
+			         "90, 90s, 5m, 1h)%s", what, s, r == -ERANGE ? ": too large" : "");
 			return -EINVAL;
 		}
 		return 0;
@@ -514,7 +554,7 @@ static void usage_line(const struct ctl_group_spec *g, const struct ctl_cmd_spec
 		if (f->flags & CTL_HIDDEN)
 			continue;
 		bool req = f->flags & CTL_REQUIRED;
-		const char *meta = f->type == CTL_A_CHOICE ? f->choices : f->meta;
+		const char *meta = f->type == CTL_A_CHOICE && !(f->meta && strchr(f->meta, '|')) ? f->choices : f->meta;
 		if (f->type == CTL_A_BOOL)
 			sbuf_printf(b, " [--%s]", f->name);
 		else
@@ -588,7 +628,7 @@ void ctl_help(const struct ctl_cmd *cmd, const char *prog, struct sbuf *b)
 		if (f->flags & CTL_HIDDEN)
 			continue;
 		char lhs[64];
-		const char *meta = f->type == CTL_A_CHOICE ? f->choices : f->meta;
+		const char *meta = f->type == CTL_A_CHOICE && !(f->meta && strchr(f->meta, '|')) ? f->choices : f->meta;
 		if (f->type == CTL_A_BOOL)
 			snprintf(lhs, sizeof(lhs), "--%s", f->name);
 		else

@@ -269,7 +269,8 @@ static int serve_export(struct export *e, char *err, size_t errlen)
 	char serial[80];
 	uint8_t naa[8];
 	/* A pair's secondary only changes by replication: clients read it. */
-	e->secondary_ro = !e->snap[0] && daemon_volume_is_secondary(e->vol);
+	e->secondary_ro = !e->snap[0] && (daemon_volume_is_secondary(e->vol) ||
+	                                  daemon_volume_fenced(e->vol));
 	snprintf(serial, sizeof(serial), "%.32s%s%.40s", vi.uuid, e->snap[0] ? "@" : "", e->snap);
 	make_naa(vi.uuid, e->snap, naa);
 	struct scsi_lu_params p = {
@@ -637,7 +638,7 @@ void export_refresh_read_only(const char *vol)
 	for (struct export *e = g.list; e; e = e->next) {
 		if (e->snap[0] || strcmp(e->vol, vol))
 			continue;
-		e->secondary_ro = daemon_volume_is_secondary(e->vol);
+		e->secondary_ro = daemon_volume_is_secondary(e->vol) || daemon_volume_fenced(e->vol);
 		if (e->lu)
 			scsi_lu_set_read_only(e->lu, e->ro || e->secondary_ro);
 		log_info("export %s LUN %" PRIu64 ": %s", e->iqn, e->lun,

@@ -104,6 +104,9 @@ extern const struct dgroup dgroup_pair;
 int repl_service_start(struct daemon *d);
 void repl_service_stop(struct daemon *d);
 bool daemon_volume_is_secondary(const char *name);
+/* True while the LUNs of a volume must refuse writes because its primary
+ * was fenced (a newer epoch exists elsewhere; split-brain policy fence). */
+bool daemon_volume_fenced(const char *name);
 /* True when replication needs the volume (snap NULL/"": it is in a pair)
  * or that snapshot of it (the last synced or in-flight one). */
 bool daemon_repl_needs(const char *volume, const char *snap);

@@ -203,6 +203,11 @@ static void encode_payload(struct wr *w, const struct wire_msg *m)
 		put_u32(w, m->u.pair_open.object_size);
 		put_u32(w, m->u.pair_open.block_size);
 		put_u32(w, m->u.pair_open.flags);
+		if (m->u.pair_open.flags & WIRE_OPEN_BASE) {
+			put_str(w, m->u.pair_open.base_snap, WIRE_NAME_MAX);
+			put_str(w, m->u.pair_open.base_id, WIRE_NAME_MAX);
+			put_u64(w, m->u.pair_open.base_cycle);
+		}
 		break;
 	case WIRE_PAIR_INFO:
 		put_u64(w, m->u.pair_info.last_cycle);
@@ -283,6 +288,12 @@ static void encode_payload(struct wr *w, const struct wire_msg *m)
 		put_str(w, m->u.role.last_snap, WIRE_NAME_MAX);
 		put_str(w, m->u.role.sender_volume, WIRE_NAME_MAX);
 		put_str(w, m->u.role.addr, WIRE_TEXT_MAX);
+		if (m->u.role.has_settings) {
+			put_u64(w, m->u.role.peer_timeout_s);
+			put_u64(w, m->u.role.bandwidth);
+			put_u32(w, m->u.role.max_inflight);
+			put_u32(w, m->u.role.settings_flags);
+		}
 		break;
 	case WIRE_ROLE_INFO:
 		put_u32(w, m->u.role_info.role);
@@ -422,8 +433,17 @@ static void decode_payload(struct rd *r, struct wire_msg *m)
 		check_name(r, m->u.pair_open.pair, false);
 		check_name(r, m->u.pair_open.volume, false);
 		check_name(r, m->u.pair_open.snap, false);
-		if (m->u.pair_open.flags & ~(WIRE_OPEN_CREATE | WIRE_OPEN_FORCE))
+		if (m->u.pair_open.flags & ~(WIRE_OPEN_CREATE | WIRE_OPEN_FORCE | WIRE_OPEN_BASE))
 			r->bad = true;
+		if (!r->bad && (m->u.pair_open.flags & WIRE_OPEN_BASE)) {
+			get_str(r, m->u.pair_open.base_snap, WIRE_NAME_MAX);
+			get_str(r, m->u.pair_open.base_id, WIRE_NAME_MAX);
+			m->u.pair_open.base_cycle = get_u64(r);
+			check_name(r, m->u.pair_open.base_snap, false);
+			check_name(r, m->u.pair_open.base_id, false);
+			if (m->u.pair_open.base_cycle == 0)
+				r->bad = true;
+		}
 		break;
 	case WIRE_PAIR_INFO:
 		m->u.pair_info.last_cycle = get_u64(r);
@@ -536,6 +556,15 @@ static void decode_payload(struct rd *r, struct wire_msg *m)
 		check_name(r, m->u.role.sender_volume, false);
 		if (m->u.role.op < WIRE_ROLE_CHECK || m->u.role.op > WIRE_ROLE_OP_MAX)
 			r->bad = true;
+		if (!r->bad && r->off < r->len) {
+			m->u.role.has_settings = true;
+			m->u.role.peer_timeout_s = get_u64(r);
+			m->u.role.bandwidth = get_u64(r);
+			m->u.role.max_inflight = get_u32(r);
+			m->u.role.settings_flags = get_u32(r);
+			if (m->u.role.settings_flags & ~(WIRE_RS_COMPRESS | WIRE_RS_KEEP_WRITING))
+				r->bad = true;
+		}
 		break;
 	case WIRE_ROLE_INFO:
 		m->u.role_info.role = get_u32(r);

@@ -62,6 +62,9 @@ enum wire_codec { WIRE_CODEC_NONE = 0, WIRE_CODEC_ZSTD = 1 };
 /* PAIR_OPEN flags */
 #define WIRE_OPEN_CREATE 0x01u  /* create the secondary volume if missing */
 #define WIRE_OPEN_FORCE 0x02u   /* accept a non-empty existing volume */
+#define WIRE_OPEN_BASE 0x04u    /* re-pair: base_* name a snapshot both sides
+                                 * kept at `pair rm` (fields present only
+                                 * with this flag) */
 
 /* CYCLE_READY status */
 enum wire_ready {
@@ -80,7 +83,10 @@ enum wire_role_op {
 	WIRE_ROLE_CALLBACK = 6,    /* a secondary with no listener offers this
 	                            * connection to its primary, which then uses
 	                            * it as the client (docs/PROTOCOL.md 11) */
-	WIRE_ROLE_OP_MAX = 6,
+	WIRE_ROLE_QUERY = 7,       /* a secondary about to promote --force asks
+	                            * whether the primary is alive: ROLE_INFO,
+	                            * nothing changes */
+	WIRE_ROLE_OP_MAX = 7,
 };
 
 /* ROLE_INFO role and flags */
@@ -89,6 +95,10 @@ enum wire_role_op {
 #define WIRE_RI_DEMOTED 0x01u      /* a primary that is demoting / demoted */
 #define WIRE_RI_SPLIT_BRAIN 0x02u
 #define WIRE_RI_NEEDS_RESYNC 0x04u /* a demoted ex-primary waiting for resync */
+
+/* ROLE settings flags (the optional settings block of ROLE) */
+#define WIRE_RS_COMPRESS 0x01u
+#define WIRE_RS_KEEP_WRITING 0x02u   /* split-brain policy keep-writing */
 
 struct wire_digest {
 	uint64_t objno;
@@ -131,6 +141,10 @@ struct wire_msg {
 			uint32_t object_size;
 			uint32_t block_size;
 			uint32_t flags;
+			/* with WIRE_OPEN_BASE only */
+			char base_snap[WIRE_NAME_MAX + 1];
+			char base_id[WIRE_NAME_MAX + 1];  /* id of the pair that made it */
+			uint64_t base_cycle;
 		} pair_open;
 		struct {
 			uint64_t last_cycle;              /* 0: none committed */
@@ -202,6 +216,13 @@ struct wire_msg {
 			char last_snap[WIRE_NAME_MAX + 1];/* "" or a name */
 			char sender_volume[WIRE_NAME_MAX + 1];
 			char addr[WIRE_TEXT_MAX + 1];     /* sender's --listen, "" = none */
+			/* Optional block (a peer of before may end the frame after
+			 * addr): the primary's settings, which its secondary keeps. */
+			bool has_settings;
+			uint64_t peer_timeout_s;          /* 0 = the default */
+			uint64_t bandwidth;
+			uint32_t max_inflight;
+			uint32_t settings_flags;          /* WIRE_RS_* */
 		} role;
 		struct {
 			uint32_t role;                    /* WIRE_RI_PRIMARY / SECONDARY */

@@ -33,6 +33,32 @@ static void test_parse_size(void **st)
 	assert_int_equal(parse_size("17179869184T", &v), -ERANGE);
 }
 
+static void test_parse_duration(void **st)
+{
+	(void)st;
+	uint64_t v;
+	assert_int_equal(parse_duration("90", &v), 0);
+	assert_int_equal(v, 90);
+	assert_int_equal(parse_duration("90s", &v), 0);
+	assert_int_equal(v, 90);
+	assert_int_equal(parse_duration("5m", &v), 0);
+	assert_int_equal(v, 300);
+	assert_int_equal(parse_duration("1h", &v), 0);
+	assert_int_equal(v, 3600);
+	assert_int_equal(parse_duration("2d", &v), 0);
+	assert_int_equal(v, 172800);
+	assert_int_equal(parse_duration("0", &v), 0);
+	assert_int_equal(v, 0);
+	assert_int_equal(parse_duration("", &v), -EINVAL);
+	assert_int_equal(parse_duration("m", &v), -EINVAL);
+	assert_int_equal(parse_duration("5x", &v), -EINVAL);
+	assert_int_equal(parse_duration("5ms", &v), -EINVAL);
+	assert_int_equal(parse_duration("-5", &v), -EINVAL);
+	assert_int_equal(parse_duration("1 h", &v), -EINVAL);
+	assert_int_equal(parse_duration("99999999999999999999", &v), -ERANGE);
+	assert_int_equal(parse_duration("307445734561825861h", &v), -ERANGE);
+}
+
 static void test_name_valid(void **st)
 {
 	(void)st;
@@ -109,6 +135,7 @@ int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_parse_size),
+		cmocka_unit_test(test_parse_duration),
 		cmocka_unit_test(test_name_valid),
 		cmocka_unit_test(test_json),
 		cmocka_unit_test(test_crc32c),

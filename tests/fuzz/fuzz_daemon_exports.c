@@ -43,6 +43,11 @@ bool daemon_volume_is_secondary(const char *name)
 	(void)name;
 	return false;
 }
+bool daemon_volume_fenced(const char *name)
+{
+	(void)name;
+	return false;
+}
 
 /* One line exactly as save_locked() writes it. */
 static void encode_line(struct sbuf *b, const struct export *e)

@@ -1,144 +1,105 @@
 /* libFuzzer target: the replication engine's persisted state, as read back
- * after a restart: POOL/pairs/NAME.pair (pair_parse() in src/repl/engine.c)
- * and the secondary's checkpoint POOL/pairs/NAME.ckpt (ckpt_load() in
- * src/repl/engine_recv.c).  Both are static, hence the #include of the
- * source files; read_file and write_file_atomic are redirected to memory so
- * no file is touched.
+ * after a restart: the pair record (POOL/pairs/NAME.pair), the secondary's
+ * checkpoint (NAME.ckpt) and the snapshot kept for re-pairing (NAME.base).
+ * All three are pure codecs in src/repl/rec.c (no I/O, no allocation).
  *
- * Input: byte 0 even = a .pair file, odd = a .ckpt file; the rest is the
- * file's content.
+ * Input: byte 0 selects the file: odd = a .ckpt, even with bit 1 set = a
+ * .base, else a .pair; the rest is the file's content.
  *
- * Properties checked: no memory error; an accepted file gives valid names;
- * saving what was loaded (pair_save(), ckpt_save()) and loading that again
- * gives the same state, so a restart never changes a pair. */
+ * Properties checked: no memory error; an accepted file is a valid record
+ * (names valid, fields consistent); formatting what was parsed and parsing
+ * that again gives the same value and the same bytes, so a restart never
+ * changes a pair; the transition check agrees with the phase table for
+ * every phase the parsed record could move to. */
 #include <stddef.h>
 #include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
 
-#define read_file fuzz_read_file
-#define write_file_atomic fuzz_write_file_atomic
-#include "repl/engine.c"
-#include "repl/engine_recv.c"
-#undef read_file
-#undef write_file_atomic
+#include "common/common.h"
+#include "repl/rec.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
-/* What the next read_file returns, and what the last write wrote. */
-static const uint8_t *g_in;
-static size_t g_in_len;
-static char g_saved[1 << 16];
-static size_t g_saved_len;
+static char g_a[REC_FILE_MAX], g_b[REC_FILE_MAX];
 
-int fuzz_read_file(const char *path, size_t max, char **out, size_t *len)
+static void fuzz_pair(const char *text, size_t len)
 {
-	(void)path;
-	if (g_in_len > max)
-		return -EFBIG;
-	char *t = malloc(g_in_len + 1);
-	if (!t)
-		return -ENOMEM;
-	memcpy(t, g_in, g_in_len);
-	t[g_in_len] = '\0';
-	*out = t;
-	*len = g_in_len;
-	return 0;
-}
-
-int fuzz_write_file_atomic(const char *path, const void *p, size_t len)
-{
-	(void)path;
-	if (len > sizeof(g_saved))
+	struct pair_rec r, q;
+	if (pair_rec_parse(text, len, &r) < 0)
+		return;
+	if (pair_rec_valid(&r, NULL, 0) < 0 || !name_valid(r.name) || !name_valid(r.id))
 		abort();
-	memcpy(g_saved, p, len);
-	g_saved_len = len;
-	return 0;
-}
-
-static bool same_pair(const struct pair *a, const struct pair *b)
-{
-	return !strcmp(a->name, b->name) && !strcmp(a->id, b->id) && a->role == b->role &&
-	       !strcmp(a->peer, b->peer) && !strcmp(a->remote, b->remote) &&
-	       a->period_s == b->period_s && a->max_inflight == b->max_inflight &&
-	       a->bandwidth == b->bandwidth && a->compress == b->compress &&
-	       a->paused == b->paused && a->created == b->created &&
-	       !strcmp(a->seed_snap, b->seed_snap) && a->last_cycle == b->last_cycle &&
-	       !strcmp(a->last_snap, b->last_snap) && a->last_time == b->last_time &&
-	       a->cur_cycle == b->cur_cycle && !strcmp(a->cur_snap, b->cur_snap) &&
-	       a->cur_time == b->cur_time && a->has_stats == b->has_stats &&
-	       (!a->has_stats ||
-	        (a->stats.number == b->stats.number && a->stats.extents == b->stats.extents &&
-	         a->stats.data_bytes == b->stats.data_bytes &&
-	         a->stats.zero_bytes == b->stats.zero_bytes &&
-	         a->stats.wire_bytes == b->stats.wire_bytes));
-	/* stats.seconds is written with 3 decimals: not compared */
-}
-
-static void fuzz_pair(struct repl *r, const uint8_t *data, size_t size)
-{
-	char *text = malloc(size + 1);
-	if (!text)
+	int n = pair_rec_format(&r, g_a, sizeof(g_a));
+	if (n < 0 || pair_rec_parse(g_a, (size_t)n, &q) < 0 || !pair_rec_equal(&r, &q))
+		abort(); /* a saved pair must load back unchanged */
+	int m = pair_rec_format(&q, g_b, sizeof(g_b));
+	if (m != n || memcmp(g_a, g_b, (size_t)n))
 		abort();
-	memcpy(text, data, size);
-	text[size] = '\0';
-	struct pair *p = pair_alloc(r);
-	if (!p)
-		abort();
-	if (pair_parse(p, text) == 0) {
-		if (!name_valid(p->name) || !p->id[0] ||
-		    (p->role != REPL_ROLE_PRIMARY && p->role != REPL_ROLE_SECONDARY))
+	/* The transition rules on a real record: a change to another phase
+	 * is accepted only where the table says so. */
+	char why[300];
+	for (int ph = PH_NONE; ph < PH_COUNT; ph++) {
+		q = r;
+		q.phase = (enum pair_phase)ph;
+		int rc = pair_rec_check(&r, &q, why, sizeof(why));
+		if (rc == 0 && !pair_phase_legal(r.phase, q.phase))
 			abort();
-		g_saved_len = 0;
-		if (pair_save(p) < 0)
-			abort();
-		struct pair *q = pair_alloc(r);
-		if (!q)
-			abort();
-		char *again = malloc(g_saved_len + 1);
-		if (!again)
-			abort();
-		memcpy(again, g_saved, g_saved_len);
-		again[g_saved_len] = '\0';
-		if (pair_parse(q, again) < 0 || !same_pair(p, q))
-			abort(); /* a saved pair must load back unchanged */
-		free(again);
-		pair_put(q);
+		if (rc < 0 && !why[0])
+			abort(); /* a refusal always says why */
 	}
-	pair_put(p);
-	free(text);
+	if (pair_rec_check(NULL, &r, why, sizeof(why)) == 0 &&
+	    r.phase != PH_PRIMARY && r.phase != PH_SECONDARY)
+		abort();
+	for (unsigned k = 0; k < 8; k++) {
+		struct pair_health h = { .running = k & 1, .failures = (k & 2) ? PAIR_ERROR_AFTER : 0,
+		                         .peer_down = k & 4 };
+		if ((unsigned)pair_state_of(&r, &h) >= REPL_ST_COUNT)
+			abort();
+	}
+	(void)pair_rec_peer_timeout(&r);
+	(void)pair_rec_fenced(&r);
 }
 
-static void fuzz_ckpt(struct repl *r, const uint8_t *data, size_t size)
+static void fuzz_ckpt(const char *text, size_t len)
 {
-	struct ckpt c, c2;
-	g_in = data;
-	g_in_len = size;
-	if (ckpt_load(r, "vol", &c) < 0)
+	struct ckpt c, d;
+	if (ckpt_parse(text, len, &c) < 0)
 		return;
 	if ((c.base[0] && !name_valid(c.base)) || !name_valid(c.target))
 		abort();
-	g_saved_len = 0;
-	if (ckpt_save(r, "vol", &c) < 0)
-		abort();
-	g_in = (const uint8_t *)g_saved;
-	g_in_len = g_saved_len;
-	if (ckpt_load(r, "vol", &c2) < 0 || c.cycle != c2.cycle || strcmp(c.base, c2.base) ||
-	    strcmp(c.target, c2.target) || c.next_objno != c2.next_objno ||
-	    c.done_objects != c2.done_objects)
+	int n = ckpt_format(&c, g_a, sizeof(g_a));
+	if (n < 0 || ckpt_parse(g_a, (size_t)n, &d) < 0 || c.cycle != d.cycle ||
+	    strcmp(c.base, d.base) || strcmp(c.target, d.target) ||
+	    c.next_objno != d.next_objno || c.done_objects != d.done_objects)
 		abort(); /* a saved checkpoint must load back unchanged */
+}
+
+static void fuzz_base(const char *text, size_t len)
+{
+	struct pair_base b, c;
+	if (pair_base_parse(text, len, &b) < 0)
+		return;
+	if (!name_valid(b.snap) || !name_valid(b.pair_id) || !b.cycle)
+		abort();
+	int n = pair_base_format(&b, g_a, sizeof(g_a));
+	if (n < 0 || pair_base_parse(g_a, (size_t)n, &c) < 0 || strcmp(b.snap, c.snap) ||
+	    strcmp(b.pair_id, c.pair_id) || b.cycle != c.cycle || b.time != c.time ||
+	    strcmp(b.peer_volume, c.peer_volume))
+		abort();
 }
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
-	static struct repl r;
-	if (!r.pairs_dir[0]) {
-		log_set_level(LOG_ERROR);
-		snprintf(r.pairs_dir, sizeof(r.pairs_dir), "/nonexistent/pairs");
-	}
 	if (size < 1)
 		return 0;
+	const char *text = (const char *)data + 1;
+	size_t len = size - 1;
 	if (data[0] & 1)
-		fuzz_ckpt(&r, data + 1, size - 1);
+		fuzz_ckpt(text, len);
+	else if (data[0] & 2)
+		fuzz_base(text, len);
 	else
-		fuzz_pair(&r, data + 1, size - 1);
+		fuzz_pair(text, len);
 	return 0;
 }

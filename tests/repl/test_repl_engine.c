@@ -119,26 +119,23 @@ static void create_pair(struct env *e, const char *name, struct repl_pair_opts *
 	if (!po)
 		po = &def;
 	po->peer = e->b.listen;
-	if (!po->period_s)
-		po->period_s = 3600; /* cycles only when the test asks */
-	struct sbuf out;
-	sbuf_init(&out);
-	int rc = repl_pair_create(e->a.r, name, po, &out);
+	if (!po->s.period_s)
+		po->s.period_s = 3600; /* cycles only when the test asks */
+	struct repl_created res;
+	struct repl_err err = { "" };
+	int rc = repl_pair_create(e->a.r, name, po, &res, &err);
 	if (rc)
-		print_error("pair create: %s", out.p);
+		print_error("pair create: %s", err.msg);
 	assert_int_equal(rc, 0);
-	sbuf_free(&out);
 }
 
 static void sync_wait(struct env *e, const char *name)
 {
-	struct sbuf out;
-	sbuf_init(&out);
-	int rc = repl_pair_sync(e->a.r, name, true, &out);
+	struct repl_err err = { "" };
+	int rc = repl_pair_sync(e->a.r, name, &err);
 	if (rc)
-		print_error("pair sync: %s", out.p);
+		print_error("pair sync: %s", err.msg);
 	assert_int_equal(rc, 0);
-	sbuf_free(&out);
 }
 
 static void last_snap(struct repl *r, const char *name, char *snap)
@@ -146,18 +143,17 @@ static void last_snap(struct repl *r, const char *name, char *snap)
 	pthread_mutex_lock(&r->mu);
 	struct pair *p = pair_find(r, name);
 	assert_non_null(p);
-	snprintf(snap, STORE_NAME_MAX + 1, "%s", p->last_snap);
+	snprintf(snap, STORE_NAME_MAX + 1, "%s", p->rec.last_snap);
 	pthread_mutex_unlock(&r->mu);
 }
 
-static struct cycle_stats last_stats(struct repl *r, const char *name)
+static struct repl_cycle_stats last_stats(struct repl *r, const char *name)
 {
-	pthread_mutex_lock(&r->mu);
-	struct pair *p = pair_find(r, name);
-	assert_non_null(p);
-	struct cycle_stats s = p->stats;
-	pthread_mutex_unlock(&r->mu);
-	return s;
+	struct repl_status st;
+	struct repl_err err;
+	assert_int_equal(repl_pair_status(r, name, &st, &err), 0);
+	assert_true(st.has_stats);
+	return st.last;
 }
 
 /* Byte-for-byte: A@snap == B@snap == B head, skipping regions where both
@@ -199,14 +195,15 @@ static void check_same(struct env *e, const char *name)
 	free(h);
 	vol_close(va);
 	vol_close(vb);
-	bool eq = false;
-	struct sbuf out;
-	sbuf_init(&out);
-	assert_int_equal(repl_pair_verify(e->a.r, name, false, &eq, &out), 0);
-	if (!eq)
-		print_error("%s", out.p);
-	assert_true(eq);
-	sbuf_free(&out);
+	struct repl_verify v;
+	struct repl_err err = { "" };
+	int rc = repl_pair_verify(e->a.r, name, NULL, NULL, NULL, &v, &err);
+	if (rc)
+		print_error("verify: %s", err.msg);
+	assert_int_equal(rc, 0);
+	assert_true(v.match);
+	assert_string_equal(v.primary_md5, v.secondary_md5);
+	free(v.mismatch);
 }
 
 /* ---- resync: the union of both sides' changes ---------------------------- */
@@ -292,24 +289,26 @@ static void test_initial_sync_sparse(void **state)
 	assert_int_equal(repl_volume_role(e->a.r, "db"), REPL_ROLE_PRIMARY);
 	assert_int_equal(repl_volume_role(e->a.r, "nope"), REPL_ROLE_NONE);
 	/* Only changed data travels: a 64 MiB volume with ~110 KB written. */
-	struct cycle_stats st = last_stats(e->a.r, "db");
+	struct repl_cycle_stats st = last_stats(e->a.r, "db");
 	assert_true(st.wire_bytes < 200000);
-	/* status in JSON names the fields the CLI promises */
-	struct sbuf out;
-	sbuf_init(&out);
-	assert_int_equal(repl_pair_status(e->a.r, "db", true, &out), 0);
-	const char *keys[] = { "\"name\":", "\"role\":\"primary\"", "\"peer\":", "\"state\":\"idle\"",
-	                       "\"period_s\":", "\"last_synced\":{\"snapshot\":", "\"rpo_lag_s\":",
-	                       "\"cycle\":null", "\"last_cycle\":{\"number\":", "\"error\":null" };
-	for (size_t i = 0; i < ARRAY_SIZE(keys); i++)
-		if (!strstr(out.p, keys[i]))
-			fail_msg("status lacks %s: %s", keys[i], out.p);
-	sbuf_free(&out);
-	sbuf_init(&out);
-	assert_int_equal(repl_pair_status(e->b.r, "db", true, &out), 0);
-	assert_non_null(strstr(out.p, "\"role\":\"secondary\""));
-	assert_non_null(strstr(out.p, "\"last_synced\":{\"snapshot\":"));
-	sbuf_free(&out);
+	/* status says what the CLI prints */
+	struct repl_status s;
+	struct repl_err err;
+	assert_int_equal(repl_pair_status(e->a.r, "db", &s, &err), 0);
+	assert_string_equal(s.name, "db");
+	assert_int_equal(s.role, REPL_ROLE_PRIMARY);
+	assert_int_equal(s.state, REPL_ST_IDLE);
+	assert_int_equal(s.period_s, 3600);
+	assert_true(s.has_last && s.last_cycle >= 1);
+	assert_false(s.running);
+	assert_true(s.has_stats);
+	assert_string_equal(s.error, "");
+	assert_true(s.peer_last_contact > 0);
+	assert_true(s.counters.cycles_ok >= 1);
+	assert_int_equal(repl_pair_status(e->b.r, "db", &s, &err), 0);
+	assert_int_equal(s.role, REPL_ROLE_SECONDARY);
+	assert_true(s.has_last && s.last_cycle >= 1);
+	assert_true(s.counters.cycles_ok >= 1);
 	vol_close(v);
 }
 
@@ -327,7 +326,7 @@ static void test_last_object_all_zero(void **state)
 	assert_int_equal(vol_write_zeroes(v, 7u << 20, 1u << 20), 0);
 	sync_wait(e, "v");
 	check_same(e, "v");
-	struct cycle_stats st = last_stats(e->a.r, "v");
+	struct repl_cycle_stats st = last_stats(e->a.r, "v");
 	assert_true(st.zero_bytes >= (1u << 20));
 	assert_true(st.wire_bytes < 64 * 1024); /* the zeroed MiB costs no data */
 	vol_close(v);
@@ -344,7 +343,7 @@ static void test_every_object_all_zero(void **state)
 	assert_int_equal(vol_discard(v, 0, 8u << 20), 0);
 	sync_wait(e, "v");
 	check_same(e, "v");
-	struct cycle_stats st = last_stats(e->a.r, "v");
+	struct repl_cycle_stats st = last_stats(e->a.r, "v");
 	assert_int_equal(st.data_bytes, 0);
 	vol_close(v);
 }
@@ -360,7 +359,7 @@ static void test_empty_increment(void **state)
 	sync_wait(e, "v");
 	sync_wait(e, "v");
 	check_same(e, "v");
-	struct cycle_stats st = last_stats(e->a.r, "v");
+	struct repl_cycle_stats st = last_stats(e->a.r, "v");
 	assert_int_equal(st.extents, 0);
 	assert_int_equal(st.data_bytes, 0);
 	char snap[STORE_NAME_MAX + 1];
@@ -418,7 +417,7 @@ static void test_discard_then_few_writes(void **state)
 	fill(v, (32u << 20) - 4096, 4096, &e->seed);
 	sync_wait(e, "v");
 	check_same(e, "v");
-	struct cycle_stats st = last_stats(e->a.r, "v");
+	struct repl_cycle_stats st = last_stats(e->a.r, "v");
 	assert_true(st.wire_bytes < 100000);
 	vol_close(v);
 }
@@ -436,7 +435,7 @@ static void test_huge_count_last_changed(void **state)
 	uint64_t t0 = now_mono_ns();
 	sync_wait(e, "v");
 	double dt = (double)(now_mono_ns() - t0) / 1e9;
-	struct cycle_stats st = last_stats(e->a.r, "v");
+	struct repl_cycle_stats st = last_stats(e->a.r, "v");
 	assert_int_equal(st.extents, 1);
 	assert_int_equal(st.data_bytes, 4096);
 	assert_true(dt < 20.0);
@@ -458,7 +457,7 @@ static void test_random_cycles(void **state)
 	struct env *e = *state;
 	uint64_t size = 24u << 20;
 	struct vol *v = mkvol(e->a.s, "v", size, 256u << 10);
-	struct repl_pair_opts po = { .max_inflight = 3, .compress = true };
+	struct repl_pair_opts po = { .s = { .max_inflight = 3, .compress = true } };
 	create_pair(e, "v", &po);
 	for (int c = 0; c < 12; c++) {
 		int ops = 1 + (int)(rnd(&e->seed) % 20);
@@ -487,11 +486,11 @@ static void test_compress_and_bandwidth(void **state)
 		t[i] = "ferry replicates volumes "[i % 25];
 	assert_int_equal(vol_write(v, t, 0, 4u << 20), 0);
 	free(t);
-	struct repl_pair_opts po = { .compress = true, .bandwidth = 4u << 20 };
+	struct repl_pair_opts po = { .s = { .compress = true, .bandwidth = 4u << 20 } };
 	create_pair(e, "v", &po);
 	sync_wait(e, "v");
 	check_same(e, "v");
-	struct cycle_stats st = last_stats(e->a.r, "v");
+	struct repl_cycle_stats st = last_stats(e->a.r, "v");
 	assert_true(st.wire_bytes < (1u << 20)); /* 4 MiB squeezed by zstd */
 	/* incompressible 2 MiB at 4 MiB/s takes about half a second */
 	fill(v, 8u << 20, 2u << 20, &e->seed);
@@ -510,12 +509,11 @@ static void test_wrong_secret(void **state)
 	site_up(&e->a, NULL, "not-the-secret");
 	struct vol *v = mkvol(e->a.s, "v", 4u << 20, 1u << 20);
 	struct repl_pair_opts po = { .peer = e->b.listen };
-	struct sbuf out;
-	sbuf_init(&out);
-	int rc = repl_pair_create(e->a.r, "v", &po, &out);
+	struct repl_created res;
+	struct repl_err err = { "" };
+	int rc = repl_pair_create(e->a.r, "v", &po, &res, &err);
 	assert_int_equal(rc, -EACCES);
-	assert_non_null(strstr(out.p, "secret"));
-	sbuf_free(&out);
+	assert_non_null(strstr(err.msg, "secret"));
 	/* no access to any volume: nothing was created on the secondary */
 	assert_false(store_vol_exists(e->b.s, "v"));
 	assert_int_equal(repl_volume_role(e->a.r, "v"), REPL_ROLE_NONE);
@@ -529,12 +527,11 @@ static void test_secondary_not_empty_refused(void **state)
 	fill(v, 0, 4096, &e->seed);
 	struct vol *vb = mkvol(e->b.s, "v", 4u << 20, 1u << 20);
 	fill(vb, 8192, 4096, &e->seed);
-	struct repl_pair_opts po = { .peer = e->b.listen, .period_s = 3600 };
-	struct sbuf out;
-	sbuf_init(&out);
-	assert_int_equal(repl_pair_create(e->a.r, "v", &po, &out), -ENOTEMPTY);
-	assert_non_null(strstr(out.p, "not empty"));
-	sbuf_free(&out);
+	struct repl_pair_opts po = { .peer = e->b.listen, .s = { .period_s = 3600 } };
+	struct repl_created res;
+	struct repl_err err = { "" };
+	assert_int_equal(repl_pair_create(e->a.r, "v", &po, &res, &err), -ENOTEMPTY);
+	assert_non_null(strstr(err.msg, "not empty"));
 	/* --force overwrites it */
 	po.force = true;
 	create_pair(e, "v", &po);
@@ -639,18 +636,16 @@ static void test_cut_and_resume(void **state)
 	fill(v, 0, (size_t)size, &e->seed); /* 96 MiB incompressible */
 	struct proxy px;
 	proxy_start(&px, e->b.listen, 60u << 20);
-	struct repl_pair_opts po = { .peer = px.addr, .period_s = 3600, .bandwidth = 150u << 20 };
-	struct sbuf out;
-	sbuf_init(&out);
-	assert_int_equal(repl_pair_create(e->a.r, "v", &po, &out), 0);
-	sbuf_free(&out);
+	struct repl_pair_opts po = { .peer = px.addr,
+	                             .s = { .period_s = 3600, .bandwidth = 150u << 20 } };
+	struct repl_created res;
+	struct repl_err err = { "" };
+	assert_int_equal(repl_pair_create(e->a.r, "v", &po, &res, &err), 0);
 	/* The first attempt is cut after 60 MB and fails; the retry resumes. */
-	sbuf_init(&out);
-	int rc = repl_pair_sync(e->a.r, "v", true, &out);
+	int rc = repl_pair_sync(e->a.r, "v", &err);
 	if (rc == 0) /* the cut came after the initial cycle: it is the next one */
-		fail_msg("the cut did not interrupt the cycle: %s", out.p);
-	assert_non_null(strstr(out.p, "closed the connection"));
-	sbuf_free(&out);
+		fail_msg("the cut did not interrupt the cycle");
+	assert_non_null(strstr(err.msg, "closed the connection"));
 	sync_wait(e, "v");
 	check_same(e, "v");
 	/* A restart from scratch would have moved 60 + 96 MiB through the
@@ -673,26 +668,22 @@ static void test_inflight_snapshot_vanished(void **state)
 	fill(v, 0, (size_t)size, &e->seed);
 	struct proxy px;
 	proxy_start(&px, e->b.listen, 24u << 20);
-	struct repl_pair_opts po = { .peer = px.addr, .period_s = 3600 };
-	struct sbuf out;
-	sbuf_init(&out);
-	assert_int_equal(repl_pair_create(e->a.r, "v", &po, &out), 0);
-	assert_true(repl_pair_sync(e->a.r, "v", true, &out) < 0); /* cut */
+	struct repl_pair_opts po = { .peer = px.addr, .s = { .period_s = 3600 } };
+	struct repl_created res;
+	struct repl_err err = { "" };
+	assert_int_equal(repl_pair_create(e->a.r, "v", &po, &res, &err), 0);
+	assert_true(repl_pair_sync(e->a.r, "v", &err) < 0); /* cut */
 	px.refuse = true;
-	sbuf_free(&out);
 	char snap[STORE_NAME_MAX + 1];
 	pthread_mutex_lock(&e->a.r->mu);
-	snprintf(snap, sizeof(snap), "%s", pair_find(e->a.r, "v")->cur_snap);
+	snprintf(snap, sizeof(snap), "%s", pair_find(e->a.r, "v")->rec.cur_snap);
 	pthread_mutex_unlock(&e->a.r->mu);
 	assert_int_equal(vol_snap_delete(v, snap), 0);
 	fill(v, 0, (size_t)size, &e->seed); /* everything differs now */
 	px.refuse = false;
 	int ok = -1;
-	for (int i = 0; i < 4 && ok; i++) {
-		sbuf_init(&out);
-		ok = repl_pair_sync(e->a.r, "v", true, &out);
-		sbuf_free(&out);
-	}
+	for (int i = 0; i < 4 && ok; i++)
+		ok = repl_pair_sync(e->a.r, "v", &err);
 	assert_int_equal(ok, 0);
 	check_same(e, "v");
 	proxy_stop(&px);
@@ -711,25 +702,24 @@ static void test_dead_peer_then_back(void **state)
 	snprintf(addr, sizeof(addr), "%s", e->b.listen);
 	site_down(&e->b);
 	fill(v, 65536, 65536, &e->seed);
-	struct sbuf out;
-	sbuf_init(&out);
+	struct repl_err err;
+	struct repl_status st;
 	uint64_t t0 = now_mono_ns();
-	assert_true(repl_pair_sync(e->a.r, "v", true, &out) < 0);
+	assert_true(repl_pair_sync(e->a.r, "v", &err) < 0);
 	assert_true(now_mono_ns() - t0 < 10000000000ull);
-	sbuf_free(&out);
-	sbuf_init(&out);
-	assert_int_equal(repl_pair_status(e->a.r, "v", true, &out), 0);
-	assert_non_null(strstr(out.p, "\"state\":\"error\""));
-	assert_null(strstr(out.p, "\"error\":null"));
-	sbuf_free(&out);
+	assert_int_equal(repl_pair_status(e->a.r, "v", &st, &err), 0);
+	assert_int_equal(st.state, REPL_ST_ERROR);
+	assert_true(st.error[0]);
+	assert_true(st.consecutive_failures >= 1);
+	assert_true(st.counters.cycles_failed >= 1);
 	/* back on the same address: the retry with backoff catches up */
 	site_up(&e->b, addr, SECRET);
 	sync_wait(e, "v");
 	check_same(e, "v");
-	sbuf_init(&out);
-	assert_int_equal(repl_pair_status(e->a.r, "v", true, &out), 0);
-	assert_non_null(strstr(out.p, "\"error\":null"));
-	sbuf_free(&out);
+	assert_int_equal(repl_pair_status(e->a.r, "v", &st, &err), 0);
+	assert_string_equal(st.error, "");
+	assert_int_equal(st.consecutive_failures, 0);
+	assert_int_equal(st.state, REPL_ST_IDLE);
 	vol_close(v);
 }
 
@@ -758,23 +748,26 @@ static void test_pause_resume_rm(void **state)
 	fill(v, 0, 4096, &e->seed);
 	create_pair(e, "v", NULL);
 	sync_wait(e, "v");
-	struct sbuf out;
-	sbuf_init(&out);
-	assert_int_equal(repl_pair_pause(e->a.r, "v", &out), 0);
-	assert_true(repl_pair_sync(e->a.r, "v", true, &out) < 0);
-	sbuf_free(&out);
-	sbuf_init(&out);
-	assert_int_equal(repl_pair_status(e->a.r, "v", true, &out), 0);
-	assert_non_null(strstr(out.p, "\"state\":\"paused\""));
-	assert_int_equal(repl_pair_resume(e->a.r, "v", &out), 0);
-	sbuf_free(&out);
+	struct repl_err err;
+	struct repl_status st;
+	assert_int_equal(repl_pair_pause(e->a.r, "v", &err), 0);
+	assert_true(repl_pair_sync(e->a.r, "v", &err) < 0);
+	assert_int_equal(repl_pair_status(e->a.r, "v", &st, &err), 0);
+	assert_int_equal(st.state, REPL_ST_PAUSED);
+	assert_true(st.paused);
+	assert_int_equal(repl_pair_resume(e->a.r, "v", &err), 0);
 	sync_wait(e, "v");
 	check_same(e, "v");
-	sbuf_init(&out);
-	assert_int_equal(repl_pair_list(e->a.r, true, &out), 0);
-	assert_non_null(strstr(out.p, "\"name\":\"v\""));
-	assert_int_equal(repl_pair_rm(e->a.r, "v", &out), 0);
-	sbuf_free(&out);
+	struct repl_status *all;
+	size_t n;
+	assert_int_equal(repl_pair_list(e->a.r, &all, &n), 0);
+	assert_int_equal(n, 1);
+	assert_string_equal(all[0].name, "v");
+	free(all);
+	struct repl_removed rm;
+	assert_int_equal(repl_pair_rm(e->a.r, "v", &rm, &err), 0);
+	assert_true(rm.told);
+	assert_true(rm.kept_snap[0]);
 	assert_int_equal(repl_volume_role(e->a.r, "v"), REPL_ROLE_NONE);
 	assert_int_equal(repl_volume_role(e->b.r, "v"), REPL_ROLE_NONE);
 	assert_true(store_vol_exists(e->b.s, "v")); /* the secondary keeps its volume */
@@ -797,13 +790,14 @@ static void test_verify_mismatch(void **state)
 	fill(vb, (2u << 20) + 4096, 512, &e->seed);
 	assert_int_equal(vol_snap_create(vb, snap), 0);
 	vol_close(vb);
-	bool eq = true;
-	struct sbuf out;
-	sbuf_init(&out);
-	assert_int_equal(repl_pair_verify(e->a.r, "v", true, &eq, &out), 0);
-	assert_false(eq);
-	assert_non_null(strstr(out.p, "\"mismatched_objects\":[2]"));
-	sbuf_free(&out);
+	struct repl_verify res;
+	struct repl_err err;
+	assert_int_equal(repl_pair_verify(e->a.r, "v", NULL, NULL, NULL, &res, &err), 0);
+	assert_false(res.match);
+	assert_int_equal(res.mismatching_objects, 1);
+	assert_int_equal(res.n_mismatch, 1);
+	assert_int_equal(res.mismatch[0], 2);
+	free(res.mismatch);
 	vol_close(v);
 }
 
@@ -818,12 +812,11 @@ static void test_both_directions(void **state)
 	fill(va, 0, 65536, &e->seed);
 	fill(vb, 4096, 65536, &e->seed);
 	create_pair(e, "x", NULL);
-	struct repl_pair_opts po = { .peer = e->a.listen, .period_s = 1 };
-	struct sbuf out;
-	sbuf_init(&out);
-	assert_int_equal(repl_pair_create(e->b.r, "y", &po, &out), 0);
-	assert_int_equal(repl_pair_sync(e->b.r, "y", true, &out), 0);
-	sbuf_free(&out);
+	struct repl_pair_opts po = { .peer = e->a.listen, .s = { .period_s = 1 } };
+	struct repl_created res;
+	struct repl_err err;
+	assert_int_equal(repl_pair_create(e->b.r, "y", &po, &res, &err), 0);
+	assert_int_equal(repl_pair_sync(e->b.r, "y", &err), 0);
 	sync_wait(e, "x");
 	check_same(e, "x");
 	assert_int_equal(repl_volume_role(e->a.r, "y"), REPL_ROLE_SECONDARY);
@@ -834,7 +827,7 @@ static void test_both_directions(void **state)
 	uint64_t cyc = 0;
 	while (now_mono_ns() < until) {
 		pthread_mutex_lock(&e->b.r->mu);
-		cyc = pair_find(e->b.r, "y")->last_cycle;
+		cyc = pair_find(e->b.r, "y")->rec.last_cycle;
 		pthread_mutex_unlock(&e->b.r->mu);
 		if (cyc >= 3)
 			break;

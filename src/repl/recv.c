@@ -5,8 +5,8 @@
  * (POOL/pairs/NAME.ckpt: cycle, base, target, next object, objects done),
  * written only after vol_flush() so that every object before `next` is on
  * disk.  The commit is: flush, snapshot `target`, record it as last synced
- * (atomic file replace), drop the checkpoint and the previous snapshot,
- * then acknowledge.
+ * (pair_change: atomic file replace), drop the checkpoint and the previous
+ * snapshot, then acknowledge.
  */
 #include "repl/engine.h"
 
@@ -15,6 +15,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <zstd.h>
@@ -28,86 +29,31 @@
 #define CKPT_EVERY_OBJECTS 64
 #define CKPT_EVERY_NS 1000000000ull
 
-struct ckpt {
-	uint64_t cycle;
-	char base[STORE_NAME_MAX + 1];
-	char target[STORE_NAME_MAX + 1];
-	uint64_t next_objno;
-	uint64_t done_objects;
-};
-
-static int ckpt_save(struct repl *r, const char *name, const struct ckpt *c)
+static bool secondary_phase(enum pair_phase ph)
 {
-	char path[4400], text[512];
-	int rc = pair_ckpt_path(r, name, path, sizeof(path));
-	if (rc < 0)
-		return rc;
-	int n = snprintf(text, sizeof(text), "cycle=%" PRIu64 "\nbase=%s\ntarget=%s\n"
-	                 "next_objno=%" PRIu64 "\ndone_objects=%" PRIu64 "\n", c->cycle,
-	                 c->base, c->target, c->next_objno, c->done_objects);
-	return write_file_atomic(path, text, (size_t)n);
+	return ph == PH_SECONDARY || ph == PH_PEER_DEMOTED || ph == PH_NEEDS_RESYNC;
 }
 
-/* 0 with *c filled, -ENOENT when there is none, -EINVAL when damaged. */
-static int ckpt_load(struct repl *r, const char *name, struct ckpt *c)
-{
-	char path[4400];
-	int rc = pair_ckpt_path(r, name, path, sizeof(path));
-	if (rc < 0)
-		return rc;
-	char *text;
-	size_t len;
-	rc = read_file(path, 4096, &text, &len);
-	if (rc < 0)
-		return rc;
-	memset(c, 0, sizeof(*c));
-	int got = 0;
-	for (char *line = strtok(text, "\n"); line; line = strtok(NULL, "\n")) {
-		char *eq = strchr(line, '=');
-		if (!eq)
-			continue;
-		*eq = '\0';
-		const char *val = eq + 1;
-		if (!strcmp(line, "cycle") && parse_u64(val, &c->cycle) == 0)
-			got |= 1;
-		else if (!strcmp(line, "base") && (!*val || name_valid(val))) {
-			snprintf(c->base, sizeof(c->base), "%s", val);
-			got |= 2;
-		} else if (!strcmp(line, "target") && name_valid(val)) {
-			snprintf(c->target, sizeof(c->target), "%s", val);
-			got |= 4;
-		} else if (!strcmp(line, "next_objno") && parse_u64(val, &c->next_objno) == 0)
-			got |= 8;
-		else if (!strcmp(line, "done_objects") && parse_u64(val, &c->done_objects) == 0)
-			got |= 16;
-	}
-	free(text);
-	return got == 31 ? 0 : -EINVAL;
-}
-
-static void ckpt_remove(struct repl *r, const char *name)
-{
-	char path[4400];
-	if (pair_ckpt_path(r, name, path, sizeof(path)) == 0 && unlink(path) == 0)
-		(void)fsync_path(r->pairs_dir);
-}
-
-/* Finds the secondary pair of volume with pair id; takes a reference.
- * Reports the reason to the peer when there is none. */
+/* Finds the secondary pair of volume with pair id; takes a reference and
+ * counts the request as contact with the primary.  Reports the reason to
+ * the peer when there is none. */
 static struct pair *find_secondary(struct repl *r, struct link *l, const char *volume,
                                    const char *id)
 {
 	pthread_mutex_lock(&r->mu);
 	struct pair *p = pair_find(r, volume);
-	if (p && p->role == REPL_ROLE_SECONDARY && !strcmp(p->id, id)) {
+	if (p && secondary_phase(p->rec.phase) && !strcmp(p->rec.id, id)) {
 		pair_get(p);
+		pair_contact(p);
+		(void)pair_change(p, NULL, "the primary is back", NULL, 0);
 		pthread_mutex_unlock(&r->mu);
 		return p;
 	}
+	bool primary = p && !secondary_phase(p->rec.phase);
 	pthread_mutex_unlock(&r->mu);
 	if (!p)
 		link_send_error(l, ENOENT, "no pair for volume %s on this site", volume);
-	else if (p->role != REPL_ROLE_SECONDARY)
+	else if (primary)
 		link_send_error(l, EBUSY, "volume %s is a primary on this site", volume);
 	else
 		link_send_error(l, ESTALE, "volume %s belongs to another pair", volume);
@@ -122,45 +68,64 @@ static void put_pair(struct repl *r, struct pair *p)
 	pthread_mutex_unlock(&r->mu);
 }
 
-static void send_info(struct link *l, const struct pair *p)
+static void send_info(struct link *l, uint64_t cycle, uint64_t time, const char *snap)
 {
 	struct wire_msg m = { .type = WIRE_PAIR_INFO };
-	m.u.pair_info.last_cycle = p->last_cycle;
-	m.u.pair_info.last_time = p->last_time;
-	snprintf(m.u.pair_info.last_snap, sizeof(m.u.pair_info.last_snap), "%s", p->last_snap);
+	m.u.pair_info.last_cycle = cycle;
+	m.u.pair_info.last_time = time;
+	snprintf(m.u.pair_info.last_snap, sizeof(m.u.pair_info.last_snap), "%s", snap);
 	(void)link_send(l, &m);
+}
+
+static int first_change(void *ctx, const struct diff_object *o)
+{
+	(void)ctx;
+	(void)o;
+	return 1;
+}
+
+/* Whether the head of v was written after snapshot snap. */
+static int head_changed(struct vol *v, const char *snap, bool *changed)
+{
+	int rc = vol_diff(v, snap, NULL, first_change, NULL);
+	*changed = rc == 1;
+	return rc < 0 ? rc : 0;
 }
 
 static int handle_open(struct repl *r, struct link *l, const struct wire_msg *m)
 {
 	const char *volume = m->u.pair_open.volume;
 	bool force = m->u.pair_open.flags & WIRE_OPEN_FORCE;
+	bool want_base = m->u.pair_open.flags & WIRE_OPEN_BASE;
 	pthread_mutex_lock(&r->mu);
 	struct pair *p = pair_find(r, volume);
-	if (p && p->role == REPL_ROLE_SECONDARY && !strcmp(p->id, m->u.pair_open.pair_id)) {
+	if (p && secondary_phase(p->rec.phase) && !strcmp(p->rec.id, m->u.pair_open.pair_id)) {
 		/* The primary retries a create that we already did. */
-		send_info(l, p);
+		send_info(l, p->rec.last_cycle, p->rec.last_time, p->rec.last_snap);
+		pair_contact(p);
 		pthread_mutex_unlock(&r->mu);
 		return 0;
 	}
+	bool primary = p && !secondary_phase(p->rec.phase);
 	pthread_mutex_unlock(&r->mu);
-	if (p && (p->role == REPL_ROLE_PRIMARY || !force)) {
+	if (p && (primary || !force)) {
 		link_send_error(l, EEXIST, "volume %s is already in a pair on %s", volume,
 		                r->site[0] ? r->site : "the secondary");
 		return 0;
 	}
 	if (p) {
-		struct sbuf tmp;
-		sbuf_init(&tmp);
-		(void)repl_pair_rm(r, volume, &tmp); /* --force replaces an old pairing */
-		sbuf_free(&tmp);
+		/* --force replaces an old pairing */
+		struct repl_removed res;
+		struct repl_err e;
+		(void)pair_remove_local(r, volume, l, &res, &e);
 	}
 	struct vol_params vp = { .size = m->u.pair_open.size,
 	                         .object_size = m->u.pair_open.object_size,
 	                         .block_size = m->u.pair_open.block_size };
 	struct vol *v;
 	int rc;
-	if (!store_vol_exists(r->store, volume)) {
+	bool existed = store_vol_exists(r->store, volume);
+	if (!existed) {
 		if (!(m->u.pair_open.flags & WIRE_OPEN_CREATE)) {
 			link_send_error(l, ENOENT, "no volume %s", volume);
 			return 0;
@@ -186,15 +151,36 @@ static int handle_open(struct repl *r, struct link *l, const struct wire_msg *m)
 		                vi.block_size);
 		goto out;
 	}
-	if (rc == 0 && (vi.allocated_bytes || vi.snapshots) && !force) {
+	/* Re-pairing: both sides kept the last synced snapshot of the pair
+	 * that was removed; the new pair starts from it. */
+	struct pair_base base;
+	struct snap_info si;
+	bool incremental = false;
+	if (rc == 0 && existed && want_base && base_load(r, volume, &base) == 0 &&
+	    !strcmp(base.pair_id, m->u.pair_open.base_id) &&
+	    !strcmp(base.snap, m->u.pair_open.base_snap) &&
+	    base.cycle == m->u.pair_open.base_cycle && vol_snap_get(v, base.snap, &si) == 0) {
+		bool changed = false;
+		rc = head_changed(v, base.snap, &changed);
+		if (rc == 0 && changed && !force) {
+			link_send_error(l, ENOTEMPTY, "secondary volume %s was written after the pair "
+			                "was removed (since %s); --force discards those writes",
+			                volume, base.snap);
+			goto out;
+		}
+		if (rc == 0 && changed)
+			rc = vol_rollback(v, base.snap);
+		incremental = rc == 0;
+	}
+	if (rc == 0 && !incremental && (vi.allocated_bytes || vi.snapshots) && !force) {
 		link_send_error(l, ENOTEMPTY, "secondary volume %s exists and is not empty "
 		                "(use --force to overwrite it)", volume);
 		goto out;
 	}
-	if (rc == 0 && vi.allocated_bytes && force)
+	if (rc == 0 && !incremental && vi.allocated_bytes && force)
 		rc = vol_write_zeroes(v, 0, vi.size); /* the initial sync assumes zeros */
 	const char *seed = m->u.pair_open.snap;
-	if (rc == 0) {
+	if (rc == 0 && !incremental) {
 		(void)vol_snap_delete(v, seed);
 		rc = vol_snap_create(v, seed);
 	}
@@ -202,24 +188,27 @@ static int handle_open(struct repl *r, struct link *l, const struct wire_msg *m)
 		link_send_error(l, -rc, "cannot prepare volume %s: %s", volume, strerror(-rc));
 		goto out;
 	}
-	struct pair *np = calloc(1, sizeof(*np));
+	struct pair *np = pair_alloc(r);
 	if (!np) {
 		link_send_error(l, ENOMEM, "out of memory");
 		goto out;
 	}
-	np->r = r;
-	np->refs = 1;
-	bucket_init(&np->bucket, 0);
-	snprintf(np->name, sizeof(np->name), "%s", volume);
-	snprintf(np->id, sizeof(np->id), "%s", m->u.pair_open.pair_id);
-	np->role = REPL_ROLE_SECONDARY;
-	snprintf(np->peer, sizeof(np->peer), "%s", m->u.pair_open.origin[0] &&
+	struct pair_rec *c = &np->rec;
+	c->phase = PH_SECONDARY;
+	snprintf(c->name, sizeof(c->name), "%s", volume);
+	snprintf(c->volume, sizeof(c->volume), "%s", volume);
+	snprintf(c->id, sizeof(c->id), "%s", m->u.pair_open.pair_id);
+	rec_text(c->peer, sizeof(c->peer), m->u.pair_open.origin[0] &&
 	         strcmp(m->u.pair_open.origin, "?") ? m->u.pair_open.origin : l->peer);
-	snprintf(np->remote, sizeof(np->remote), "%s", m->u.pair_open.pair);
-	np->period_s = REPL_DEFAULT_PERIOD;
-	np->max_inflight = REPL_DEFAULT_INFLIGHT;
-	np->created = now_wall_s();
-	snprintf(np->seed_snap, sizeof(np->seed_snap), "%s", seed);
+	snprintf(c->remote, sizeof(c->remote), "%s", m->u.pair_open.pair);
+	c->created = now_wall_s();
+	if (incremental) {
+		c->last_cycle = base.cycle;
+		snprintf(c->last_snap, sizeof(c->last_snap), "%s", base.snap);
+		c->last_time = base.time;
+	} else {
+		snprintf(c->seed_snap, sizeof(c->seed_snap), "%s", seed);
+	}
 	ckpt_remove(r, volume);
 	pthread_mutex_lock(&r->mu);
 	if (pair_find(r, volume)) {
@@ -228,17 +217,21 @@ static int handle_open(struct repl *r, struct link *l, const struct wire_msg *m)
 		link_send_error(l, EEXIST, "volume %s is already in a pair", volume);
 		goto out;
 	}
-	rc = pair_save(np);
+	char err[400];
+	rc = pair_add(r, np, err, sizeof(err));
 	if (rc == 0) {
-		np->next = r->pairs;
-		r->pairs = np;
-		send_info(l, np);
-		log_info("repl: pair %s: secondary of %s (%s)", volume, np->peer, np->remote);
+		pair_contact(np);
+		send_info(l, c->last_cycle, c->last_time, c->last_snap);
+		log_info("repl: pair %s: secondary of %s (%s)%s%s", volume, c->peer, c->remote,
+		         incremental ? ", starting from the kept snapshot " : "",
+		         incremental ? c->last_snap : "");
 	} else {
-		link_send_error(l, -rc, "cannot save the pair: %s", strerror(-rc));
+		link_send_error(l, -rc, "%s", err);
 		pair_put(np);
 	}
-	pthread_mutex_unlock(&r->mu);
+	pairs_unlock(r);
+	if (rc == 0)
+		base_remove(r, volume); /* used, or superseded by the new pair */
 out:
 	vol_close(v);
 	return 0;
@@ -295,6 +288,7 @@ struct apply {
 	uint64_t bytes_since_ckpt;
 	uint64_t records, data_bytes, zero_bytes; /* this connection's, for status */
 	char drop[STORE_NAME_MAX + 1];  /* snapshot to delete after the ack */
+	bool dropping;
 	char err[512];
 };
 
@@ -344,7 +338,7 @@ static int apply_record(struct apply *a, const struct wire_msg *m)
 		a->records++;
 		a->data_bytes += m->u.data.raw_len;
 		if (rc < 0)
-			snprintf(a->err, sizeof(a->err), "cannot write volume %s: %s", a->p->name,
+			snprintf(a->err, sizeof(a->err), "cannot write volume %s: %s", a->p->rec.volume,
 			         strerror(-rc));
 		else {
 			pthread_mutex_lock(&a->r->mu);
@@ -361,7 +355,7 @@ static int apply_record(struct apply *a, const struct wire_msg *m)
 		a->records++;
 		a->zero_bytes += m->u.zero.length;
 		if (rc < 0)
-			snprintf(a->err, sizeof(a->err), "cannot zero volume %s: %s", a->p->name,
+			snprintf(a->err, sizeof(a->err), "cannot zero volume %s: %s", a->p->rec.volume,
 			         strerror(-rc));
 		else {
 			pthread_mutex_lock(&a->r->mu);
@@ -387,9 +381,9 @@ static int apply_record(struct apply *a, const struct wire_msg *m)
 			 * before next_objno is durable. */
 			rc = vol_flush(a->v);
 			if (rc == 0)
-				rc = ckpt_save(a->r, a->p->name, &a->ck);
+				rc = ckpt_save(a->r, a->p->rec.name, &a->ck);
 			if (rc < 0) {
-				snprintf(a->err, sizeof(a->err), "cannot checkpoint %s: %s", a->p->name,
+				snprintf(a->err, sizeof(a->err), "cannot checkpoint %s: %s", a->p->rec.volume,
 				         strerror(-rc));
 				return rc;
 			}
@@ -405,6 +399,14 @@ static int apply_record(struct apply *a, const struct wire_msg *m)
 	}
 }
 
+static unsigned hist_bucket(double s)
+{
+	unsigned b = 0;
+	while (b < REPL_HIST_BUCKETS - 1 && s > repl_hist_bounds[b])
+		b++;
+	return b;
+}
+
 static int commit(struct apply *a, const struct wire_msg *begin)
 {
 	struct pair *p = a->p;
@@ -417,54 +419,63 @@ static int commit(struct apply *a, const struct wire_msg *begin)
 		rc = vol_snap_create(a->v, target);
 	}
 	if (rc < 0) {
-		snprintf(a->err, sizeof(a->err), "cannot commit %s@%s: %s", p->name, target,
+		snprintf(a->err, sizeof(a->err), "cannot commit %s@%s: %s", p->rec.volume, target,
 		         strerror(-rc));
 		return rc;
 	}
-	char prev[STORE_NAME_MAX + 1];
+	char prev[STORE_NAME_MAX + 1], err[400], why[64];
 	pthread_mutex_lock(&a->r->mu);
-	snprintf(prev, sizeof(prev), "%s", p->last_cycle ? p->last_snap : p->seed_snap);
-	struct pair saved = *p;
-	p->last_cycle = begin->u.cycle_begin.cycle;
-	snprintf(p->last_snap, sizeof(p->last_snap), "%s", target);
-	p->last_time = begin->u.cycle_begin.time;
+	struct pair_rec next = p->rec;
+	snprintf(prev, sizeof(prev), "%s", next.last_cycle ? next.last_snap : next.seed_snap);
+	next.last_cycle = begin->u.cycle_begin.cycle;
+	snprintf(next.last_snap, sizeof(next.last_snap), "%s", target);
+	next.last_time = begin->u.cycle_begin.time;
 	/* On this side "extents" counts the records applied (an extent larger
 	 * than a frame comes as several) over the last connection only. */
-	p->stats = (struct cycle_stats){ .number = p->last_cycle,
-	                                 .extents = a->records,
-	                                 .data_bytes = a->data_bytes,
-	                                 .zero_bytes = a->zero_bytes,
-	                                 .wire_bytes = a->l->rx_bytes + a->l->tx_bytes,
-	                                 .seconds = (double)(now_mono_ns() - p->cycle_start_ns) / 1e9 };
-	p->has_stats = true;
-	p->error[0] = '\0';
+	struct rec_stats st = { .number = next.last_cycle,
+	                        .extents = a->records,
+	                        .data_bytes = a->data_bytes,
+	                        .zero_bytes = a->zero_bytes,
+	                        .wire_bytes = a->l->rx_bytes + a->l->tx_bytes,
+	                        .seconds = (double)(now_mono_ns() - p->cycle_start_ns) / 1e9 };
+	next.stats = st;
+	next.has_stats = true;
 	/* A commit after a split brain ends it: this side now holds the new
-	 * primary's content (its own divergence stays in sb_snap). */
-	p->needs_resync = false;
-	p->split_brain = false;
-	p->common_snap[0] = '\0';
-	p->sb_snap[0] = '\0';
-	rc = pair_save(p);
-	if (rc < 0) {
-		p->needs_resync = saved.needs_resync;
-		p->split_brain = saved.split_brain;
-		memcpy(p->common_snap, saved.common_snap, sizeof(p->common_snap));
-		memcpy(p->sb_snap, saved.sb_snap, sizeof(p->sb_snap));
-		p->last_cycle = saved.last_cycle;
-		memcpy(p->last_snap, saved.last_snap, sizeof(p->last_snap));
-		p->last_time = saved.last_time;
+	 * primary's content (its own divergence stays in its split-brain
+	 * snapshot, which is the operator's now). */
+	bool resynced = next.phase == PH_NEEDS_RESYNC;
+	if (resynced)
+		next.phase = PH_SECONDARY;
+	next.common_snap[0] = '\0';
+	next.sb_snap[0] = '\0';
+	next.reason[0] = '\0';
+	snprintf(why, sizeof(why), "cycle %" PRIu64 " committed", next.last_cycle);
+	p->running = false; /* the transfer is over whatever the record says */
+	rc = pair_change(p, &next, resynced ? "resynced from the new primary" : why, err,
+	                 sizeof(err));
+	if (rc == 0) {
+		p->failures = 0;
+		p->error[0] = '\0';
+		p->last_success = now_wall_s();
+		p->counters.cycles_ok++;
+		p->counters.data_bytes += st.data_bytes;
+		p->counters.zero_bytes += st.zero_bytes;
+		p->counters.wire_bytes += st.wire_bytes;
+		p->counters.duration_hist[hist_bucket(st.seconds)]++;
+		p->counters.duration_sum += st.seconds;
+		(void)pair_change(p, NULL, why, NULL, 0);
 	}
-	pthread_mutex_unlock(&a->r->mu);
+	pairs_unlock(a->r);
 	if (rc < 0) {
-		snprintf(a->err, sizeof(a->err), "cannot record the commit: %s", strerror(-rc));
+		snprintf(a->err, sizeof(a->err), "cannot record the commit: %s", err);
 		return rc;
 	}
-	ckpt_remove(a->r, p->name);
+	ckpt_remove(a->r, p->rec.name);
 	/* The previous snapshot is dropped after the acknowledgement (see
 	 * handle_cycle): deleting it merges layers, which can take long and
 	 * is not part of the commit. */
-	snprintf(a->drop, sizeof(a->drop), "%s", strcmp(prev, target) ? prev : "");
-	log_info("repl: pair %s: cycle %" PRIu64 " committed as %s", p->name,
+	a->dropping = strcmp(prev, target) != 0;
+	log_info("repl: pair %s: cycle %" PRIu64 " committed as %s", p->rec.name,
 	         begin->u.cycle_begin.cycle, target);
 	return 0;
 }
@@ -497,26 +508,30 @@ static int handle_cycle(struct repl *r, struct link *l, const struct wire_msg *b
 	a.cur_obj = UINT64_MAX;
 	int rc = claim(r, p, l);
 	if (rc < 0) {
-		link_send_error(l, EBUSY, "pair %s is busy", p->name);
+		link_send_error(l, EBUSY, "pair %s is busy", p->rec.name);
 		put_pair(r, p);
 		return rc;
 	}
-	rc = vol_open(r->store, p->name, &a.v);
+	pthread_mutex_lock(&r->mu);
+	char name[REC_NAME_MAX + 1], volume[REC_NAME_MAX + 1], remote[REC_NAME_MAX + 1];
+	snprintf(name, sizeof(name), "%s", p->rec.name);
+	snprintf(volume, sizeof(volume), "%s", p->rec.volume);
+	snprintf(remote, sizeof(remote), "%s", p->rec.remote);
+	bool done = p->rec.last_cycle == b->u.cycle_begin.cycle &&
+	            !strcmp(p->rec.last_snap, b->u.cycle_begin.target);
+	char expect[STORE_NAME_MAX + 1], seed[STORE_NAME_MAX + 1];
+	snprintf(expect, sizeof(expect), "%s", p->rec.last_cycle ? p->rec.last_snap : "");
+	snprintf(seed, sizeof(seed), "%s", p->rec.seed_snap);
+	pthread_mutex_unlock(&r->mu);
+	rc = vol_open(r->store, volume, &a.v);
 	if (rc < 0) {
-		snprintf(a.err, sizeof(a.err), "cannot open volume %s: %s", p->name, strerror(-rc));
+		snprintf(a.err, sizeof(a.err), "cannot open volume %s: %s", volume, strerror(-rc));
 		goto fail;
 	}
 	rc = vol_info(a.v, &a.vi);
 	if (rc < 0)
 		goto fail;
 
-	pthread_mutex_lock(&r->mu);
-	bool done = p->last_cycle == b->u.cycle_begin.cycle &&
-	            !strcmp(p->last_snap, b->u.cycle_begin.target);
-	char expect[STORE_NAME_MAX + 1], seed[STORE_NAME_MAX + 1];
-	snprintf(expect, sizeof(expect), "%s", p->last_cycle ? p->last_snap : "");
-	snprintf(seed, sizeof(seed), "%s", p->seed_snap);
-	pthread_mutex_unlock(&r->mu);
 	struct wire_msg m = { .type = WIRE_CYCLE_READY };
 	m.u.cycle_ready.cycle = b->u.cycle_begin.cycle;
 	if (done) {
@@ -531,7 +546,7 @@ static int handle_cycle(struct repl *r, struct link *l, const struct wire_msg *b
 		goto fail;
 	}
 	struct ckpt ck;
-	int crc = ckpt_load(r, p->name, &ck);
+	int crc = ckpt_load(r, name, &ck);
 	if (crc == 0 && ck.cycle == b->u.cycle_begin.cycle &&
 	    !strcmp(ck.base, b->u.cycle_begin.base) && !strcmp(ck.target, b->u.cycle_begin.target) &&
 	    ck.next_objno <= a.vi.objects && ck.done_objects <= b->u.cycle_begin.objects) {
@@ -540,7 +555,7 @@ static int handle_cycle(struct repl *r, struct link *l, const struct wire_msg *b
 		m.u.cycle_ready.resume_objno = ck.next_objno;
 		a.min_obj = ck.next_objno;
 		log_info("repl: pair %s: resuming cycle %" PRIu64 " at object %" PRIu64
-		         " (%" PRIu64 " objects already durable)", p->name, ck.cycle,
+		         " (%" PRIu64 " objects already durable)", name, ck.cycle,
 		         ck.next_objno, ck.done_objects);
 	} else {
 		if (crc != -ENOENT) {
@@ -549,11 +564,11 @@ static int handle_cycle(struct repl *r, struct link *l, const struct wire_msg *b
 			const char *to = expect[0] ? expect : seed;
 			rc = to[0] ? vol_rollback(a.v, to) : -ENOENT;
 			if (rc < 0) {
-				snprintf(a.err, sizeof(a.err), "cannot roll %s back to %s: %s", p->name,
+				snprintf(a.err, sizeof(a.err), "cannot roll %s back to %s: %s", volume,
 				         to, strerror(-rc));
 				goto fail;
 			}
-			log_info("repl: pair %s: restarting cycle %" PRIu64 " from %s", p->name,
+			log_info("repl: pair %s: restarting cycle %" PRIu64 " from %s", name,
 			         b->u.cycle_begin.cycle, to);
 		}
 		memset(&a.ck, 0, sizeof(a.ck));
@@ -562,7 +577,7 @@ static int handle_cycle(struct repl *r, struct link *l, const struct wire_msg *b
 		snprintf(a.ck.target, sizeof(a.ck.target), "%.64s", b->u.cycle_begin.target);
 		/* Written before anything is applied: from now on the head may
 		 * differ from the base, and the checkpoint says so. */
-		rc = ckpt_save(r, p->name, &a.ck);
+		rc = ckpt_save(r, name, &a.ck);
 		if (rc < 0) {
 			snprintf(a.err, sizeof(a.err), "cannot write checkpoint: %s", strerror(-rc));
 			goto fail;
@@ -581,6 +596,7 @@ static int handle_cycle(struct repl *r, struct link *l, const struct wire_msg *b
 	p->done_bytes = 0;
 	p->total_bytes = b->u.cycle_begin.bytes;
 	p->cycle_start_ns = now_mono_ns();
+	(void)pair_change(p, NULL, NULL, NULL, 0);
 	pthread_mutex_unlock(&r->mu);
 	a.last_ckpt_ns = now_mono_ns();
 	rc = link_send(l, &m);
@@ -589,14 +605,14 @@ static int handle_cycle(struct repl *r, struct link *l, const struct wire_msg *b
 	for (;;) {
 		rc = link_recv(l, &m, 0);
 		if (rc < 0) {
-			log_warn("repl: pair %s: cycle %" PRIu64 " interrupted: %s", p->name,
+			log_warn("repl: pair %s: cycle %" PRIu64 " interrupted: %s", name,
 			         b->u.cycle_begin.cycle, l->err);
 			goto out;
 		}
 		if (m.type == WIRE_CYCLE_END)
 			break;
 		if (m.type == WIRE_ERROR) {
-			log_warn("repl: pair %s: primary ended the cycle: %s", p->name, m.u.error.msg);
+			log_warn("repl: pair %s: primary ended the cycle: %s", name, m.u.error.msg);
 			rc = -m.u.error.code;
 			goto out;
 		}
@@ -621,13 +637,17 @@ static int handle_cycle(struct repl *r, struct link *l, const struct wire_msg *b
 	rc = link_send(l, &m);
 	/* The next cycle may start while old snapshots are being deleted. */
 	release(r, p, l);
-	if (a.drop[0])
-		drop_pair_snaps(r, p->name, p->remote, b->u.cycle_begin.target);
+	if (a.dropping)
+		drop_pair_snaps(r, p, volume, remote, b->u.cycle_begin.target);
 	goto out;
 fail:
-	log_error("repl: pair %s: cycle %" PRIu64 ": %s", p->name, b->u.cycle_begin.cycle, a.err);
+	log_error("repl: pair %s: cycle %" PRIu64 ": %s", name, b->u.cycle_begin.cycle, a.err);
 	pthread_mutex_lock(&r->mu);
 	snprintf(p->error, sizeof(p->error), "%s", a.err);
+	p->failures++;
+	p->counters.cycles_failed++;
+	p->running = false;
+	(void)pair_change(p, NULL, a.err, NULL, 0);
 	pthread_mutex_unlock(&r->mu);
 	refuse_and_drain(l, rc, a.err);
 	rc = rc < 0 ? rc : -EIO;
@@ -645,75 +665,21 @@ out:
 	return rc;
 }
 
-struct emit_ctx {
-	struct link *l;
-	uint64_t sent;
-};
-
-static int emit_digests(void *ctx, const struct wire_digest *d, size_t n)
-{
-	struct emit_ctx *e = ctx;
-	int len = wire_encode_digests(d, (uint32_t)n, e->l->wbuf, WIRE_FRAME_MAX);
-	if (len < 0)
-		return len;
-	e->sent += n;
-	return link_send_raw(e->l, e->l->wbuf, (size_t)len);
-}
-
-static int handle_verify(struct repl *r, struct link *l, const struct wire_msg *m)
-{
-	const char *volume = m->u.verify_req.volume;
-	pthread_mutex_lock(&r->mu);
-	struct pair *p = pair_find(r, volume);
-	bool ok = p && p->role == REPL_ROLE_SECONDARY;
-	pthread_mutex_unlock(&r->mu);
-	if (!ok) {
-		link_send_error(l, ENOENT, "no secondary volume %s on this site", volume);
-		return 0;
-	}
-	struct vol *v;
-	int rc = vol_open(r->store, volume, &v);
-	if (rc < 0) {
-		link_send_error(l, -rc, "cannot open %s: %s", volume, strerror(-rc));
-		return 0;
-	}
-	struct snap_info si;
-	rc = vol_snap_get(v, m->u.verify_req.snap, &si);
-	if (rc < 0) {
-		link_send_error(l, ENOENT, "no snapshot %s@%s on the secondary", volume,
-		                m->u.verify_req.snap);
-		vol_close(v);
-		return 0;
-	}
-	struct emit_ctx e = { .l = l };
-	uint8_t md5[16];
-	rc = verify_compute(v, m->u.verify_req.snap, md5, NULL, emit_digests, &e);
-	vol_close(v);
-	if (rc < 0) {
-		link_send_error(l, -rc, "verify of %s failed: %s", volume, strerror(-rc));
-		return rc;
-	}
-	struct wire_msg s = { .type = WIRE_VERIFY_SUM };
-	memcpy(s.u.verify_sum.md5, md5, 16);
-	s.u.verify_sum.objects = e.sent;
-	return link_send(l, &s);
-}
-
 static int handle_remove(struct repl *r, struct link *l, const struct wire_msg *m)
 {
 	struct pair *p = find_secondary(r, l, m->u.pair_remove.volume, m->u.pair_remove.pair_id);
 	if (!p)
 		return 0;
 	put_pair(r, p);
-	struct sbuf out;
-	sbuf_init(&out);
-	int rc = repl_pair_rm(r, m->u.pair_remove.volume, &out);
-	sbuf_free(&out);
+	struct repl_removed res;
+	struct repl_err err;
+	int rc = pair_remove_local(r, m->u.pair_remove.volume, l, &res, &err);
 	if (rc < 0) {
-		link_send_error(l, -rc, "cannot remove pair %s", m->u.pair_remove.volume);
+		link_send_error(l, -rc, "cannot remove pair %s: %s", m->u.pair_remove.volume, err.msg);
 		return 0;
 	}
-	log_info("repl: pair %s removed by the primary %s", m->u.pair_remove.volume, l->peer);
+	log_info("repl: pair %s removed by the primary %s%s%s", m->u.pair_remove.volume, l->peer,
+	         res.kept_snap[0] ? "; kept for re-pairing: " : "", res.kept_snap);
 	struct wire_msg ok = { .type = WIRE_OK };
 	return link_send(l, &ok);
 }
@@ -750,7 +716,7 @@ int serve_requests(struct repl *r, struct link *l, int first_ms)
 		case WIRE_ROLE:
 			if (m.u.role.op == WIRE_ROLE_CALLBACK) {
 				/* The link now belongs to the pair that keeps it. */
-				if (callback_park(r, l, &m) == 1)
+				if (conn_park(r, l, &m) == 1)
 					return 1;
 				return 0;
 			}

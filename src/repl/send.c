@@ -244,7 +244,7 @@ static void *reader_main(void *arg)
 		int rc = job_encode(rd, j);
 		if (rc < 0)
 			pipe_fail(pp, rc, "reading object %" PRIu64 " of %s@%s: %s", j->objno,
-			          pp->p->name, pp->snap, strerror(-rc));
+			          pp->p->rec.name, pp->snap, strerror(-rc));
 		pthread_mutex_lock(&pp->mu);
 		j->ready = true;
 		pthread_cond_broadcast(&pp->cv);
@@ -582,7 +582,7 @@ static int stream(struct pipe *pp, const char *base, unsigned readers)
 	if (rc == 0) {
 		rc = increment(pp, pp->v, base, pp->snap, enum_cb, pp);
 		if (rc < 0 && rc != -ECANCELED)
-			pipe_fail(pp, rc, "diff of %s: %s", pp->p->name, strerror(-rc));
+			pipe_fail(pp, rc, "diff of %s: %s", pp->p->rec.name, strerror(-rc));
 	} else {
 		pipe_fail(pp, rc, "cannot start the transfer threads: %s", strerror(-rc));
 	}
@@ -627,125 +627,152 @@ static void set_error(struct pair *p, const char *fmt, ...)
 	pthread_mutex_unlock(&p->r->mu);
 }
 
-/* Takes the cycle's snapshot unless an interrupted cycle left one. */
+/* Under mu: the cycle must stop (pause, split brain, rm, daemon stop). */
+static bool cancelled(const struct pair *p)
+{
+	return p->r->stopping || p->removed || p->rec.phase == PH_PAUSED ||
+	       p->rec.phase == PH_SPLIT_BRAIN || !pair_phase_primary(p->rec.phase);
+}
+
+/* Takes the cycle's snapshot unless an interrupted cycle left one, and
+ * records it as the cycle in flight. */
 static int cycle_snapshot(struct pair *p, struct vol *v)
 {
 	struct repl *r = p->r;
+	char snap[REC_NAME_MAX + 1];
 	pthread_mutex_lock(&r->mu);
-	if (p->cur_cycle) {
+	uint64_t cycle = p->rec.cur_cycle;
+	if (cycle) {
+		snprintf(snap, sizeof(snap), "%s", p->rec.cur_snap);
 		pthread_mutex_unlock(&r->mu);
 		struct snap_info si;
-		if (vol_snap_get(v, p->cur_snap, &si) == 0)
+		if (vol_snap_get(v, snap, &si) == 0)
 			return 0;
-		/* The snapshot is gone (removed by hand?).  The secondary may
-		 * hold a checkpoint of its content, so the new one must not
-		 * look like it: it gets the next cycle number and name. */
+		/* The snapshot is gone (removed by hand, or a resync dropped a
+		 * stale one).  The secondary may hold a checkpoint of its
+		 * content, so the new one must not look like it: it gets the
+		 * next cycle number and name. */
 		pthread_mutex_lock(&r->mu);
-		p->cur_cycle++;
-		snap_name(p->name, p->cur_cycle, p->cur_snap, sizeof(p->cur_snap));
-		log_warn("repl: pair %s: in-flight snapshot vanished; restarting as cycle %" PRIu64,
-		         p->name, p->cur_cycle);
+		cycle = p->rec.cur_cycle + 1;
+		log_warn("repl: pair %s: in-flight snapshot %s vanished; restarting as cycle %" PRIu64,
+		         p->rec.name, snap, cycle);
 	} else {
-		p->cur_cycle = p->last_cycle + 1;
-		snap_name(p->name, p->cur_cycle, p->cur_snap, sizeof(p->cur_snap));
+		cycle = p->rec.last_cycle + 1;
 	}
+	snap_name(p->rec.name, cycle, snap, sizeof(snap));
 	uint64_t covered = p->sync_req;
-	char snap[STORE_NAME_MAX + 1];
-	snprintf(snap, sizeof(snap), "%s", p->cur_snap);
 	pthread_mutex_unlock(&r->mu);
 	(void)vol_snap_delete(v, snap); /* a leftover never recorded as in flight */
 	int rc = vol_snap_create(v, snap);
 	pthread_mutex_lock(&r->mu);
 	if (rc == 0) {
-		p->cur_time = now_wall_s();
-		p->cur_gen = covered;
-		if (covered > p->sync_taken)
-			p->sync_taken = covered;
-		rc = pair_save(p);
+		struct pair_rec next = p->rec;
+		next.cur_cycle = cycle;
+		snprintf(next.cur_snap, sizeof(next.cur_snap), "%s", snap);
+		next.cur_time = now_wall_s();
+		char err[400];
+		rc = pair_change(p, &next, NULL, err, sizeof(err));
+		if (rc == 0) {
+			p->cur_gen = covered;
+			if (covered > p->sync_taken)
+				p->sync_taken = covered;
+		} else {
+			snprintf(p->error, sizeof(p->error), "%s", err);
+		}
 	} else {
-		snprintf(p->error, sizeof(p->error), "cannot snapshot %s: %s", p->name,
+		snprintf(p->error, sizeof(p->error), "cannot snapshot %s: %s", p->rec.volume,
 		         strerror(-rc));
-		p->cur_cycle = 0;
-		p->cur_snap[0] = '\0';
 	}
-	pthread_mutex_unlock(&r->mu);
+	pairs_unlock(r);
 	return rc;
 }
 
-static int slot_acquire(struct pair *p)
+static unsigned hist_bucket(double s)
 {
-	struct repl *r = p->r;
-	pthread_mutex_lock(&r->mu);
-	while (r->transfers >= r->max_transfers && !p->stop && !p->paused && !r->stopping)
-		pthread_cond_wait(&r->cv, &r->mu);
-	int rc = (p->stop || p->paused || r->stopping) ? -ECANCELED : 0;
-	if (rc == 0)
-		r->transfers++;
-	pthread_mutex_unlock(&r->mu);
-	return rc;
-}
-
-static void slot_release(struct pair *p)
-{
-	struct repl *r = p->r;
-	pthread_mutex_lock(&r->mu);
-	r->transfers--;
-	p->running = false;
-	pthread_cond_broadcast(&r->cv);
-	pthread_mutex_unlock(&r->mu);
+	unsigned b = 0;
+	while (b < REPL_HIST_BUCKETS - 1 && s > repl_hist_bounds[b])
+		b++;
+	return b;
 }
 
 /* Records the commit: the new snapshot is the last synced one, and only
  * now is the previous one dropped. */
-static void commit_local(struct pair *p, struct vol *v, const struct cycle_stats *st)
+static int commit_local(struct pair *p, struct vol *v, const struct rec_stats *st)
 {
 	struct repl *r = p->r;
-	char prev[STORE_NAME_MAX + 1];
+	char prev[REC_NAME_MAX + 1], last[REC_NAME_MAX + 1], err[400], why[64];
 	pthread_mutex_lock(&r->mu);
-	snprintf(prev, sizeof(prev), "%s", p->last_snap);
-	p->last_cycle = p->cur_cycle;
-	snprintf(p->last_snap, sizeof(p->last_snap), "%s", p->cur_snap);
-	p->last_time = p->cur_time;
-	p->cur_cycle = 0;
-	p->cur_snap[0] = '\0';
-	p->stats = *st;
-	p->has_stats = true;
-	p->error[0] = '\0';
-	/* Not "syncing" any more for whoever wakes on this commit (the slot
-	 * itself is released after the link is closed). */
-	p->running = false;
-	if (p->resyncing) {
+	struct pair_rec next = p->rec;
+	snprintf(prev, sizeof(prev), "%s", next.last_snap);
+	next.last_cycle = next.cur_cycle;
+	snprintf(next.last_snap, sizeof(next.last_snap), "%s", next.cur_snap);
+	next.last_time = next.cur_time;
+	next.cur_cycle = 0;
+	next.cur_snap[0] = '\0';
+	next.cur_time = 0;
+	next.stats = *st;
+	next.has_stats = true;
+	bool resync = next.phase == PH_RESYNCING;
+	if (resync) {
 		/* Both sides hold the same snapshot again: the divergence is
 		 * resolved (the old primary's is kept in its split-brain snapshot). */
-		p->resyncing = false;
-		p->split_brain = false;
-		p->common_snap[0] = '\0';
+		next.phase = PH_PRIMARY;
+		next.common_snap[0] = '\0';
+		next.sb_snap[0] = '\0';
+		next.reason[0] = '\0';
+		next.peer_epoch = 0;
+	}
+	snprintf(why, sizeof(why), "cycle %" PRIu64 " committed", st->number);
+	/* The transfer is over whatever the record says: not "syncing" any
+	 * more for whoever wakes on this commit. */
+	p->running = false;
+	int rc = pair_change(p, &next, resync ? "resync complete" : why, err, sizeof(err));
+	if (rc < 0) {
+		snprintf(p->error, sizeof(p->error), "%s", err);
+		pairs_unlock(r);
+		return rc;
+	}
+	if (resync) {
 		free(p->extra);
 		p->extra = NULL;
 		p->n_extra = 0;
-		log_info("repl: pair %s: resync complete", p->name);
 	}
+	p->error[0] = '\0';
+	p->failures = 0;
+	p->peer_err[0] = '\0';
+	p->last_success = now_wall_s();
+	pair_contact(p);
+	p->counters.cycles_ok++;
+	p->counters.data_bytes += st->data_bytes;
+	p->counters.zero_bytes += st->zero_bytes;
+	p->counters.wire_bytes += st->wire_bytes;
+	p->counters.duration_hist[hist_bucket(st->seconds)]++;
+	p->counters.duration_sum += st->seconds;
 	if (p->cur_gen > p->sync_done)
 		p->sync_done = p->cur_gen;
-	(void)pair_save(p);
-	char last[STORE_NAME_MAX + 1];
-	snprintf(last, sizeof(last), "%s", p->last_snap);
-	pthread_cond_broadcast(&r->cv);
-	pthread_mutex_unlock(&r->mu);
-	if (prev[0] && strcmp(prev, last))
+	(void)pair_change(p, NULL, why, NULL, 0);
+	snprintf(last, sizeof(last), "%s", p->rec.last_snap);
+	bool drop_prev = prev[0] && strcmp(prev, last) && !pair_snap_needed(p, prev);
+	pairs_unlock(r);
+	if (drop_prev)
 		(void)vol_snap_delete(v, prev);
 	/* and whatever a crash between a commit and a deletion left */
-	drop_pair_snaps(r, p->name, p->name, last);
-	log_info("repl: pair %s: cycle %" PRIu64 " committed (%s)", p->name, st->number, last);
+	drop_pair_snaps(r, p, p->rec.volume, p->rec.name, last);
+	log_info("repl: pair %s: cycle %" PRIu64 " committed (%s)", p->rec.name, st->number, last);
+	return 0;
 }
 
 int send_cycle(struct pair *p)
 {
 	struct repl *r = p->r;
 	struct vol *v;
-	int rc = vol_open(r->store, p->name, &v);
+	char volume[REC_NAME_MAX + 1];
+	pthread_mutex_lock(&r->mu);
+	snprintf(volume, sizeof(volume), "%s", p->rec.volume);
+	pthread_mutex_unlock(&r->mu);
+	int rc = vol_open(r->store, volume, &v);
 	if (rc < 0) {
-		set_error(p, "cannot open volume %s: %s", p->name, strerror(-rc));
+		set_error(p, "cannot open volume %s: %s", volume, strerror(-rc));
 		return rc;
 	}
 	struct pipe pp;
@@ -753,7 +780,6 @@ int send_cycle(struct pair *p)
 	pthread_mutex_init(&pp.mu, NULL);
 	pthread_cond_init(&pp.cv, NULL);
 	struct link *l = NULL;
-	bool slot = false;
 	uint64_t t0 = now_mono_ns();
 
 	rc = vol_info(v, &pp.vi);
@@ -763,15 +789,20 @@ int send_cycle(struct pair *p)
 		goto out;
 
 	pthread_mutex_lock(&r->mu);
-	char base[STORE_NAME_MAX + 1], target[STORE_NAME_MAX + 1], peer[WIRE_TEXT_MAX + 1];
-	snprintf(base, sizeof(base), "%s", p->last_snap);
-	snprintf(target, sizeof(target), "%s", p->cur_snap);
-	snprintf(peer, sizeof(peer), "%s", p->peer);
-	uint64_t cycle = p->cur_cycle, ctime = p->cur_time;
-	pp.max_inflight = p->max_inflight ? p->max_inflight : REPL_DEFAULT_INFLIGHT;
-	pp.compress = p->compress;
+	char base[REC_NAME_MAX + 1], target[REC_NAME_MAX + 1], peer[WIRE_TEXT_MAX + 1];
+	char remote[REC_NAME_MAX + 1], id[REC_NAME_MAX + 1];
+	snprintf(base, sizeof(base), "%s", p->rec.last_snap);
+	snprintf(target, sizeof(target), "%s", p->rec.cur_snap);
+	snprintf(peer, sizeof(peer), "%s", p->rec.peer);
+	snprintf(remote, sizeof(remote), "%s", p->rec.remote);
+	snprintf(id, sizeof(id), "%s", p->rec.id);
+	uint64_t cycle = p->rec.cur_cycle, ctime = p->rec.cur_time;
+	pp.max_inflight = p->rec.max_inflight ? p->rec.max_inflight : REC_DEFAULT_INFLIGHT;
+	pp.compress = p->rec.compress;
+	bucket_set_rate(&p->bucket, p->rec.bandwidth);
 	struct wire_digest *extra = NULL;
-	if (p->resyncing && p->n_extra) {
+	bool resync = p->rec.phase == PH_RESYNCING;
+	if (resync && p->n_extra) {
 		/* A copy: a repeated `pair resync` may replace p->extra. */
 		extra = malloc(p->n_extra * sizeof(*extra));
 		if (extra) {
@@ -780,7 +811,7 @@ int send_cycle(struct pair *p)
 			pp.n_extra = p->n_extra;
 		}
 	}
-	bool nomem = p->resyncing && p->n_extra && !extra;
+	bool nomem = resync && p->n_extra && !extra;
 	pthread_mutex_unlock(&r->mu);
 	if (nomem) {
 		rc = -ENOMEM;
@@ -793,28 +824,29 @@ int send_cycle(struct pair *p)
 	struct counts c = { 0, 0 };
 	rc = increment(&pp, v, base, target, count_cb, &c);
 	if (rc < 0) {
-		set_error(p, "diff of %s: %s", p->name, strerror(-rc));
+		set_error(p, "diff of %s: %s", volume, strerror(-rc));
 		goto out;
 	}
-	rc = slot_acquire(p);
-	if (rc < 0)
-		goto out;
-	slot = true;
 	pthread_mutex_lock(&r->mu);
 	p->running = true;
 	p->done_bytes = 0;
 	p->total_bytes = c.bytes;
 	p->cycle_start_ns = now_mono_ns();
+	(void)pair_change(p, NULL, NULL, NULL, 0);
 	pthread_mutex_unlock(&r->mu);
 
 	char err[512];
-	rc = pair_dial(p, &l, err, sizeof(err));
+	bool reached = false;
+	rc = pair_dial(p, &l, err, sizeof(err), &reached);
 	if (rc < 0) {
+		pthread_mutex_lock(&r->mu);
+		p->unreached = !reached;
+		pthread_mutex_unlock(&r->mu);
 		set_error(p, "peer %s: %s", peer[0] ? peer : "(calls in)", err);
 		goto out;
 	}
 	pthread_mutex_lock(&r->mu);
-	bool cancel = p->stop || p->paused || r->stopping;
+	bool cancel = cancelled(p);
 	if (!cancel)
 		p->active = l;
 	pthread_mutex_unlock(&r->mu);
@@ -830,8 +862,8 @@ int send_cycle(struct pair *p)
 	}
 
 	struct wire_msg m = { .type = WIRE_CYCLE_BEGIN };
-	snprintf(m.u.cycle_begin.volume, sizeof(m.u.cycle_begin.volume), "%s", p->remote);
-	snprintf(m.u.cycle_begin.pair_id, sizeof(m.u.cycle_begin.pair_id), "%s", p->id);
+	snprintf(m.u.cycle_begin.volume, sizeof(m.u.cycle_begin.volume), "%s", remote);
+	snprintf(m.u.cycle_begin.pair_id, sizeof(m.u.cycle_begin.pair_id), "%s", id);
 	snprintf(m.u.cycle_begin.base, sizeof(m.u.cycle_begin.base), "%s", base);
 	snprintf(m.u.cycle_begin.target, sizeof(m.u.cycle_begin.target), "%s", target);
 	m.u.cycle_begin.cycle = cycle;
@@ -845,11 +877,11 @@ int send_cycle(struct pair *p)
 		set_error(p, "peer %s: %s", peer, l->err);
 		goto out;
 	}
-	struct cycle_stats st = { .number = cycle };
+	struct rec_stats st = { .number = cycle };
 	if (m.u.cycle_ready.status == WIRE_READY_COMMITTED) {
 		/* We crashed or lost the link after the secondary committed. */
 		st.seconds = (double)(now_mono_ns() - t0) / 1e9;
-		commit_local(p, v, &st);
+		rc = commit_local(p, v, &st);
 		goto out;
 	}
 	if (m.u.cycle_ready.cycle != cycle ||
@@ -865,7 +897,7 @@ int send_cycle(struct pair *p)
 	if (m.u.cycle_ready.status == WIRE_READY_RESUME) {
 		pp.skip_below = m.u.cycle_ready.resume_objno;
 		log_info("repl: pair %s: cycle %" PRIu64 " resumes at object %" PRIu64,
-		         p->name, cycle, pp.skip_below);
+		         p->rec.name, cycle, pp.skip_below);
 	}
 
 	pp.p = p;
@@ -903,7 +935,7 @@ int send_cycle(struct pair *p)
 	st.zero_bytes = pp.zero_bytes;
 	st.wire_bytes = l->tx_bytes + l->rx_bytes;
 	st.seconds = (double)(now_mono_ns() - t0) / 1e9;
-	commit_local(p, v, &st);
+	rc = commit_local(p, v, &st);
 out:
 	if (l) {
 		pthread_mutex_lock(&r->mu);
@@ -911,8 +943,6 @@ out:
 		pthread_mutex_unlock(&r->mu);
 		link_close(l);
 	}
-	if (slot)
-		slot_release(p);
 	free((void *)pp.extra);
 	pthread_mutex_destroy(&pp.mu);
 	pthread_cond_destroy(&pp.cv);

@@ -34,8 +34,10 @@ static void top_usage(FILE *f)
 	        "usage: ferry --pool DIR COMMAND [ARGS...]\n\n"
 	        "ferry talks to the ferryd that serves the pool DIR (start one with\n"
 	        "'ferryd --pool DIR').  SIZE, OFF and LEN are bytes or take a K/M/G/T\n"
-	        "suffix; names are [A-Za-z0-9][A-Za-z0-9._-]{0,63}.\n"
-	        "Exit status: 0 success, 1 failure, 2 usage error.\n\n"
+	        "suffix; DUR is seconds or takes an s/m/h suffix (90, 90s, 5m, 1h);\n"
+	        "names are [A-Za-z0-9][A-Za-z0-9._-]{0,63}.\n"
+	        "Exit status: 0 success, 1 failure, 2 usage error; pair verify: 0 match,\n"
+	        "1 mismatch, 3 could not verify.\n\n"
 	        "Global options:\n"
 	        "  --pool DIR    the pool (default: $FERRY_POOL)\n"
 	        "  --help        this help; after a command, that command's help\n"
@@ -49,6 +51,9 @@ struct progress {
 	bool tty;
 	bool shown;
 	uint64_t last_ns;
+	uint64_t start_ns;     /* first frame of the current label */
+	uint64_t start_done;
+	char label[CTL_LABEL_MAX + 1];
 };
 
 static void progress_show(struct progress *p, uint64_t done, uint64_t total, const char *label)
@@ -59,14 +64,28 @@ static void progress_show(struct progress *p, uint64_t done, uint64_t total, con
 	if (p->shown && done < total && now - p->last_ns < 100000000ull)
 		return;
 	p->last_ns = now;
-	char a[32], b[32];
+	if (!p->start_ns || strcmp(p->label, label) || done < p->start_done) {
+		p->start_ns = now;
+		p->start_done = done;
+		snprintf(p->label, sizeof(p->label), "%s", label);
+	}
+	/* Rate and ETA from what moved since this label's first frame. */
+	char a[32], b[32], c[32], rate[64] = "";
+	double el = (double)(now - p->start_ns) / 1e9;
+	if (el > 0.5 && done > p->start_done) {
+		double bps = (double)(done - p->start_done) / el;
+		int n = snprintf(rate, sizeof(rate), ", %s/s", fmt_bytes((uint64_t)bps, c, sizeof(c)));
+		if (total > done && n > 0)
+			snprintf(rate + n, sizeof(rate) - (size_t)n, ", ETA %.0f s",
+			         (double)(total - done) / bps);
+	}
 	fmt_bytes(done, a, sizeof(a));
 	if (total) {
 		fmt_bytes(total, b, sizeof(b));
 		unsigned pct = (unsigned)(total ? (done * 100.0) / (double)total : 0);
-		fprintf(stderr, "\r\033[K%s: %s / %s (%u%%)", label, a, b, pct);
+		fprintf(stderr, "\r\033[K%s: %s / %s (%u%%%s)", label, a, b, pct, rate);
 	} else {
-		fprintf(stderr, "\r\033[K%s: %s", label, a);
+		fprintf(stderr, "\r\033[K%s: %s%s", label, a, rate);
 	}
 	fflush(stderr);
 	p->shown = true;

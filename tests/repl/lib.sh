@@ -96,3 +96,14 @@ proxy() { echo "$*" >"$T/proxy.ctl"; }
 proxy_up_bytes() { cut -d' ' -f1 "$T/proxy.port.stats"; }
 
 state_of() { "$1" pair status "$2" --json | json state; }
+
+# json_holds SITE NAME PYEXPR: PYEXPR holds for d, the `pair status --json`
+# object of pair NAME on site a or b.
+json_holds() {
+	"$FERRY_BIN" --pool "$T/$1" pair status "$2" --json 2>/dev/null |
+		python3 -c "import json,sys; d=json.load(sys.stdin); assert $3" 2>/dev/null
+}
+# wait_json SITE NAME PYEXPR SECONDS / wait_state SITE NAME STATE SECONDS:
+# bounded waits for a condition on the status.
+wait_json() { wait_for "$4" json_holds "$1" "$2" "$3"; }
+wait_state() { wait_for "$4" json_holds "$1" "$2" "d['state'] == '$3'"; }

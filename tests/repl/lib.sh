@@ -107,3 +107,21 @@ json_holds() {
 # bounded waits for a condition on the status.
 wait_json() { wait_for "$4" json_holds "$1" "$2" "$3"; }
 wait_state() { wait_for "$4" json_holds "$1" "$2" "d['state'] == '$3'"; }
+
+# iscsi_site_start NAME: like site_start, plus --iscsi on a free port
+# (ISCSI_<NAME>); a real initiator (qemu-io over libiscsi) can then log in.
+IQN=iqn.2026-11.io.ferry
+iscsi_site_start() {
+	local name=$1 port=${2:-0} ip
+	ip=${3:-$(free_port)}
+	"$FERRYD" --pool "$T/$name" --log-level debug --listen "127.0.0.1:$port" \
+		--iscsi "127.0.0.1:$ip" --secret-file "$T/secret" || return 1
+	local p
+	p=$(sed -n 's/.*replication: accepting peers on 127\.0\.0\.1:\([0-9]*\).*/\1/p' \
+		"$T/$name/ferryd.log" | tail -n 1)
+	[ -n "$p" ] || return 1
+	printf -v "PORT_$name" '%s' "$p"
+	printf -v "ISCSI_$name" '%s' "$ip"
+}
+# qemu_io PORT VOL CMD: one qemu-io command on LUN 0 of VOL's target.
+qemu_io() { timeout 60 qemu-io -f raw -c "$3" "iscsi://127.0.0.1:$1/$IQN:$2/0"; }

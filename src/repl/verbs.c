@@ -533,11 +533,11 @@ static void pair_unlink(struct repl *r, struct pair *p)
 }
 
 /* Under mu, p referenced by the caller: the record goes (the volume turns
- * writable), p leaves the registry. */
-static void forget(struct pair *p, const char *why)
+ * writable), p leaves the registry, its links go (but keep). */
+static void forget(struct pair *p, struct link *keep, const char *why)
 {
 	struct repl *r = p->r;
-	conn_drop(p, NULL);
+	conn_drop(p, keep);
 	struct pair_rec next = p->rec;
 	next.phase = PH_NONE;
 	(void)pair_change(p, &next, why, NULL, 0);
@@ -593,7 +593,8 @@ int pair_remove_local(struct repl *r, const char *name, struct link *serving,
 	}
 	ckpt_remove(r, c.name);
 	pthread_mutex_lock(&r->mu);
-	forget(p, "pair rm");
+	/* The link serving the primary's PAIR_REMOVE must live to say OK. */
+	forget(p, serving, "pair rm");
 	pair_exclusive_end(p);
 	pairs_unlock(r);
 	keep_base(r, &c, pair_phase_primary(c.phase) ? c.name : c.remote, c.remote, res);
@@ -644,7 +645,7 @@ int repl_pair_rm(struct repl *r, const char *name, struct repl_removed *res,
 		snprintf(res->not_told, sizeof(res->not_told), "%.500s", e);
 	pthread_mutex_lock(&r->mu);
 	p->removed = true;
-	forget(p, "pair rm");
+	forget(p, NULL, "pair rm");
 	pair_exclusive_end(p);
 	pairs_unlock(r);
 	ckpt_remove(r, c.name);

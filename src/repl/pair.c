@@ -540,12 +540,27 @@ void role_info_fill(const struct pair *p, const char *snap, struct wire_msg *out
 }
 
 /* ---- questions from the daemon -------------------------------------------- */
+/* Under mu: the pair of a volume, also one whose removal has begun but
+ * whose record is still there (a secondary rolling back stays read-only). */
+static struct pair *pair_of_volume(struct repl *r, const char *volume)
+{
+	struct pair *any = NULL;
+	for (struct pair *p = r->pairs; p; p = p->next) {
+		if (p->rec.phase == PH_NONE || strcmp(p->rec.volume, volume))
+			continue;
+		if (!p->removed)
+			return p;
+		any = p;
+	}
+	return any;
+}
+
 enum repl_role repl_volume_role(struct repl *r, const char *volume)
 {
 	if (!r || !volume)
 		return REPL_ROLE_NONE;
 	pthread_mutex_lock(&r->mu);
-	struct pair *p = pair_find(r, volume);
+	struct pair *p = pair_of_volume(r, volume);
 	enum repl_role role = !p ? REPL_ROLE_NONE
 	                      : pair_phase_primary(p->rec.phase) ? REPL_ROLE_PRIMARY
 	                                                         : REPL_ROLE_SECONDARY;
@@ -558,7 +573,7 @@ bool repl_volume_read_only(struct repl *r, const char *volume)
 	if (!r || !volume)
 		return false;
 	pthread_mutex_lock(&r->mu);
-	struct pair *p = pair_find(r, volume);
+	struct pair *p = pair_of_volume(r, volume);
 	bool ro = p && pair_rec_read_only(&p->rec);
 	pthread_mutex_unlock(&r->mu);
 	return ro;
@@ -569,7 +584,7 @@ bool repl_volume_fenced(struct repl *r, const char *volume)
 	if (!r || !volume)
 		return false;
 	pthread_mutex_lock(&r->mu);
-	struct pair *p = pair_find(r, volume);
+	struct pair *p = pair_of_volume(r, volume);
 	bool f = p && pair_rec_fenced(&p->rec);
 	pthread_mutex_unlock(&r->mu);
 	return f;
@@ -580,7 +595,7 @@ bool repl_snapshot_in_use(struct repl *r, const char *volume, const char *snap)
 	if (!r || !volume || !snap)
 		return false;
 	pthread_mutex_lock(&r->mu);
-	struct pair *p = pair_find(r, volume);
+	struct pair *p = pair_of_volume(r, volume);
 	bool used = p && pair_snap_needed(p, snap);
 	pthread_mutex_unlock(&r->mu);
 	return used;

@@ -300,8 +300,8 @@ int handle_role(struct repl *r, struct link *l, const struct wire_msg *m)
 		rec_text(next.peer_addr, sizeof(next.peer_addr), learned);
 	/* A secondary keeps its primary's settings, for its own peer timeout
 	 * and for the day it is promoted. */
-	if (secondary)
-		learn_settings(&next, q);
+	if (secondary && q->u.role.epoch >= next.epoch)
+		learn_settings(&next, q); /* not from a superseded primary */
 	(void)pair_change(p, &next, NULL, NULL, 0);
 	if (op == WIRE_ROLE_RESYNC) {
 		if (secondary)

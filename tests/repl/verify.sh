@@ -20,8 +20,12 @@ expect 0 "site a starts (iSCSI)" -- iscsi_site_start a
 B="127.0.0.1:$PORT_b"
 M=$((1024 * 1024))
 expect 0 "create db 1G" -- fa volume create db --size 1G
-head -c $((384 * M)) /dev/urandom >"$T/data"
-expect 0 "384 MiB of data" -- fa volume write db "$T/data" --offset 0
+# 384 MiB to hash on each side per verify (128 under the sanitizers, which
+# make hashing several times slower).
+DATA_M=384
+[ "${FERRY_SANITIZED:-}" = 1 ] && DATA_M=128
+head -c $((DATA_M * M)) /dev/urandom >"$T/data"
+expect 0 "$DATA_M MiB of data" -- fa volume write db "$T/data" --offset 0
 rm -f "$T/data"
 expect 0 "export db" -- fa export add db
 expect 0 "pair create" -- fa pair create db --peer "$B" --period 1h
@@ -49,7 +53,7 @@ want = {"snapshot", "primary_md5", "secondary_md5", "objects_compared",
 assert set(d) == want, set(d) ^ want
 assert d["match"] is True and d["mismatching_objects"] == 0
 assert d["primary_md5"] == d["secondary_md5"] and len(d["primary_md5"]) == 32
-assert d["objects_compared"] >= 96 and d["seconds"] > 0
+assert d["objects_compared"] >= 32 and d["seconds"] > 0
 ' "$1"
 }
 passed=0 overlapped=0

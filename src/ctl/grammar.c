@@ -102,7 +102,9 @@ static const struct ctl_cmd_spec pair_cmds[] = {
 	 {{0}},
 	 {{"json", CTL_A_BOOL, 0, NULL, NULL,
 	   "print a JSON array of the objects `pair status --json` prints"}}},
-	{"status", "state, last synced snapshot, RPO lag, peer contact, progress of a pair",
+	{"status", "state, last synced snapshot, RPO lag, peer contact, progress and settings of a "
+	 "pair; states: initial-sync, idle, syncing, paused, demoting, split-brain, resyncing, "
+	 "error (cycles fail: see error), peer-down (no contact for longer than the peer timeout)",
 	 {F_PAIR},
 	 {F_JSON}},
 	{"sync", "start a cycle now (after any running one)",

@@ -227,6 +227,14 @@ uint64_t pair_next_state_change(const struct pair *p)
 	return since + t + 1;
 }
 
+void pair_refresh(struct pair *p, uint64_t now)
+{
+	struct pair_health h = pair_health_of(p, now);
+	if (p->rec.phase != PH_NONE && pair_state_of(&p->rec, &h) != p->state)
+		(void)pair_change(p, NULL, h.peer_down ? "no contact for longer than the peer "
+		                  "timeout" : NULL, NULL, 0);
+}
+
 void pair_contact(struct pair *p)
 {
 	p->contact_wall = now_wall_s();

@@ -179,6 +179,9 @@ struct pair_health pair_health_of(const struct pair *p, uint64_t now_mono);
 /* Under mu: when the visible state may next change by itself (a peer
  * timeout running out); UINT64_MAX = never. */
 uint64_t pair_next_state_change(const struct pair *p);
+/* Under mu: derives the visible state again and logs it when a clock
+ * changed it (a peer timeout ran out). */
+void pair_refresh(struct pair *p, uint64_t now_mono);
 /* Under mu: a successful contact with the peer (cycle, heartbeat, or a
  * request the peer made). */
 void pair_contact(struct pair *p);

@@ -243,9 +243,13 @@ void rec_text(char *dst, size_t cap, const char *src)
 	dst[i] = '\0';
 }
 
-static long long ms(double s)
+/* Durations are kept to milliseconds, as the file writes them. */
+static bool same_ms(double a, double b)
 {
-	return (long long)(s * 1000.0 + 0.5);
+	char x[64], y[64];
+	snprintf(x, sizeof(x), "%.3f", a);
+	snprintf(y, sizeof(y), "%.3f", b);
+	return !strcmp(x, y);
 }
 
 bool pair_rec_equal(const struct pair_rec *a, const struct pair_rec *b)
@@ -267,7 +271,7 @@ bool pair_rec_equal(const struct pair_rec *a, const struct pair_rec *b)
 	         a->stats.data_bytes == b->stats.data_bytes &&
 	         a->stats.zero_bytes == b->stats.zero_bytes &&
 	         a->stats.wire_bytes == b->stats.wire_bytes &&
-	         ms(a->stats.seconds) == ms(b->stats.seconds))) &&
+	         same_ms(a->stats.seconds, b->stats.seconds))) &&
 	       a->epoch == b->epoch && a->peer_epoch == b->peer_epoch &&
 	       a->peer_demoted_cycle == b->peer_demoted_cycle &&
 	       !strcmp(a->common_snap, b->common_snap) && !strcmp(a->sb_snap, b->sb_snap) &&

@@ -95,10 +95,7 @@ static void *worker_main(void *arg)
 			if (p->removed)
 				continue;
 			/* States a clock changes (a peer timeout ran out). */
-			struct pair_health h = pair_health_of(p, now);
-			if (pair_state_of(&p->rec, &h) != p->state)
-				(void)pair_change(p, NULL, h.peer_down ? "no contact for longer than "
-				                  "the peer timeout" : NULL, NULL, 0);
+			pair_refresh(p, now);
 			wake = MIN(wake, pair_next_state_change(p));
 			callback_update(r, p);
 			if (!pair_phase_primary(p->rec.phase) || p->busy || p->exclusive)

@@ -232,10 +232,8 @@ static void status_fill(struct pair *p, struct repl_status *st)
 {
 	const struct pair_rec *c = &p->rec;
 	uint64_t now = now_wall_s(), mono = now_mono_ns();
-	struct pair_health h = pair_health_of(p, mono);
-	enum repl_state state = pair_state_of(c, &h);
-	if (state != p->state)
-		(void)pair_change(p, NULL, NULL, NULL, 0);
+	pair_refresh(p, mono);
+	enum repl_state state = p->state;
 	memset(st, 0, sizeof(*st));
 	snprintf(st->name, sizeof(st->name), "%s", c->name);
 	snprintf(st->volume, sizeof(st->volume), "%s", c->volume);

@@ -73,9 +73,9 @@ for t in "${targets[@]}"; do
         -artifact_prefix="$build/artifacts/$name-" "$work" "$seed" >"$log" 2>&1 || rc=$?
   fi
   secs=$(( $(date +%s) - start ))
-  execs=$(grep -h 'stat::number_of_executed_units' "$log" | awk '{s += $2} END {print s + 0}')
+  execs=$(grep -ah 'stat::number_of_executed_units' "$log" | awk '{s += $2} END {print s + 0}')
   result=clean
-  if [ $rc -ne 0 ] || grep -qE '^(==[0-9]+==ERROR|SUMMARY: )|runtime error:' "$log"; then
+  if [ $rc -ne 0 ] || grep -aqE '^(==[0-9]+==ERROR|SUMMARY: )|runtime error:' "$log"; then
     result=CRASH
     status=1
   fi

@@ -173,6 +173,10 @@ int conn_park(struct repl *r, struct link *l, const struct wire_msg *m)
 	pair_get(p);
 	pairs_unlock(r);
 	int rc = link_send(l, &info);
+	/* Once parked the link belongs to the pair: another thread may take
+	 * and close it at once, so nothing of it is used after that. */
+	char from[WIRE_TEXT_MAX + 1];
+	snprintf(from, sizeof(from), "%s", l->peer);
 	pthread_mutex_lock(&r->mu);
 	struct link *drop = NULL;
 	bool keep = rc == 0 && pair_phase_primary(p->rec.phase) && !p->removed && !r->stopping;
@@ -186,6 +190,10 @@ int conn_park(struct repl *r, struct link *l, const struct wire_msg *m)
 		p->parked[p->n_parked] = l;
 		p->parked_ns[p->n_parked] = now_mono_ns();
 		p->n_parked++;
+		/* Nor is it a server connection to abort at stop any more. */
+		for (int i = 0; i < MAX_CONNS; i++)
+			if (r->srv[i] == l)
+				r->srv[i] = NULL;
 		pthread_cond_broadcast(&r->cv);
 	}
 	pair_put(p);
@@ -193,7 +201,7 @@ int conn_park(struct repl *r, struct link *l, const struct wire_msg *m)
 	if (drop)
 		link_close(drop);
 	if (keep)
-		log_debug("repl: pair %s: connection offered by %s", m->u.role.volume, l->peer);
+		log_debug("repl: pair %s: connection offered by %s", m->u.role.volume, from);
 	return keep ? 1 : 0;
 }
 

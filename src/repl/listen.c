@@ -36,8 +36,10 @@ static void *conn_main(void *arg)
 	pthread_mutex_unlock(&r->mu);
 	/* A call-back offer stays open, owned by the pair that keeps it. */
 	int kept = stop ? 0 : serve_conn(r, a->l);
+	/* A kept link left r->srv when it was parked (conn_park): it may be
+	 * closed by now, and the slot another connection's. */
 	pthread_mutex_lock(&r->mu);
-	if (slot >= 0)
+	if (slot >= 0 && !kept)
 		r->srv[slot] = NULL;
 	pthread_mutex_unlock(&r->mu);
 	if (!kept)

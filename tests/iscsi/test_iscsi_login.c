@@ -253,14 +253,18 @@ static void md5(uint8_t id, const char *secret, const uint8_t *chal, size_t n, u
 }
 
 /* CHAP login; returns the final status.  mode: 0 one-way, 1 mutual,
- * 2 mutual with the target's own challenge reflected. */
+ * 2 mutual with the target's own challenge reflected.  target NULL: a
+ * discovery session. */
 static uint16_t login_chap(struct ini *c, const char *target, const char *user,
                            const char *secret, int mode)
 {
 	assert_int_equal(conn_open(c), 0);
 	struct tb t = { .len = 0 };
 	tb_add(&t, "InitiatorName", INI);
-	tb_add(&t, "TargetName", target);
+	if (target)
+		tb_add(&t, "TargetName", target);
+	else
+		tb_add(&t, "SessionType", "Discovery");
 	tb_add(&t, "AuthMethod", "CHAP,None");
 	struct pdu p;
 	char v[512];
@@ -292,7 +296,7 @@ static uint16_t login_chap(struct ini *c, const char *target, const char *user,
 		iscsi_text_hex(mode == 2 ? chal : mychal, mode == 2 ? (size_t)cl : 16, hex);
 		tb_add(&t, "CHAP_C", hex);
 	}
-	st = login_req(c, 0, 1, true, t.b, t.len, &p);
+	st = login_req(c, 0, target ? 1 : 3, true, t.b, t.len, &p);
 	if (st == 0 && mode == 1) {
 		/* the target proves it knows the mutual secret */
 		assert_string_equal(kv_get(&p, "CHAP_N", v, sizeof(v)), "target-user");
@@ -345,6 +349,47 @@ static void nop_ping(struct ini *c, uint32_t itt)
 }
 
 /* ---- tests --------------------------------------------------------------- */
+/* SendTargets=All on a logged-in discovery session: a bit per target
+ * listed (1 open, 2 chap, 4 mutual, 8 slow), every address checked. */
+static unsigned send_targets(struct ini *c)
+{
+	struct iscsi_bhs_text tr;
+	memset(&tr, 0, sizeof(tr));
+	tr.opcode = ISCSI_OP_TEXT_REQ;
+	tr.flags = ISCSI_FLAG_FINAL;
+	be32_put(tr.itt, 5);
+	be32_put(tr.ttt, ISCSI_RSVD_TAG);
+	be32_put(tr.sn1, c->cmdsn++);
+	send_raw(c, (uint8_t *)&tr, "SendTargets=All", 16);
+	struct pdu p;
+	assert_int_equal(recv_pdu(c, &p), 0);
+	assert_int_equal(p.bhs[0] & 0x3f, ISCSI_OP_TEXT_RSP);
+	assert_true(p.bhs[1] & ISCSI_FLAG_FINAL);
+	char addr[64];
+	snprintf(addr, sizeof(addr), "127.0.0.1:%d,1", port);
+	unsigned seen = 0;
+	struct iscsi_kv kv[32];
+	int n = iscsi_text_parse((char *)p.data, p.dlen, kv, 32);
+	static const char *const names[] = { T_OPEN, T_CHAP, T_MUT, T_SLOW };
+	for (int i = 0; i < n; i++) {
+		char v[256];
+		iscsi_kv_value(&kv[i], v, sizeof(v));
+		if (iscsi_kv_key_is(&kv[i], "TargetName")) {
+			unsigned bit = 0;
+			for (unsigned k = 0; k < 4; k++)
+				if (!strcmp(v, names[k]))
+					bit = 1u << k;
+			assert_int_not_equal(bit, 0);
+			assert_false(seen & bit); /* listed once */
+			seen |= bit;
+		} else {
+			assert_string_equal(v, addr);
+		}
+	}
+	free(p.data);
+	return seen;
+}
+
 static void test_discovery(void **st)
 {
 	(void)st;
@@ -357,32 +402,8 @@ static void test_discovery(void **st)
 	struct pdu p;
 	assert_int_equal(login_req(c, 0, 3, true, t.b, t.len, &p), 0);
 	free(p.data);
-	struct iscsi_bhs_text tr;
-	memset(&tr, 0, sizeof(tr));
-	tr.opcode = ISCSI_OP_TEXT_REQ;
-	tr.flags = ISCSI_FLAG_FINAL;
-	be32_put(tr.itt, 5);
-	be32_put(tr.ttt, ISCSI_RSVD_TAG);
-	be32_put(tr.sn1, c->cmdsn++);
-	send_raw(c, (uint8_t *)&tr, "SendTargets=All", 16);
-	assert_int_equal(recv_pdu(c, &p), 0);
-	assert_int_equal(p.bhs[0] & 0x3f, ISCSI_OP_TEXT_RSP);
-	assert_true(p.bhs[1] & ISCSI_FLAG_FINAL);
-	char addr[64];
-	snprintf(addr, sizeof(addr), "127.0.0.1:%d,1", port);
-	int names = 0;
-	struct iscsi_kv kv[32];
-	int n = iscsi_text_parse((char *)p.data, p.dlen, kv, 32);
-	for (int i = 0; i < n; i++) {
-		char v[256];
-		iscsi_kv_value(&kv[i], v, sizeof(v));
-		if (iscsi_kv_key_is(&kv[i], "TargetName"))
-			names++;
-		else
-			assert_string_equal(v, addr);
-	}
-	assert_int_equal(names, 4);
-	free(p.data);
+	/* without authentication only the targets that need none */
+	assert_int_equal(send_targets(c), 1 | 8);
 	/* SCSI commands are not allowed in a discovery session: Reject */
 	uint8_t tur[16] = { 0 };
 	scsi_cmd(c, 6, tur, ISCSI_FLAG_FINAL, 0, NULL, 0, false);
@@ -392,6 +413,39 @@ static void test_discovery(void **st)
 	assert_int_equal(p.dlen, ISCSI_BHS_LEN);
 	free(p.data);
 	conn_close_(c);
+
+	/* CHAP with a target's credentials: that target is listed too */
+	assert_int_equal(login_chap(c, NULL, "alice", "alice-secret-123", 0), 0);
+	assert_int_equal(send_targets(c), 1 | 2 | 8);
+	conn_close_(c);
+	assert_int_equal(login_chap(c, NULL, "bob", "bob-secret-4567", 1), 0);
+	assert_int_equal(send_targets(c), 1 | 4 | 8);
+	conn_close_(c);
+	assert_int_equal(login_chap(c, NULL, "alice", "bob-secret-4567", 0), ISCSI_LOGIN_AUTH_FAILED);
+	conn_close_(c);
+
+	/* required discovery authentication */
+	struct iscsi_chap disc = { "disco", "discovery-secret-1" };
+	struct iscsi_chap bad = { "disco", "short" };
+	assert_int_equal(iscsi_discovery_auth(srv, &bad, NULL), -EINVAL);
+	assert_int_equal(iscsi_discovery_auth(srv, &disc, NULL), 0);
+	assert_int_equal(conn_open(c), 0);
+	assert_int_equal(login_req(c, 0, 3, true, t.b, t.len, &p), ISCSI_LOGIN_AUTH_FAILED);
+	free(p.data);
+	conn_close_(c);
+	assert_int_equal(login_chap(c, NULL, "disco", "discovery-secret-1", 0), 0);
+	assert_int_equal(send_targets(c), 1 | 8);
+	conn_close_(c);
+	assert_int_equal(login_chap(c, NULL, "disco", "discovery-secret-2", 0),
+	                 ISCSI_LOGIN_AUTH_FAILED);
+	conn_close_(c);
+	assert_int_equal(login_chap(c, NULL, "alice", "alice-secret-123", 0), 0);
+	assert_int_equal(send_targets(c), 1 | 2 | 8);
+	conn_close_(c);
+	/* a normal session is not affected by discovery authentication */
+	login_open(c, T_OPEN, false);
+	conn_close_(c);
+	assert_int_equal(iscsi_discovery_auth(srv, NULL, NULL), 0);
 	free(c);
 }
 

@@ -181,6 +181,8 @@ static int pair_create(struct dreq *r)
 	struct repl_pair_opts o = { 0 };
 	o.peer = ctl_flag(r->cmd, "peer")->str;
 	const struct ctl_val *rn = ctl_flag(r->cmd, "remote-name");
+	if (rn->set && dreq_name_reserved(r, rn->str, "volume"))
+		return 2;
 	o.remote_name = rn->set ? rn->str : NULL;
 	const struct ctl_val *pe = ctl_flag(r->cmd, "period");
 	if (pe->set && pe->u64 < 1)
@@ -299,6 +301,7 @@ static int pair_rm(struct dreq *r)
 
 static int pair_demote(struct dreq *r)
 {
+	export_warn_demote(r, ctl_pos(r->cmd, "NAME")->str);
 	return name_verb(r, repl_pair_demote);
 }
 

@@ -395,7 +395,10 @@ static int serve(struct daemon *d, int lock_fd, sigset_t *sigs)
 	}
 	for (; services[started].name; started++) {
 		if (services[started].start(d) < 0) {
-			startup_fail("cannot start %s", services[started].name);
+			char why[1024];
+			log_last_error(why, sizeof(why));
+			startup_fail("cannot start %s%s%s", services[started].name, why[0] ? ": " : "",
+			             why);
 			goto out;
 		}
 	}

@@ -112,13 +112,17 @@ struct iscsi_session_info {
 int iscsi_sessions(struct iscsi_server *srv, const char *iqn, struct iscsi_session_info **out,
                    size_t *n);
 
-/* Counters for tests and status output. */
+/* Counters for tests and status output.  Memory for command data is
+ * bounded (docs/ISCSI.md "Memory"): read_buffered never exceeds 8 MiB per
+ * connection, nor 128 MiB plus 256 KiB per connection in all. */
 struct iscsi_stats {
 	uint64_t sessions;       /* live sessions, discovery included */
 	uint64_t logins;         /* successful logins since start */
 	uint64_t login_failures;
 	uint64_t commands;       /* SCSI commands completed */
 	uint64_t conn_errors;    /* connections dropped for protocol errors */
+	uint64_t read_buffered;  /* bytes of READ (data-in) buffers now held */
+	uint64_t write_buffered; /* bytes of WRITE data buffers now reserved */
 };
 void iscsi_server_stats(struct iscsi_server *srv, struct iscsi_stats *out);
 

@@ -190,7 +190,8 @@ struct iscsi_server {
 	uint16_t next_tsih;
 	struct iscsi_stats stats;
 	struct chap_cred disc;      /* discovery authentication (under lock) */
-	/* command data in memory (loop thread only) */
+	/* command data in memory: changed by the loop thread only, read by
+	 * iscsi_server_stats() (hence atomic) */
 	uint64_t wbuf_mem, din_mem;
 	struct conn *hungry;        /* conns with tasks waiting for a buffer */
 	bool din_kick;              /* a buffer was freed: admit waiting tasks */
@@ -543,13 +544,13 @@ static void send_reject(struct conn *c, const uint8_t *bhs, uint8_t reason)
 static void wbuf_add(struct conn *c, uint32_t n)
 {
 	c->buffered += n;
-	c->srv->wbuf_mem += n;
+	__atomic_add_fetch(&c->srv->wbuf_mem, n, __ATOMIC_RELAXED);
 }
 
 static void wbuf_sub(struct conn *c, uint32_t n)
 {
 	c->buffered -= n;
-	c->srv->wbuf_mem -= n;
+	__atomic_sub_fetch(&c->srv->wbuf_mem, n, __ATOMIC_RELAXED);
 }
 
 static void task_unlink(struct task *t)
@@ -596,7 +597,7 @@ static int din_admit(struct conn *c, struct task *t)
 		return -ENOMEM;
 	t->buf_len = len;
 	c->din_mem += len;
-	srv->din_mem += len;
+	__atomic_add_fetch(&srv->din_mem, len, __ATOMIC_RELAXED);
 	return 1;
 }
 
@@ -607,7 +608,7 @@ static void din_release(struct task *t)
 		return;
 	struct conn *c = t->c;
 	c->din_mem -= t->buf_len;
-	c->srv->din_mem -= t->buf_len;
+	__atomic_sub_fetch(&c->srv->din_mem, t->buf_len, __ATOMIC_RELAXED);
 	t->buf_len = 0;
 	c->srv->din_kick = true;
 	mark_dirty(c); /* its own waiters and read pause */
@@ -981,13 +982,23 @@ static bool task_more(const struct task *t)
 	       t->din_off + cmd->data_in_len < t->din_total;
 }
 
+/* iscsi_lun_remove() was called: a streamed READ must not go on holding
+ * the LUN (it would wait for an initiator that may never read). */
+static bool lun_gone(struct iscsi_server *srv, const struct lun_ent *le)
+{
+	pthread_mutex_lock(&srv->lock);
+	bool gone = le->removed;
+	pthread_mutex_unlock(&srv->lock);
+	return gone;
+}
+
 /* A piece was sent: read the next one, or end the task (aborted, or its
  * LUN removed meanwhile). */
 static void task_piece_next(struct task *t)
 {
 	t->din_off += t->cmd.data_in_len;
 	t->cmd.data_in_len = 0;
-	if (!t->aborted && t->le) {
+	if (!t->aborted && t->le && !lun_gone(t->c->srv, t->le)) {
 		task_submit(t);
 		return;
 	}
@@ -1016,9 +1027,12 @@ static void task_complete(struct task *t)
 	struct conn *c = t->c;
 	struct iscsi_server *srv = c->srv;
 	if (c->state != C_DEAD && task_more(t)) {
-		t->state = T_SENDING;
-		send_data_in(t, t->cmd.data_in_len, false, false, 0, 0);
-		return;
+		if (!lun_gone(srv, t->le)) {
+			t->state = T_SENDING;
+			send_data_in(t, t->cmd.data_in_len, false, false, 0, 0);
+			return;
+		}
+		scsi_no_lun(&t->cmd); /* the LUN went away under the READ */
 	}
 	lun_release(srv, t->le);
 	t->le = NULL;
@@ -1152,7 +1166,7 @@ static void conn_close(struct conn *c, const char *why)
 		c->wq_head = c->wq_tail = NULL;
 		hungry_remove(c);
 		/* the tasks in workers unlink nothing from a dead conn */
-		srv->wbuf_mem -= c->buffered;
+		__atomic_sub_fetch(&srv->wbuf_mem, c->buffered, __ATOMIC_RELAXED);
 		c->buffered = 0;
 		struct task *t = c->tasks;
 		while (t) {
@@ -2670,6 +2684,8 @@ void iscsi_server_stats(struct iscsi_server *srv, struct iscsi_stats *out)
 	pthread_mutex_lock(&srv->lock);
 	*out = srv->stats;
 	pthread_mutex_unlock(&srv->lock);
+	out->read_buffered = __atomic_load_n(&srv->din_mem, __ATOMIC_RELAXED);
+	out->write_buffered = __atomic_load_n(&srv->wbuf_mem, __ATOMIC_RELAXED);
 }
 
 static int sess_cmp(const void *a, const void *b)

@@ -17,7 +17,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <pthread.h>
 #include <sys/socket.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <openssl/evp.h>
@@ -810,6 +812,216 @@ static void test_task_management(void **st)
 	free(o);
 }
 
+/* ---- READs stream in pieces, within the data-in budget --------------------- */
+#define T_BIG "iqn.2026-11.io.ferry:big"
+#define BIG_SIZE (40u << 20)
+
+/* READ(16) of n blocks at lba, EDTL edtl. */
+static void read16(struct ini *c, uint32_t itt, uint64_t lba, uint32_t n, uint32_t edtl)
+{
+	uint8_t cdb[16] = { 0x88 };
+	be32_put(cdb + 2, (uint32_t)(lba >> 32));
+	be32_put(cdb + 6, (uint32_t)lba);
+	be32_put(cdb + 10, n);
+	scsi_cmd(c, itt, cdb, ISCSI_FLAG_FINAL | ISCSI_CMD_READ, edtl, NULL, 0, false);
+}
+
+/* The answers of n READs with ITTs itt0.. (the i-th reading the LU from
+ * byte off0 + i * stride), however their Data-In interleave: checks each
+ * one's offsets, DataSN, sequence ends at max_burst and bytes.  Returns the
+ * first status that is not GOOD, else GOOD; got[i] gets the bytes of each (may be
+ * NULL for n == 1: *got0), *asc the ASC of sense data. */
+static uint8_t read_many(struct ini *c, uint32_t itt0, uint32_t n, const uint8_t *lu,
+                         uint64_t off0, uint64_t stride, uint32_t max_burst, uint32_t *got,
+                         uint8_t *asc)
+{
+	uint32_t *sn = calloc(n, sizeof(*sn));
+	bool *done = calloc(n, sizeof(*done));
+	uint32_t left = n;
+	uint8_t st = 0xff;
+	*asc = 0;
+	for (uint32_t i = 0; i < n; i++)
+		got[i] = 0;
+	while (left) {
+		struct pdu p;
+		assert_int_equal(recv_pdu(c, &p), 0);
+		uint32_t i = be32_get(p.bhs + 16) - itt0;
+		assert_true(i < n && !done[i]);
+		if ((p.bhs[0] & 0x3f) == ISCSI_OP_SCSI_RSP) {
+			if (st == 0xff || st == SCSI_STATUS_GOOD)
+				st = p.bhs[3];
+			if (p.dlen >= 2 + 14)
+				*asc = p.data[2 + 12];
+			free(p.data);
+			done[i] = true;
+			left--;
+			continue;
+		}
+		assert_int_equal(p.bhs[0] & 0x3f, ISCSI_OP_DATA_IN);
+		assert_int_equal(be32_get(p.bhs + 36), sn[i]++);
+		assert_int_equal(be32_get(p.bhs + 40), got[i]);
+		assert_memory_equal(p.data, lu + off0 + i * stride + got[i], p.dlen);
+		got[i] += p.dlen;
+		bool status = p.bhs[1] & ISCSI_DATAIN_STATUS;
+		if (got[i] % max_burst == 0)
+			assert_true(p.bhs[1] & ISCSI_FLAG_FINAL); /* bursts end across pieces too */
+		else if (!status)
+			assert_false(p.bhs[1] & ISCSI_FLAG_FINAL);
+		if (status) {
+			if (st == 0xff || st == SCSI_STATUS_GOOD)
+				st = p.bhs[3];
+			done[i] = true;
+			left--;
+		}
+		free(p.data);
+	}
+	free(sn);
+	free(done);
+	return st;
+}
+
+static uint8_t read_back(struct ini *c, uint32_t itt, const uint8_t *lu, uint64_t off,
+                         uint32_t max_burst, uint32_t *got, uint8_t *asc)
+{
+	return read_many(c, itt, 1, lu, off, 0, max_burst, got, asc);
+}
+
+/* Waits until the target's READ buffers stop changing (bounded); returns
+ * the largest value seen. */
+static uint64_t read_buffered_settled(void)
+{
+	uint64_t last = UINT64_MAX, peak = 0;
+	int same = 0;
+	for (int i = 0; i < 500 && same < 25; i++) { /* 10 s at most, 0.5 s stable */
+		struct iscsi_stats s;
+		iscsi_server_stats(srv, &s);
+		peak = MAX(peak, s.read_buffered);
+		same = s.read_buffered == last ? same + 1 : 0;
+		last = s.read_buffered;
+		struct timespec ts = { 0, 20 * 1000 * 1000 };
+		nanosleep(&ts, NULL);
+	}
+	return peak;
+}
+
+static void *lun_remove_thread(void *arg)
+{
+	(void)arg;
+	iscsi_lun_remove(srv, T_BIG, 0);
+	return NULL;
+}
+
+static void test_read_streaming(void **st)
+{
+	(void)st;
+	struct scsi_lu *lu = fake_lu_create(BIG_SIZE, 512, 0, 7);
+	uint8_t *d = (uint8_t *)fake_lu_data(lu); /* the fake's RAM: fill it */
+	for (uint32_t i = 0; i < BIG_SIZE; i += 4)
+		be32_put(d + i, i * 2654435761u);
+	assert_int_equal(iscsi_target_add(srv, T_BIG, NULL, NULL), 0);
+	assert_int_equal(iscsi_lun_add(srv, T_BIG, 0, lu), 0);
+	struct ini *c = malloc(sizeof(*c));
+	const uint32_t burst = 3 * 65536 + 512; /* bursts that do not align with pieces */
+	uint32_t got;
+	uint8_t asc;
+
+	/* one 32 MiB READ: 32 pieces, one stream of Data-In */
+	assert_int_equal(conn_open(c), 0);
+	{
+		struct tb t = { .len = 0 };
+		tb_add(&t, "InitiatorName", INI);
+		tb_add(&t, "TargetName", T_BIG);
+		tb_add(&t, "AuthMethod", "None");
+		struct pdu p;
+		assert_int_equal(login_req(c, 0, 1, true, t.b, t.len, &p), 0);
+		free(p.data);
+		login_oper(c, false, burst, 65536, true, true);
+	}
+	read16(c, 1, 1000, (32u << 20) / 512, 32u << 20);
+	assert_int_equal(read_back(c, 1, d, 1000 * 512, burst, &got, &asc), SCSI_STATUS_GOOD);
+	assert_int_equal(got, 32u << 20);
+	/* EDTL shorter than the CDB (overflow): only EDTL travels */
+	read16(c, 2, 0, 8192, 3u << 20);
+	assert_int_equal(read_back(c, 2, d, 0, burst, &got, &asc), SCSI_STATUS_GOOD);
+	assert_int_equal(got, 3u << 20);
+
+	/* 36 READs of 1 MiB while the initiator reads nothing: the target
+	 * holds at most 8 MiB of them (docs/ISCSI.md), and every one is
+	 * answered, in full and in order of data, once it reads */
+	for (uint32_t i = 0; i < 36; i++)
+		read16(c, 0x100 + i, (uint64_t)i * 2048, 2048, 1u << 20);
+	uint64_t held = read_buffered_settled();
+	assert_true(held >= (1u << 20));
+	assert_true(held <= (8u << 20));
+	uint32_t gots[36];
+	assert_int_equal(read_many(c, 0x100, 36, d, 0, 1u << 20, burst, gots, &asc),
+	                 SCSI_STATUS_GOOD);
+	for (uint32_t i = 0; i < 36; i++)
+		assert_int_equal(gots[i], 1u << 20);
+	nop_ping(c, 5);
+	struct iscsi_stats s;
+	iscsi_server_stats(srv, &s);
+	assert_int_equal(s.read_buffered, 0);
+
+	/* ABORT TASK of a READ half sent: the answer comes once the piece on
+	 * its way is out, and no status for the READ follows */
+	read16(c, 0x200, 0, 65536, 32u << 20);
+	struct pdu p;
+	for (int i = 0; i < 3; i++) { /* some Data-In arrives */
+		assert_int_equal(recv_pdu(c, &p), 0);
+		assert_int_equal(p.bhs[0] & 0x3f, ISCSI_OP_DATA_IN);
+		free(p.data);
+	}
+	struct iscsi_bhs_tmf_req t;
+	memset(&t, 0, sizeof(t));
+	t.opcode = ISCSI_OP_TMF_REQ | ISCSI_OP_IMMEDIATE;
+	t.function = 0x80 | ISCSI_TMF_ABORT_TASK;
+	be32_put(t.itt, 0x999);
+	be32_put(t.ref_itt, 0x200);
+	be32_put(t.cmd_sn, c->cmdsn);
+	be32_put(t.ref_cmd_sn, c->cmdsn - 1);
+	send_raw(c, (uint8_t *)&t, NULL, 0);
+	uint32_t data_after = 0;
+	for (;;) {
+		assert_int_equal(recv_pdu(c, &p), 0);
+		uint8_t op = p.bhs[0] & 0x3f;
+		if (op == ISCSI_OP_DATA_IN) {
+			assert_int_equal(be32_get(p.bhs + 16), 0x200);
+			assert_false(p.bhs[1] & ISCSI_DATAIN_STATUS);
+			data_after += p.dlen;
+			free(p.data);
+			continue;
+		}
+		assert_int_equal(op, ISCSI_OP_TMF_RSP);
+		assert_int_equal(p.bhs[2], ISCSI_TMF_RSP_COMPLETE);
+		free(p.data);
+		break;
+	}
+	assert_true(data_after < (32u << 20));
+	assert_true(quiet(c, 300)); /* nothing more for the aborted READ */
+	nop_ping(c, 6);
+
+	/* the LUN removed while a READ waits for an initiator that reads
+	 * nothing: iscsi_lun_remove() must not wait for the socket */
+	read16(c, 0x300, 0, 65536, 32u << 20);
+	assert_true(read_buffered_settled() > 0);
+	pthread_t th;
+	assert_int_equal(pthread_create(&th, NULL, lun_remove_thread, NULL), 0);
+	struct timespec dl;
+	clock_gettime(CLOCK_REALTIME, &dl);
+	dl.tv_sec += 20;
+	assert_int_equal(pthread_timedjoin_np(th, NULL, &dl), 0);
+	/* the initiator reads: data, then CHECK CONDITION, LUN NOT SUPPORTED */
+	assert_int_equal(read_back(c, 0x300, d, 0, burst, &got, &asc), SCSI_STATUS_CHECK_CONDITION);
+	assert_int_equal(asc, 0x25);
+	assert_true(got < (32u << 20));
+	nop_ping(c, 7);
+	conn_close_(c);
+	free(c);
+	assert_int_equal(iscsi_target_remove(srv, T_BIG), 0);
+	fake_lu_destroy(lu);
+}
+
 static void test_hostile(void **st)
 {
 	(void)st;
@@ -1161,6 +1373,7 @@ int main(void)
 		cmocka_unit_test(test_api),
 		cmocka_unit_test(test_sub_block_write),
 		cmocka_unit_test(test_nexus_identity),
+		cmocka_unit_test(test_read_streaming),
 	};
 	return cmocka_run_group_tests(tests, setup, teardown);
 }

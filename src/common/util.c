@@ -442,6 +442,7 @@ int chap_file_split(char *text, char **chap, char **mutual, char *err, size_t er
 			if (found == 2) {
 				snprintf(err, errlen, "more than two credential lines (USER:SECRET, then the "
 				         "mutual USER:SECRET)");
+				*chap = *mutual = NULL;
 				return -EINVAL;
 			}
 			*(found++ ? mutual : chap) = line;

@@ -1021,6 +1021,33 @@ static void continue_pieces(struct conn *c)
 	}
 }
 
+/* A task a TMF waits for is done (answered, aborted, or dropped with its
+ * connection): the TMF is answered once the last one is. */
+static void tmf_task_done(struct task *t)
+{
+	struct tmf *m = t->tmf;
+	if (!m)
+		return;
+	t->tmf = NULL;
+	if (--m->pending)
+		return;
+	struct conn *mc = m->c;
+	struct iscsi_bhs_tmf_rsp r;
+	memset(&r, 0, sizeof(r));
+	r.opcode = ISCSI_OP_TMF_RSP;
+	r.flags = ISCSI_FLAG_FINAL;
+	r.response = m->response;
+	be32_put(r.itt, m->itt);
+	if (mc->state != C_DEAD) {
+		put_sns(mc, r.stat_sn, r.exp_cmd_sn, r.max_cmd_sn, true);
+		send_pdu(mc, (uint8_t *)&r, NULL, 0, NULL, NULL);
+	}
+	mc->refs--;
+	free(m);
+	if (mc->state == C_DEAD && mc->refs == 0)
+		conn_close(mc, NULL); /* finishes the free */
+}
+
 /* A task finished (or was answered locally); the conn may be dead. */
 static void task_complete(struct task *t)
 {
@@ -1036,28 +1063,7 @@ static void task_complete(struct task *t)
 	}
 	lun_release(srv, t->le);
 	t->le = NULL;
-	if (t->tmf) {
-		struct tmf *m = t->tmf;
-		t->tmf = NULL;
-		if (--m->pending == 0) {
-			struct conn *mc = m->c;
-			struct iscsi_bhs_tmf_rsp r;
-			memset(&r, 0, sizeof(r));
-			r.opcode = ISCSI_OP_TMF_RSP;
-			r.flags = ISCSI_FLAG_FINAL;
-			r.response = m->response;
-			be32_put(r.itt, m->itt);
-			if (mc->state != C_DEAD) {
-				put_sns(mc, r.stat_sn, r.exp_cmd_sn, r.max_cmd_sn, true);
-				send_pdu(mc, (uint8_t *)&r, NULL, 0, NULL, NULL);
-			}
-			mc->refs--;
-			free(m);
-			if (mc->state == C_DEAD && mc->refs == 0) {
-				conn_close(mc, NULL); /* finishes the free */
-			}
-		}
-	}
+	tmf_task_done(t);
 	if (c->state == C_DEAD) {
 		task_free(t);
 		if (c->refs == 0)
@@ -1172,6 +1178,8 @@ static void conn_close(struct conn *c, const char *why)
 		while (t) {
 			struct task *n = t->next;
 			if (t->state != T_QUEUED) {
+				/* a READ between pieces may be what a TMF waits for */
+				tmf_task_done(t);
 				lun_release(srv, t->le);
 				task_free(t);
 			} else {

@@ -18,6 +18,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <pthread.h>
+#include <sys/ioctl.h>
 #include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
@@ -904,6 +905,21 @@ static uint64_t read_buffered_settled(void)
 	return peak;
 }
 
+/* Waits until nothing more arrives in c's socket (bounded): the target's
+ * send is then stuck on the initiator that reads nothing. */
+static void wait_stalled(struct ini *c)
+{
+	int last = -1, same = 0;
+	for (int i = 0; i < 500 && same < 25; i++) {
+		int n = 0;
+		assert_int_equal(ioctl(c->fd, FIONREAD, &n), 0);
+		same = n == last ? same + 1 : 0;
+		last = n;
+		nanosleep(&(struct timespec){ 0, 20 * 1000 * 1000 }, NULL);
+	}
+	assert_true(same >= 25);
+}
+
 static void *lun_remove_thread(void *arg)
 {
 	(void)arg;
@@ -1001,9 +1017,45 @@ static void test_read_streaming(void **st)
 	assert_true(quiet(c, 300)); /* nothing more for the aborted READ */
 	nop_ping(c, 6);
 
+	/* CLEAR TASK SET from another session hits a READ whose initiator
+	 * reads nothing: the TMF waits for the piece stuck in the socket, and
+	 * is answered when that initiator hangs up (the READ goes with its
+	 * connection); under ASan a leak of either would fail the test */
+	struct ini *h = malloc(sizeof(*h)), *o = malloc(sizeof(*o));
+	login_open(h, T_BIG, false);
+	login_open(o, T_BIG, false);
+	read16(h, 0x400, 0, 65536, 32u << 20);
+	wait_stalled(h);
+	memset(&t, 0, sizeof(t));
+	t.opcode = ISCSI_OP_TMF_REQ | ISCSI_OP_IMMEDIATE;
+	t.function = 0x80 | ISCSI_TMF_CLEAR_TASK_SET;
+	be32_put(t.itt, 0x998);
+	be32_put(t.cmd_sn, o->cmdsn);
+	send_raw(o, (uint8_t *)&t, NULL, 0);
+	assert_true(quiet(o, 300)); /* h's READ is not done: no answer yet */
+	conn_close_(h);
+	free(h);
+	assert_int_equal(recv_pdu(o, &p), 0);
+	assert_int_equal(p.bhs[0] & 0x3f, ISCSI_OP_TMF_RSP);
+	assert_int_equal(be32_get(p.bhs + 16), 0x998);
+	assert_int_equal(p.bhs[2], ISCSI_TMF_RSP_COMPLETE);
+	free(p.data);
+	nop_ping(o, 9);
+	conn_close_(o);
+	free(o);
+	for (int i = 0; i < 500; i++) { /* 10 s at most: its buffers are freed */
+		iscsi_server_stats(srv, &s);
+		if (s.read_buffered == 0)
+			break;
+		nanosleep(&(struct timespec){ 0, 20 * 1000 * 1000 }, NULL);
+	}
+	assert_int_equal(s.read_buffered, 0);
+	nop_ping(c, 8);
+
 	/* the LUN removed while a READ waits for an initiator that reads
 	 * nothing: iscsi_lun_remove() must not wait for the socket */
 	read16(c, 0x300, 0, 65536, 32u << 20);
+	wait_stalled(c);
 	assert_true(read_buffered_settled() > 0);
 	pthread_t th;
 	assert_int_equal(pthread_create(&th, NULL, lun_remove_thread, NULL), 0);

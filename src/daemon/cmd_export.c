@@ -347,36 +347,32 @@ static bool target_has_others(const struct export *e)
 static int discovery_auth(const char *path)
 {
 	char err[600], *text = NULL, *chap, *mutual;
+	char u[ISCSI_CHAP_SECRET_MAX + 1], sc[ISCSI_CHAP_SECRET_MAX + 1];
+	char mu_u[ISCSI_CHAP_SECRET_MAX + 1], mu_s[ISCSI_CHAP_SECRET_MAX + 1];
 	size_t len = 0;
 	int r = secret_file_read(path, 64 * 1024, &text, &len, err, sizeof(err));
 	if (r == 0 && chap_file_split(text, &chap, &mutual, err, sizeof(err)) < 0)
 		r = -EINVAL;
-	struct iscsi_chap ch = { 0 }, mu = { 0 };
-	char *c1 = r == 0 ? strchr(chap, ':') : NULL, *c2 = NULL;
-	if (r == 0 && (!c1 || (mutual && !(c2 = strchr(mutual, ':'))))) {
+	if (r == 0 && (split_cred(chap, u, sc) < 0 || (mutual && split_cred(mutual, mu_u, mu_s) < 0))) {
 		snprintf(err, sizeof(err), "a line is not USER:SECRET");
 		r = -EINVAL;
 	}
-	if (r == 0) {
-		*c1 = '\0';
-		ch = (struct iscsi_chap){ chap, c1 + 1 };
-		if (c2) {
-			*c2 = '\0';
-			mu = (struct iscsi_chap){ mutual, c2 + 1 };
-		}
-		if (iscsi_chap_check(&ch, c2 ? &mu : NULL, err, sizeof(err)) < 0)
-			r = -EINVAL;
-	}
+	struct iscsi_chap ch = { u, sc }, mu = { mu_u, mu_s };
+	bool mut = r == 0 && mutual;
+	if (r == 0 && iscsi_chap_check(&ch, mut ? &mu : NULL, err, sizeof(err)) < 0)
+		r = -EINVAL;
 	if (r == 0)
-		r = iscsi_discovery_auth(g.srv, &ch, c2 ? &mu : NULL);
+		r = iscsi_discovery_auth(g.srv, &ch, mut ? &mu : NULL);
 	if (text) {
 		explicit_bzero(text, len);
 		free(text);
 	}
+	explicit_bzero(sc, sizeof(sc));
+	explicit_bzero(mu_s, sizeof(mu_s));
 	if (r < 0)
 		log_error("--discovery-chap-file %s: %s", path, err);
 	else
-		log_info("iscsi: discovery sessions must log in with CHAP%s", c2 ? " (mutual)" : "");
+		log_info("iscsi: discovery sessions must log in with CHAP%s", mut ? " (mutual)" : "");
 	return r;
 }
 

@@ -1069,6 +1069,27 @@ static void test_read_streaming(void **st)
 	assert_true(got < (32u << 20));
 	nop_ping(c, 7);
 	conn_close_(c);
+
+	/* WRITE data is counted from the command on, and given back when a
+	 * connection goes with the data still coming */
+	login_open(c, T_OPEN, false);
+	uint8_t w10[16] = { 0x2a };
+	be16_put(w10 + 7, 2048);
+	scsi_cmd(c, 0x500, w10, ISCSI_FLAG_FINAL | ISCSI_CMD_WRITE, 1u << 20, NULL, 0, false);
+	assert_int_equal(recv_pdu(c, &p), 0); /* an R2T: the target waits for data */
+	assert_int_equal(p.bhs[0] & 0x3f, ISCSI_OP_R2T);
+	free(p.data);
+	iscsi_server_stats(srv, &s);
+	assert_int_equal(s.write_buffered, 1u << 20);
+	conn_close_(c);
+	for (int i = 0; i < 500; i++) {
+		iscsi_server_stats(srv, &s);
+		if (s.write_buffered == 0 && s.read_buffered == 0)
+			break;
+		nanosleep(&(struct timespec){ 0, 20 * 1000 * 1000 }, NULL);
+	}
+	assert_int_equal(s.write_buffered, 0);
+	assert_int_equal(s.read_buffered, 0);
 	free(c);
 	assert_int_equal(iscsi_target_remove(srv, T_BIG), 0);
 	fake_lu_destroy(lu);

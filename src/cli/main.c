@@ -250,8 +250,48 @@ static int pump(int s, struct out_file *out, struct progress *pr, uint8_t *buf)
 	}
 }
 
-/* args has room for argc + 3 pointers: argv without the global options,
- * plus a --length LEN. */
+/* --chap-file FILE: the CLI reads the credentials (refusing a file others
+ * may read) and hands them to ferryd as --chap / --mutual-chap over the
+ * pool's socket, so that no secret is ever in a process's arguments.
+ * Rewrites args in place (room for 3 more); *cred keeps the text the new
+ * arguments point into (the caller wipes and frees it).  0 or the exit
+ * status after printing why not. */
+static int chap_file_args(const struct ctl_cmd *cmd, const char **args, int *nargs, char **cred,
+                          size_t *cred_len)
+{
+	const struct ctl_val *f = ctl_flag(cmd, "chap-file");
+	if (!f->set)
+		return 0;
+	if (ctl_flag(cmd, "chap")->set || ctl_flag(cmd, "mutual-chap")->set) {
+		fprintf(stderr, "ferry: --chap-file replaces --chap and --mutual-chap\n");
+		return 2;
+	}
+	char err[512], *chap, *mutual;
+	if (secret_file_read(f->str, 64 * 1024, cred, cred_len, err, sizeof(err)) < 0) {
+		fprintf(stderr, "ferry: --chap-file: %s\n", err);
+		return 1;
+	}
+	if (chap_file_split(*cred, &chap, &mutual, err, sizeof(err)) < 0) {
+		fprintf(stderr, "ferry: --chap-file %s: %s\n", f->str, err);
+		return 1;
+	}
+	/* drop "--chap-file FILE" (or "--chap-file=FILE") */
+	int from = strncmp(args[f->argi], "--chap-file=", 12) == 0 ? f->argi : f->argi - 1;
+	int gone = f->argi - from + 1;
+	for (int i = from; i + gone < *nargs; i++)
+		args[i] = args[i + gone];
+	*nargs -= gone;
+	args[(*nargs)++] = "--chap";
+	args[(*nargs)++] = chap;
+	if (mutual) {
+		args[(*nargs)++] = "--mutual-chap";
+		args[(*nargs)++] = mutual;
+	}
+	return 0;
+}
+
+/* args has room for argc + 8 pointers: argv without the global options,
+ * plus a --length LEN, or the --chap-file rewrite. */
 static int run(int argc, char **argv, const char **args)
 {
 	const char *pool = getenv("FERRY_POOL");
@@ -364,8 +404,31 @@ static int run(int argc, char **argv, const char **args)
 		return st;
 	}
 	struct progress pr = {.tty = isatty(2) == 1};
+	char *cred = NULL;
+	size_t cred_len = 0;
+	st = chap_file_args(&cmd, args, &nargs, &cred, &cred_len);
+	if (st) {
+		if (cred) {
+			explicit_bzero(cred, cred_len);
+			free(cred);
+		}
+		goto out;
+	}
 	int n = ctl_req_encode(buf, CTL_MAX_FRAME, nargs, args);
+	if (cred) {
+		explicit_bzero(cred, cred_len);
+		free(cred);
+		cred = NULL;
+	}
 	int e = n < 0 ? n : ctl_send(s, CTL_REQ, buf, (uint32_t)n, CLI_SEND_TIMEOUT_MS);
+	if (n > 0)
+		explicit_bzero(buf, (size_t)n);
+	if (e == -EPIPE || e == -ECONNRESET) {
+		/* ferryd answered and closed before reading the request (it is
+		 * busy): its answer is still in the socket, and says why */
+		st = pump(s, &out, &pr, buf);
+		goto out;
+	}
 	if (e < 0) {
 		fprintf(stderr, "ferry: sending the request to ferryd failed: %s\n", strerror(-e));
 		st = 1;
@@ -396,7 +459,7 @@ out:
 int main(int argc, char **argv)
 {
 	log_set_tag("ferry");
-	const char **args = calloc((size_t)argc + 3, sizeof(*args));
+	const char **args = calloc((size_t)argc + 8, sizeof(*args));
 	if (!args) {
 		fprintf(stderr, "ferry: out of memory\n");
 		return 1;

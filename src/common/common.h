@@ -34,6 +34,9 @@ int log_parse_level(const char *s, enum log_level *out);
 /* Prefix every line with this tag (e.g. "ferryd"); the string is copied. */
 void log_set_tag(const char *tag);
 void log_msg(enum log_level level, const char *fmt, ...) PRINTF_LIKE(2, 3);
+/* The last message logged at LOG_ERROR ("" if none), e.g. to tell the
+ * terminal why a start-up failed. */
+void log_last_error(char *buf, size_t cap);
 #define log_error(...) log_msg(LOG_ERROR, __VA_ARGS__)
 #define log_warn(...) log_msg(LOG_WARN, __VA_ARGS__)
 #define log_info(...) log_msg(LOG_INFO, __VA_ARGS__)
@@ -56,6 +59,14 @@ int parse_duration(const char *s, uint64_t *secs);
  * Such a name can never be "." or ".." or contain '/', so it can never
  * escape the directory it is joined to. */
 bool name_valid(const char *s);
+/* Name prefixes replication owns: it names its cycle snapshots
+ * "ferry.<pair>.<cycle>" and keeps a demoted primary's divergent data in
+ * "split-brain-<time>", and deletes or replaces what it finds under these
+ * names.  ferryd's commands refuse them for the volumes and snapshots users
+ * create (replication itself goes straight to the store).  Returns the
+ * prefix s starts with, or NULL.  NAME_RESERVED_LIST is for messages. */
+const char *name_reserved(const char *s);
+#define NAME_RESERVED_LIST "'ferry.' and 'split-brain-'"
 /* Formats n bytes as "1.5 GiB" into buf (at least 16 bytes). */
 const char *fmt_bytes(uint64_t n, char *buf, size_t len);
 
@@ -76,6 +87,20 @@ int write_file_atomic(const char *path, const void *data, size_t len);
 /* Reads a whole (small) file; *out is malloc'd and NUL-terminated, the
  * caller frees it.  Fails with -EFBIG beyond max bytes. */
 int read_file(const char *path, size_t max, char **out, size_t *len);
+/* Reads a file that holds a secret: refuses one that group or others may
+ * access (mode & 077, like ssh its keys: chmod 600 it) or that is not a
+ * regular file; "-" reads standard input instead (no mode to check).  At
+ * most max bytes.  *out is malloc'd and NUL-terminated; the caller wipes
+ * and frees it.  0, or a negative errno with a one-line reason in err. */
+int secret_file_read(const char *path, size_t max, char **out, size_t *len, char *err,
+                     size_t errlen);
+/* Splits the text of a CHAP credentials file in place: the first line that
+ * is neither empty nor a '#' comment is the initiator's USER:SECRET, an
+ * optional second one the mutual USER:SECRET (what the target answers
+ * with); line ends (LF or CRLF) and trailing blanks are not part of a
+ * secret.  *mutual is NULL without a second line.  0, or -EINVAL with a
+ * reason in err (nothing, or more than two lines). */
+int chap_file_split(char *text, char **chap, char **mutual, char *err, size_t errlen);
 /* mkdir -p. */
 int mkdir_p(const char *path, unsigned mode);
 /* rm -rf of a directory tree (no symlink following). */

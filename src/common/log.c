@@ -8,6 +8,7 @@
 static enum log_level g_level = LOG_INFO;
 static char g_tag[32] = "ferry";
 static pthread_mutex_t g_log_lock = PTHREAD_MUTEX_INITIALIZER;
+static char g_last_error[1024]; /* under g_log_lock */
 
 void log_set_level(enum log_level level) { g_level = level; }
 enum log_level log_get_level(void) { return g_level; }
@@ -47,8 +48,17 @@ void log_msg(enum log_level level, const char *fmt, ...)
 	va_end(ap);
 	/* One write per line so concurrent threads never interleave. */
 	pthread_mutex_lock(&g_log_lock);
+	if (level == LOG_ERROR)
+		memcpy(g_last_error, msg, sizeof(msg));
 	fprintf(stderr, "%s.%03ldZ %s %s: %s\n", ts, t.tv_nsec / 1000000, g_tag,
 	        lv[level], msg);
 	fflush(stderr);
+	pthread_mutex_unlock(&g_log_lock);
+}
+
+void log_last_error(char *buf, size_t cap)
+{
+	pthread_mutex_lock(&g_log_lock);
+	snprintf(buf, cap, "%s", g_last_error);
 	pthread_mutex_unlock(&g_log_lock);
 }

@@ -94,6 +94,15 @@ int parse_size(const char *s, uint64_t *out)
 	return 0;
 }
 
+const char *name_reserved(const char *s)
+{
+	static const char *const prefixes[] = { "ferry.", "split-brain-" };
+	for (size_t i = 0; s && i < ARRAY_SIZE(prefixes); i++)
+		if (strncmp(s, prefixes[i], strlen(prefixes[i])) == 0)
+			return prefixes[i];
+	return NULL;
+}
+
 bool name_valid(const char *s)
 {
 	if (!s)
@@ -369,4 +378,110 @@ bool buf_is_zero(const void *buf, size_t len)
 			return false;
 	}
 	return true;
+}
+
+int secret_file_read(const char *path, size_t max, char **out, size_t *len, char *err,
+                     size_t errlen)
+{
+	*out = NULL;
+	*len = 0;
+	int fd = 0;
+	if (strcmp(path, "-") != 0) {
+		fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY);
+		struct stat st;
+		if (fd < 0 || fstat(fd, &st) < 0) {
+			int e = errno;
+			snprintf(err, errlen, "cannot read %s: %s", path, strerror(e));
+			if (fd >= 0)
+				close(fd);
+			return -e;
+		}
+		if (!S_ISREG(st.st_mode)) {
+			snprintf(err, errlen, "%s is not a regular file", path);
+			close(fd);
+			return -EINVAL;
+		}
+		if (st.st_mode & 0077) {
+			snprintf(err, errlen, "%s is accessible by group or others (mode %04o); "
+			         "refusing it: chmod 600 %s", path, (unsigned)(st.st_mode & 07777), path);
+			close(fd);
+			return -EPERM;
+		}
+	}
+	size_t cap = 4096, n = 0;
+	char *b = malloc(cap);
+	int rc = b ? 0 : -ENOMEM;
+	while (rc == 0) {
+		if (n + 1 >= cap) {
+			if (cap > max) {
+				rc = -EFBIG;
+				break;
+			}
+			char *nb = malloc(cap * 2);
+			if (!nb) {
+				rc = -ENOMEM;
+				break;
+			}
+			memcpy(nb, b, n);
+			explicit_bzero(b, cap);
+			free(b);
+			b = nb;
+			cap *= 2;
+		}
+		ssize_t r = read(fd, b + n, cap - 1 - n);
+		if (r < 0 && errno == EINTR)
+			continue;
+		if (r < 0)
+			rc = -errno;
+		else if (r == 0)
+			break;
+		else
+			n += (size_t)r;
+	}
+	if (fd > 0)
+		close(fd);
+	if (rc == 0 && n > max)
+		rc = -EFBIG;
+	if (rc < 0) {
+		snprintf(err, errlen, "cannot read %s: %s", strcmp(path, "-") ? path : "standard input",
+		         rc == -EFBIG ? "too large" : strerror(-rc));
+		if (b) {
+			explicit_bzero(b, cap);
+			free(b);
+		}
+		return rc;
+	}
+	b[n] = '\0';
+	*out = b;
+	*len = n;
+	return 0;
+}
+
+int chap_file_split(char *text, char **chap, char **mutual, char *err, size_t errlen)
+{
+	*chap = *mutual = NULL;
+	int found = 0;
+	for (char *line = text; line && *line;) {
+		char *nl = strchr(line, '\n');
+		if (nl)
+			*nl++ = '\0';
+		size_t l = strlen(line);
+		while (l && (line[l - 1] == '\r' || line[l - 1] == ' ' || line[l - 1] == '\t'))
+			line[--l] = '\0';
+		if (l && line[0] != '#') {
+			if (found == 2) {
+				snprintf(err, errlen, "more than two credential lines (USER:SECRET, then the "
+				         "mutual USER:SECRET)");
+				*chap = *mutual = NULL;
+				return -EINVAL;
+			}
+			*(found++ ? mutual : chap) = line;
+		}
+		line = nl;
+	}
+	if (!found) {
+		snprintf(err, errlen, "no USER:SECRET line");
+		return -EINVAL;
+	}
+	return 0;
 }

@@ -157,15 +157,23 @@ static const struct ctl_cmd_spec export_cmds[] = {
 	   "target name (default iqn.2026-11.io.ferry:VOLUME); an existing one gets another LUN"},
 	  {"lun", CTL_A_U64, 0, "N", NULL, "LUN number in the target (default 0)"},
 	  {"chap", CTL_A_STR, 0, "USER:SECRET", NULL,
-	   "initiators must log in with CHAP (secret of 12 to 255 characters)"},
+	   "initiators must log in with CHAP (secret of 12 to 255 characters); visible "
+	   "in ps and shell history: prefer --chap-file"},
 	  {"mutual-chap", CTL_A_STR, 0, "USER:SECRET", NULL,
 	   "the target authenticates back to initiators that ask (needs --chap)"},
+	  {"chap-file", CTL_A_STR, 0, "FILE", NULL,
+	   "read the CHAP credentials from FILE (- for stdin): a USER:SECRET line, "
+	   "optionally a second one for mutual CHAP; FILE must not be accessible by "
+	   "group or others"},
 	  {"read-only", CTL_A_BOOL, 0, NULL, NULL, "writes fail with DATA PROTECT"}}},
-	{"rm", "stop serving an export (waits for its commands in flight)",
+	{"rm", "stop serving an export (waits for its commands in flight; warns of logged-in initiators)",
 	 {{"VOLUME[@SNAP]", CTL_A_VOL_OPT_SNAP, 0, NULL, NULL, "exported volume or snapshot"}},
 	 {{0}}},
 	{"list", "list the iSCSI exports",
 	 {{0}},
+	 {F_JSON}},
+	{"sessions", "list the initiators logged in to the exports (or to NAME's)",
+	 {{"NAME", CTL_A_VOL_OPT_SNAP, CTL_OPTIONAL, NULL, NULL, "exported volume or snapshot"}},
 	 {F_JSON}},
 };
 /* clang-format on */

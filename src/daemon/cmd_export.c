@@ -20,6 +20,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <time.h>
 
 #include <openssl/evp.h>
 
@@ -343,16 +344,61 @@ static bool target_has_others(const struct export *e)
 	return false;
 }
 
+/* --discovery-chap-file: discovery sessions must authenticate. */
+static int discovery_auth(const char *path)
+{
+	char err[600], *text = NULL, *chap, *mutual;
+	char u[ISCSI_CHAP_SECRET_MAX + 1], sc[ISCSI_CHAP_SECRET_MAX + 1];
+	char mu_u[ISCSI_CHAP_SECRET_MAX + 1], mu_s[ISCSI_CHAP_SECRET_MAX + 1];
+	size_t len = 0;
+	int r = secret_file_read(path, 64 * 1024, &text, &len, err, sizeof(err));
+	if (r == 0 && chap_file_split(text, &chap, &mutual, err, sizeof(err)) < 0)
+		r = -EINVAL;
+	if (r == 0 && (split_cred(chap, u, sc) < 0 || (mutual && split_cred(mutual, mu_u, mu_s) < 0))) {
+		snprintf(err, sizeof(err), "a line is not USER:SECRET");
+		r = -EINVAL;
+	}
+	struct iscsi_chap ch = { u, sc }, mu = { mu_u, mu_s };
+	bool mut = r == 0 && mutual;
+	if (r == 0 && iscsi_chap_check(&ch, mut ? &mu : NULL, err, sizeof(err)) < 0)
+		r = -EINVAL;
+	if (r == 0)
+		r = iscsi_discovery_auth(g.srv, &ch, mut ? &mu : NULL);
+	if (text) {
+		explicit_bzero(text, len);
+		free(text);
+	}
+	explicit_bzero(sc, sizeof(sc));
+	explicit_bzero(mu_s, sizeof(mu_s));
+	if (r < 0)
+		log_error("--discovery-chap-file %s: %s", path, err);
+	else
+		log_info("iscsi: discovery sessions must log in with CHAP%s", mut ? " (mutual)" : "");
+	return r;
+}
+
 int export_service_start(struct daemon *d)
 {
 	pthread_mutex_lock(&g.lock);
 	g.d = d;
 	const char *hp = daemon_opt("iscsi");
+	const char *dfile = daemon_opt("discovery-chap-file");
+	if (dfile && !hp) {
+		pthread_mutex_unlock(&g.lock);
+		log_error("--discovery-chap-file needs --iscsi");
+		return -EINVAL;
+	}
 	if (hp) {
 		int r = iscsi_server_create(hp, &g.srv);
 		if (r < 0) {
 			pthread_mutex_unlock(&g.lock);
 			log_error("cannot serve iSCSI on %s: %s", hp, strerror(-r));
+			return r;
+		}
+		if (dfile && (r = discovery_auth(dfile)) < 0) {
+			iscsi_server_destroy(g.srv);
+			g.srv = NULL;
+			pthread_mutex_unlock(&g.lock);
 			return r;
 		}
 	}
@@ -429,6 +475,158 @@ bool export_volume_in_use(const char *vol, const char *snap)
 	return used;
 }
 
+/* ---- logged-in initiators ------------------------------------------------ */
+struct srow {
+	const struct export *e;
+	struct iscsi_session_info s;
+};
+
+/* The sessions on the served exports of vol (NULL: every volume) and snap
+ * (NULL: the head and every snapshot).  g.lock held; *rows is malloc'd. */
+static int collect_sessions(const char *vol, const char *snap, struct srow **rows, size_t *n)
+{
+	*rows = NULL;
+	*n = 0;
+	if (!g.srv)
+		return 0;
+	size_t cap = 0;
+	for (struct export *e = g.list; e; e = e->next) {
+		if (!e->lu || (vol && strcmp(e->vol, vol)) || (snap && strcmp(e->snap, snap)))
+			continue;
+		struct iscsi_session_info *v;
+		size_t k;
+		int rc = iscsi_sessions(g.srv, e->iqn, &v, &k);
+		if (rc < 0) {
+			free(*rows);
+			*rows = NULL;
+			*n = 0;
+			return rc;
+		}
+		if (*n + k > cap) {
+			cap = 2 * (*n + k);
+			struct srow *nr = realloc(*rows, cap * sizeof(**rows));
+			if (!nr) {
+				free(v);
+				free(*rows);
+				*rows = NULL;
+				*n = 0;
+				return -ENOMEM;
+			}
+			*rows = nr;
+		}
+		for (size_t i = 0; i < k; i++)
+			(*rows)[(*n)++] = (struct srow){ e, v[i] };
+		free(v);
+	}
+	return 0;
+}
+
+/* "INITIATOR (ADDRESS), ..." of the rows, at most 8 named. */
+static void name_initiators(const struct srow *rows, size_t n, struct sbuf *b)
+{
+	for (size_t i = 0; i < n && i < 8; i++)
+		sbuf_printf(b, "%s%s (%s)", i ? ", " : "", rows[i].s.initiator, rows[i].s.address);
+	if (n > 8)
+		sbuf_printf(b, " and %zu more", n - 8);
+}
+
+void export_warn_demote(struct dreq *r, const char *vol)
+{
+	if (!daemon_repl_needs(vol, NULL))
+		return; /* no pair: demote fails and says so */
+	pthread_mutex_lock(&g.lock);
+	struct srow *rows;
+	size_t n;
+	int rc = collect_sessions(vol, "", &rows, &n);
+	pthread_mutex_unlock(&g.lock);
+	if (rc < 0 || !n) {
+		free(rows);
+		return;
+	}
+	struct sbuf b;
+	sbuf_init(&b);
+	name_initiators(rows, n, &b);
+	dreq_warn(r, "%zu initiator session%s logged in to %s (%s LUN %" PRIu64 "%s): %s; demoting "
+	          "makes the volume read-only, their writes will fail", n, n == 1 ? " is" : "s are",
+	          vol, rows[0].e->iqn, rows[0].e->lun, n > 1 ? "..." : "", b.p ? b.p : "");
+	sbuf_free(&b);
+	free(rows);
+}
+
+static void fmt_time(uint64_t t, char *buf, size_t cap)
+{
+	time_t tt = (time_t)t;
+	struct tm tm;
+	if (!gmtime_r(&tt, &tm) || !strftime(buf, cap, "%Y-%m-%dT%H:%M:%SZ", &tm))
+		snprintf(buf, cap, "%llu", (unsigned long long)t);
+}
+
+static int export_sessions(struct dreq *r)
+{
+	const struct ctl_val *name = ctl_pos(r->cmd, "NAME");
+	bool json = ctl_flag(r->cmd, "json")->set;
+	pthread_mutex_lock(&g.lock);
+	if (name->set && !find(name->vol, name->snap)) {
+		pthread_mutex_unlock(&g.lock);
+		return dreq_fail(r, "%s%s%s is not exported", name->vol, name->snap[0] ? "@" : "",
+		                 name->snap);
+	}
+	struct srow *rows;
+	size_t n;
+	int rc = collect_sessions(name->set ? name->vol : NULL, name->set ? name->snap : NULL, &rows,
+	                          &n);
+	pthread_mutex_unlock(&g.lock);
+	if (rc < 0)
+		return dreq_fail(r, "cannot list the sessions: %s", strerror(-rc));
+	struct sbuf b;
+	sbuf_init(&b);
+	if (json) {
+		struct jw w;
+		jw_init(&w, &b);
+		jw_arr_begin(&w);
+		for (size_t i = 0; i < n; i++) {
+			const struct srow *x = &rows[i];
+			jw_obj_begin(&w);
+			jw_key(&w, "initiator");
+			jw_str(&w, x->s.initiator);
+			jw_key(&w, "isid");
+			jw_str(&w, x->s.isid);
+			jw_key(&w, "address");
+			jw_str(&w, x->s.address);
+			jw_key(&w, "target");
+			jw_str(&w, x->s.target);
+			jw_key(&w, "lun");
+			jw_u64(&w, x->e->lun);
+			jw_key(&w, "volume");
+			jw_str(&w, x->e->vol);
+			jw_key(&w, "snapshot");
+			if (x->e->snap[0])
+				jw_str(&w, x->e->snap);
+			else
+				jw_null(&w);
+			jw_key(&w, "login_time");
+			jw_u64(&w, x->s.login_time);
+			jw_obj_end(&w);
+		}
+		jw_arr_end(&w);
+		sbuf_puts(&b, "\n");
+	} else {
+		sbuf_printf(&b, "%-44s %-21s %-40s %4s %-20s %s\n", "INITIATOR", "ADDRESS", "TARGET",
+		            "LUN", "EXPORT", "LOGIN");
+		for (size_t i = 0; i < n; i++) {
+			const struct srow *x = &rows[i];
+			char ex[2 * STORE_NAME_MAX + 2], when[32];
+			snprintf(ex, sizeof(ex), "%s%s%s", x->e->vol, x->e->snap[0] ? "@" : "",
+			         x->e->snap);
+			fmt_time(x->s.login_time, when, sizeof(when));
+			sbuf_printf(&b, "%-44s %-21s %-40s %4" PRIu64 " %-20s %s\n", x->s.initiator,
+			            x->s.address, x->s.target, x->e->lun, ex, when);
+		}
+	}
+	free(rows);
+	return dreq_out_sbuf(r, &b);
+}
+
 /* ---- commands ----------------------------------------------------------- */
 static int export_add(struct dreq *r)
 {
@@ -436,6 +634,9 @@ static int export_add(struct dreq *r)
 	const struct ctl_val *iqn = ctl_flag(r->cmd, "iqn"), *lun = ctl_flag(r->cmd, "lun");
 	const struct ctl_val *chap = ctl_flag(r->cmd, "chap");
 	const struct ctl_val *mutual = ctl_flag(r->cmd, "mutual-chap");
+	if (ctl_flag(r->cmd, "chap-file")->set)
+		return dreq_usage(r, "--chap-file is read by the ferry command, which sends the "
+		                     "credentials; this ferryd got the file name instead");
 	struct export *e = calloc(1, sizeof(*e));
 	if (!e)
 		return dreq_fail(r, "out of memory");
@@ -448,9 +649,17 @@ static int export_add(struct dreq *r)
 		return dreq_usage(r, "--lun must be at most %d", ISCSI_MAX_LUN);
 	}
 	if (iqn->set) {
+		/* checked here, the way the iSCSI target will check it, so that an
+		 * export recorded without --iscsi is served when it is given */
 		if (strlen(iqn->str) > ISCSI_NAME_MAX) {
 			free(e);
 			return dreq_usage(r, "--iqn is longer than %d bytes", ISCSI_NAME_MAX);
+		}
+		if (!iscsi_name_valid(iqn->str)) {
+			free(e);
+			return dreq_usage(r, "bad --iqn '%s': an iSCSI name is iqn.YYYY-MM.reversed.domain"
+			                     "[:name], eui. and 16 hex digits, or naa. and 16 or 32, of "
+			                     "a-z 0-9 '-' '.' ':'", iqn->str);
 		}
 		snprintf(e->iqn, sizeof(e->iqn), "%s", iqn->str);
 	} else if (e->snap[0]) {
@@ -472,14 +681,17 @@ static int export_add(struct dreq *r)
 		free(e);
 		return dreq_usage(r, "--mutual-chap needs --chap too");
 	}
-	if ((e->chap && (strlen(e->chap_secret) < ISCSI_CHAP_SECRET_MIN)) ||
-	    (e->mutual && strlen(e->mut_secret) < ISCSI_CHAP_SECRET_MIN)) {
+	if (!iscsi_name_valid(e->iqn)) { /* a default name: cannot happen, names are tame */
 		free(e);
-		return dreq_fail(r, "CHAP secrets must be at least %d characters", ISCSI_CHAP_SECRET_MIN);
+		return dreq_fail(r, "cannot derive a valid target name from '%s'", e->vol);
 	}
-	if (e->mutual && !strcmp(e->chap_secret, e->mut_secret)) {
+	struct iscsi_chap ch = { e->chap_user, e->chap_secret };
+	struct iscsi_chap mu = { e->mut_user, e->mut_secret };
+	char why[160];
+	if (iscsi_chap_check(e->chap ? &ch : NULL, e->mutual ? &mu : NULL, why, sizeof(why)) < 0) {
+		explicit_bzero(e, sizeof(*e));
 		free(e);
-		return dreq_fail(r, "the mutual CHAP secret must differ from the initiator's");
+		return dreq_fail(r, "%s", why);
 	}
 	pthread_mutex_lock(&g.lock);
 	int st = 0;
@@ -552,14 +764,35 @@ static int export_rm(struct dreq *r)
 		return dreq_fail(r, "%s%s%s is not exported", name->vol, name->snap[0] ? "@" : "",
 		                 name->snap);
 	}
+	/* who is logged in: warned about, and the removal still goes on */
+	struct srow *rows;
+	size_t nrows;
+	if (collect_sessions(e->vol, e->snap, &rows, &nrows) < 0)
+		nrows = 0;
+	bool last = !target_has_others(e);
 	*pp = e->next;
 	if (save_locked() < 0) {
 		e->next = *pp;
 		*pp = e;
 		pthread_mutex_unlock(&g.lock);
+		free(rows);
 		return dreq_fail(r, "cannot update %s/%s", r->d->pool, EXPORTS_FILE);
 	}
-	unserve_export(e, !target_has_others(e));
+	if (nrows) {
+		struct sbuf b;
+		sbuf_init(&b);
+		name_initiators(rows, nrows, &b);
+		if (last)
+			dreq_warn(r, "closing %zu session%s logged in to %s: %s", nrows,
+			          nrows == 1 ? "" : "s", e->iqn, b.p ? b.p : "");
+		else
+			dreq_warn(r, "%zu session%s logged in to %s lose%s LUN %" PRIu64 ": %s", nrows,
+			          nrows == 1 ? "" : "s", e->iqn, nrows == 1 ? "s" : "", e->lun,
+			          b.p ? b.p : "");
+		sbuf_free(&b);
+	}
+	free(rows);
+	unserve_export(e, last);
 	pthread_mutex_unlock(&g.lock);
 	log_info("unexported %s%s%s (%s LUN %" PRIu64 ")", e->vol, e->snap[0] ? "@" : "", e->snap,
 	         e->iqn, e->lun);
@@ -627,6 +860,7 @@ static const struct dgroup_cmd export_cmds[] = {
 	{"add", export_add},
 	{"rm", export_rm},
 	{"list", export_list},
+	{"sessions", export_sessions},
 	{NULL, NULL},
 };
 

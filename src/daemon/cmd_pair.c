@@ -464,6 +464,8 @@ static int pair_create(struct dreq *r)
 		return st;
 	o.peer = ctl_flag(r->cmd, "peer")->str;
 	const struct ctl_val *rn = ctl_flag(r->cmd, "remote-name");
+	if (rn->set && dreq_name_reserved(r, rn->str, "volume"))
+		return 2;
 	o.remote_name = rn->set ? rn->str : NULL;
 	o.force = ctl_flag(r->cmd, "force")->set;
 	const char *name = ctl_pos(r->cmd, "NAME")->str;
@@ -747,6 +749,7 @@ static int pair_demote(struct dreq *r)
 	if (!ready(r))
 		return 1;
 	const char *name = ctl_pos(r->cmd, "NAME")->str;
+	export_warn_demote(r, name);
 	struct repl_role_change res;
 	struct repl_err err = { "" };
 	struct sbuf b;

@@ -10,10 +10,13 @@
 static int snap_create(struct dreq *r)
 {
 	const struct ctl_val *t = ctl_pos(r->cmd, "NAME@SNAP");
+	int st = dreq_name_reserved(r, t->snap, "snapshot");
+	if (st)
+		return st;
 	struct vol *v;
 	if (dreq_open_vol(r, t->vol, NULL, &v))
 		return 1;
-	int st = 0, e = vol_snap_create(v, t->snap);
+	int e = vol_snap_create(v, t->snap);
 	if (e == -EEXIST)
 		st = dreq_fail(r, "snapshot '%s' already exists", t->str);
 	else if (e < 0)

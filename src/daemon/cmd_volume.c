@@ -45,6 +45,9 @@ static int get_info(struct dreq *r, const char *name, struct vol_info *vi)
 static int volume_create(struct dreq *r)
 {
 	const char *name = ctl_pos(r->cmd, "NAME")->vol;
+	int rs = dreq_name_reserved(r, name, "volume");
+	if (rs)
+		return rs;
 	const struct ctl_val *osz = ctl_flag(r->cmd, "object-size");
 	const struct ctl_val *bs = ctl_flag(r->cmd, "block-size");
 	struct vol_params p = {

@@ -60,6 +60,12 @@ int dreq_out_sbuf(struct dreq *r, struct sbuf *b);
 int dreq_fail(struct dreq *r, const char *fmt, ...) PRINTF_LIKE(2, 3);
 /* Same, for a usage error: returns 2. */
 int dreq_usage(struct dreq *r, const char *fmt, ...) PRINTF_LIKE(2, 3);
+/* Sends "ferry: warning: MESSAGE" to the CLI's stderr; the command goes on. */
+void dreq_warn(struct dreq *r, const char *fmt, ...) PRINTF_LIKE(2, 3);
+/* Refuses (usage error, told to the CLI) a name replication owns for a new
+ * volume or snapshot (name_reserved()); what: "volume" or "snapshot".
+ * Returns 0 when the name is free to use, else the exit status 2. */
+int dreq_name_reserved(struct dreq *r, const char *name, const char *what);
 /* Progress of long work, at most a few frames per second (the CLI draws
  * it when its stderr is a tty).  Errors are sticky in r->io_err. */
 void dreq_progress(struct dreq *r, uint64_t done, uint64_t total, const char *label);
@@ -97,6 +103,9 @@ bool export_volume_in_use(const char *vol, const char *snap);
 /* Re-applies the pair's write refusal (daemon_volume_is_secondary) to the
  * served LUNs of vol's head, at run time (after demote / promote). */
 void export_refresh_read_only(const char *vol);
+/* `pair demote` of vol: warns the CLI of the initiators logged in to the
+ * exports of vol's head, whose writes will fail once it is read-only. */
+void export_warn_demote(struct dreq *r, const char *vol);
 extern const struct dgroup dgroup_pair;
 
 /* Replication (cmd_pair.c): the service's start/stop, and whether a volume

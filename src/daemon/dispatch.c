@@ -109,6 +109,25 @@ int dreq_usage(struct dreq *r, const char *fmt, ...)
 	return 2;
 }
 
+void dreq_warn(struct dreq *r, const char *fmt, ...)
+{
+	char msg[1024];
+	va_list ap;
+	va_start(ap, fmt);
+	vsnprintf(msg, sizeof(msg), fmt, ap);
+	va_end(ap);
+	dreq_fail(r, "warning: %s", msg);
+}
+
+int dreq_name_reserved(struct dreq *r, const char *name, const char *what)
+{
+	if (!name_reserved(name))
+		return 0;
+	return dreq_usage(r, "%s name '%s' is reserved: replication owns the names starting with "
+	                     "%s (it creates and deletes them); choose another name",
+	                  what, name, NAME_RESERVED_LIST);
+}
+
 void dreq_progress(struct dreq *r, uint64_t done, uint64_t total, const char *label)
 {
 	uint64_t now = now_mono_ns();

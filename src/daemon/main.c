@@ -48,6 +48,7 @@ static struct dopt opts[] = {
 	{"foreground", NULL, "do not daemonize; log to stderr", NULL, NULL},
 	{"log-level", "LEVEL", "error, warn, info (default) or debug", check_level, NULL},
 	{"iscsi", "HOST:PORT", "serve the exported volumes over iSCSI on this address", NULL, NULL},
+	{"discovery-chap-file", "FILE", "iSCSI discovery needs CHAP: USER:SECRET (a 2nd line: mutual) from FILE, mode 0600", NULL, NULL},
 	{"listen", "HOST:PORT", "accept replication peers here (needs --secret-file)", NULL, NULL},
 	{"secret-file", "FILE", "shared secret authenticating replication peers (mode 0600 or stricter)", NULL, NULL},
 	{"plaintext", NULL, "replication link without TLS (the peer must use it too)", NULL, NULL},
@@ -394,7 +395,10 @@ static int serve(struct daemon *d, int lock_fd, sigset_t *sigs)
 	}
 	for (; services[started].name; started++) {
 		if (services[started].start(d) < 0) {
-			startup_fail("cannot start %s", services[started].name);
+			char why[1024];
+			log_last_error(why, sizeof(why));
+			startup_fail("cannot start %s%s%s", services[started].name, why[0] ? ": " : "",
+			             why);
 			goto out;
 		}
 	}
@@ -578,7 +582,8 @@ int main(int argc, char **argv)
 
 	/* The daemon works from "/": file options given relative to where it
 	 * was started must keep meaning those files. */
-	static const char *const file_opts[] = { "secret-file", "tls-cert", "tls-key", "tls-ca" };
+	static const char *const file_opts[] = { "secret-file", "tls-cert", "tls-key", "tls-ca",
+	                                         "discovery-chap-file" };
 	static char abs_paths[ARRAY_SIZE(file_opts)][4096];
 	char cwd[2048];
 	for (size_t i = 0; i < ARRAY_SIZE(file_opts); i++) {

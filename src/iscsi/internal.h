@@ -31,11 +31,17 @@ struct lun_ent {
 	struct lun_ent *next;
 };
 
+/* CHAP credentials of a target, or of discovery sessions. */
+struct chap_cred {
+	bool set;                /* initiators must authenticate */
+	bool mutual;             /* ... and we answer back with mut_* */
+	char user[ISCSI_CHAP_SECRET_MAX + 1], secret[ISCSI_CHAP_SECRET_MAX + 1];
+	char mut_user[ISCSI_CHAP_SECRET_MAX + 1], mut_secret[ISCSI_CHAP_SECRET_MAX + 1];
+};
+
 struct target {
 	char name[ISCSI_NAME_MAX + 1];
-	bool chap, mutual;
-	char chap_user[ISCSI_CHAP_SECRET_MAX + 1], chap_secret[ISCSI_CHAP_SECRET_MAX + 1];
-	char mut_user[ISCSI_CHAP_SECRET_MAX + 1], mut_secret[ISCSI_CHAP_SECRET_MAX + 1];
+	struct chap_cred cred;   /* fixed once added */
 	struct lun_ent *luns;
 	unsigned refs;           /* sessions holding it, under srv->lock */
 	bool removed;
@@ -70,6 +76,10 @@ struct login_state {
 	uint8_t chap_c[16];
 	char *text;              /* accumulated request text (C bit) */
 	size_t text_len;
+	/* the credentials the initiator proved with CHAP (set: it did); a
+	 * discovery session's SendTargets lists the CHAP targets with the
+	 * same user and secret */
+	struct chap_cred auth;
 	/* pending digests: take effect after the final login response */
 	struct iscsi_digests dg_next;
 };
@@ -107,9 +117,24 @@ void login_process(struct login_ctx *lc, const struct iscsi_bhs_login_req *req,
 struct target *server_target_get(struct iscsi_server *srv, const char *name);
 void server_target_put(struct iscsi_server *srv, struct target *t);
 /* Appends SendTargets answers (all targets, or just `only`) to buf.
- * addr is "ip:port" of the portal the initiator reached. */
+ * addr is "ip:port" of the portal the initiator reached.  With auth
+ * (a discovery session), a target that requires CHAP is listed only when
+ * auth holds the same user and secret. */
 int server_send_targets(struct iscsi_server *srv, const char *only, const char *addr,
-                        char *buf, size_t cap, size_t *len);
+                        const struct chap_cred *auth, char *buf, size_t cap, size_t *len);
+/* Discovery: whether CHAP is required (discovery credentials are set) and
+ * whether any credentials exist to check a CHAP login against. */
+void server_discovery_auth(struct iscsi_server *srv, bool *required, bool *possible);
+/* Discovery: finds the credentials (the discovery ones, then every
+ * target's) with this user whose secret gives resp for challenge chal
+ * with id; copies them to out.  True when found. */
+bool server_chap_match(struct iscsi_server *srv, const char *user, uint8_t id,
+                       const uint8_t *chal, size_t chal_len, const uint8_t *resp, size_t resp_len,
+                       struct chap_cred *out);
+/* Compares a CHAP response with MD5(id || secret || chal) in constant
+ * time.  1 equal, 0 not, -EIO. */
+int chap_verify(uint8_t id, const char *secret, const uint8_t *chal, size_t chal_len,
+                const uint8_t *resp, size_t resp_len);
 
 /* CHAP MD5 response: MD5(id || secret || challenge).  0 or -EIO. */
 int chap_md5(uint8_t id, const char *secret, const uint8_t *chal, size_t chal_len,

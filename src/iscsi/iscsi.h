@@ -17,6 +17,8 @@
 #ifndef FERRY_ISCSI_H
 #define FERRY_ISCSI_H
 
+#include <stdbool.h>
+#include <stddef.h>
 #include <stdint.h>
 
 #include "scsi/scsi.h"
@@ -64,13 +66,63 @@ int iscsi_lun_add(struct iscsi_server *srv, const char *iqn, uint64_t lun, struc
  * the caller may destroy the lu.  0 or -ENOENT. */
 int iscsi_lun_remove(struct iscsi_server *srv, const char *iqn, uint64_t lun);
 
-/* Counters for tests and status output. */
+/* True for a name ferry accepts for a target: "iqn.YYYY-MM.reversed.domain"
+ * with an optional ":anything", "eui." and 16 hex digits, or "naa." and 16
+ * or 32 hex digits (RFC 7143 4.2.7); the characters are a-z 0-9 '-' '.'
+ * ':' (upper case and '_' are tolerated: names compare folded, and volume
+ * names may hold '_'); at most ISCSI_NAME_MAX bytes.  The daemon checks
+ * exports with it before the server ever sees them. */
+bool iscsi_name_valid(const char *name);
+
+/* Checks CHAP credentials as iscsi_target_add() will: chap (may be NULL)
+ * and mutual (may be NULL; needs chap).  A user is 1..255 bytes without
+ * control characters, a secret ISCSI_CHAP_SECRET_MIN..MAX bytes, and the
+ * mutual secret differs from the initiator's.  0, or -EINVAL with a
+ * one-line reason in err. */
+int iscsi_chap_check(const struct iscsi_chap *chap, const struct iscsi_chap *mutual, char *err,
+                     size_t errlen);
+
+/* Discovery authentication: with chap set, a discovery session must log in
+ * with CHAP, using these credentials or those of any target (mutual: the
+ * target answers back with them when asked); NULL turns it off.  Either
+ * way SendTargets lists a CHAP target only to a discovery session that
+ * authenticated with that target's own user and secret (docs/ISCSI.md).
+ * Strings are copied.  0 or -EINVAL (see iscsi_chap_check). */
+int iscsi_discovery_auth(struct iscsi_server *srv, const struct iscsi_chap *chap,
+                         const struct iscsi_chap *mutual);
+
+/* One logged-in session (full feature phase), as iscsi_sessions() saw it. */
+struct iscsi_session_info {
+	char initiator[ISCSI_NAME_MAX + 1]; /* InitiatorName */
+	char isid[13];                      /* ISID, 12 hex digits */
+	char address[64];                   /* the initiator's "ip:port" ("[v6]:port") */
+	char portal[64];                    /* the address it reached */
+	char target[ISCSI_NAME_MAX + 1];    /* "" for a discovery session */
+	uint64_t login_time;                /* unix seconds */
+	uint16_t tsih;
+	bool discovery;
+};
+
+/* A copy of the sessions logged in now: every one (iqn NULL) or those of
+ * target iqn (no discovery sessions then), oldest first.  *out is malloc'd
+ * (NULL when *n is 0) and the caller frees it.  Takes only the session
+ * registry's lock, which the network thread holds just long enough to add
+ * or drop an entry at login and logout: a query never waits for I/O and
+ * never delays a command.  0 or -ENOMEM. */
+int iscsi_sessions(struct iscsi_server *srv, const char *iqn, struct iscsi_session_info **out,
+                   size_t *n);
+
+/* Counters for tests and status output.  Memory for command data is
+ * bounded (docs/ISCSI.md "Memory"): read_buffered never exceeds 8 MiB per
+ * connection, nor 128 MiB plus 256 KiB per connection in all. */
 struct iscsi_stats {
 	uint64_t sessions;       /* live sessions, discovery included */
 	uint64_t logins;         /* successful logins since start */
 	uint64_t login_failures;
 	uint64_t commands;       /* SCSI commands completed */
 	uint64_t conn_errors;    /* connections dropped for protocol errors */
+	uint64_t read_buffered;  /* bytes of READ (data-in) buffers now held */
+	uint64_t write_buffered; /* bytes of WRITE data buffers now reserved */
 };
 void iscsi_server_stats(struct iscsi_server *srv, struct iscsi_stats *out);
 

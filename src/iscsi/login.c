@@ -29,6 +29,19 @@ int chap_md5(uint8_t id, const char *secret, const uint8_t *chal, size_t chal_le
 	return 0;
 }
 
+int chap_verify(uint8_t id, const char *secret, const uint8_t *chal, size_t chal_len,
+                const uint8_t *resp, size_t resp_len)
+{
+	uint8_t want[16];
+	if (chap_md5(id, secret, chal, chal_len, want) < 0)
+		return -EIO;
+	/* Compare in constant time so the response leaks nothing. */
+	unsigned diff = resp_len == 16 ? 0 : 1;
+	for (int i = 0; i < 16; i++)
+		diff |= (unsigned)(want[i] ^ (resp_len == 16 ? resp[i] : 0));
+	return diff == 0;
+}
+
 /* Accumulates the response; a full buffer turns into a target error. */
 struct rsp {
 	char *buf;
@@ -63,6 +76,24 @@ static bool list_has(const char *list, const char *item)
 		p = e + 1;
 	}
 	return false;
+}
+
+/* The first entry of an AuthMethod list that is "CHAP" (when chap) or
+ * "None" (when none); NULL if there is none. */
+static const char *first_method(const char *list, bool chap, bool none)
+{
+	for (const char *p = list; *p;) {
+		const char *e = strchr(p, ',');
+		size_t l = e ? (size_t)(e - p) : strlen(p);
+		if (chap && l == 4 && strncmp(p, "CHAP", 4) == 0)
+			return "CHAP";
+		if (none && l == 4 && strncmp(p, "None", 4) == 0)
+			return "None";
+		if (!e)
+			break;
+		p = e + 1;
+	}
+	return NULL;
 }
 
 static const char *pick_digest(const char *list, bool *crc)
@@ -111,6 +142,8 @@ static void chap_step(struct login_ctx *lc, const struct iscsi_kv *kv, int nkv, 
 {
 	struct login_state *ls = lc->ls;
 	struct target *t = *lc->tgt;
+	/* what the initiator authenticates to: its target, or discovery */
+	const char *to = t ? t->name : "discovery";
 	char v[ISCSI_VALUE_MAX + 1];
 	const struct iscsi_kv *k_a = NULL, *k_n = NULL, *k_r = NULL, *k_i = NULL, *k_c = NULL;
 	for (int i = 0; i < nkv; i++) {
@@ -159,30 +192,42 @@ static void chap_step(struct login_ctx *lc, const struct iscsi_kv *kv, int nkv, 
 		*status = ISCSI_LOGIN_AUTH_FAILED;
 		return;
 	}
-	uint8_t got[64], want[16];
-	iscsi_kv_value(k_n, v, sizeof(v));
-	bool user_ok = strcmp(v, t->chap_user) == 0;
+	uint8_t got[64];
+	char user[ISCSI_VALUE_MAX + 1];
+	iscsi_kv_value(k_n, user, sizeof(user));
 	iscsi_kv_value(k_r, v, sizeof(v));
 	int gl = iscsi_text_binary(v, got, sizeof(got));
-	if (chap_md5(ls->chap_id, t->chap_secret, ls->chap_c, sizeof(ls->chap_c), want) < 0) {
-		*status = ISCSI_LOGIN_TARGET_ERR;
-		return;
+	size_t glen = gl < 0 ? 0 : (size_t)gl;
+	struct chap_cred *cred = &ls->auth;
+	bool ok;
+	if (t) {
+		int m = strcmp(user, t->cred.user) == 0 ? 1 : 0;
+		int e = chap_verify(ls->chap_id, t->cred.secret, ls->chap_c, sizeof(ls->chap_c), got,
+		                    glen);
+		if (e < 0) {
+			*status = ISCSI_LOGIN_TARGET_ERR;
+			return;
+		}
+		ok = m && e == 1;
+		if (ok)
+			*cred = t->cred;
+	} else {
+		/* discovery: the discovery credentials, or any target's */
+		ok = server_chap_match(lc->srv, user, ls->chap_id, ls->chap_c, sizeof(ls->chap_c), got,
+		                       glen, cred);
 	}
-	/* Compare in constant time so the response leaks nothing. */
-	unsigned diff = gl == 16 ? 0 : 1;
-	for (int i = 0; i < 16; i++)
-		diff |= (unsigned)(want[i] ^ (gl == 16 ? got[i] : 0));
-	if (!user_ok || diff) {
-		log_warn("iscsi: CHAP authentication of %s to %s failed", lc->initiator, t->name);
+	if (!ok) {
+		memset(cred, 0, sizeof(*cred));
+		log_warn("iscsi: CHAP authentication of %s to %s failed", lc->initiator, to);
 		*status = ISCSI_LOGIN_AUTH_FAILED;
 		return;
 	}
 	if (k_i || k_c) { /* the initiator asks us to authenticate (mutual) */
 		uint8_t chal[1024];
 		uint64_t mid;
-		if (!k_i || !k_c || !t->mutual) {
-			log_warn("iscsi: %s asks for mutual CHAP that target %s %s", lc->initiator,
-			         t->name, t->mutual ? "cannot parse" : "has no credentials for");
+		if (!k_i || !k_c || !cred->mutual) {
+			log_warn("iscsi: %s asks for mutual CHAP that %s %s", lc->initiator, to,
+			         cred->mutual ? "cannot parse" : "has no credentials for");
 			*status = ISCSI_LOGIN_AUTH_FAILED;
 			return;
 		}
@@ -203,12 +248,12 @@ static void chap_step(struct login_ctx *lc, const struct iscsi_kv *kv, int nkv, 
 		}
 		uint8_t resp[16];
 		char hex[2 * 16 + 3];
-		if (chap_md5((uint8_t)mid, t->mut_secret, chal, (size_t)cl, resp) < 0) {
+		if (chap_md5((uint8_t)mid, cred->mut_secret, chal, (size_t)cl, resp) < 0) {
 			*status = ISCSI_LOGIN_TARGET_ERR;
 			return;
 		}
 		iscsi_text_hex(resp, 16, hex);
-		add(r, "CHAP_N", t->mut_user);
+		add(r, "CHAP_N", cred->mut_user);
 		add(r, "CHAP_R", hex);
 	}
 	ls->chap = CHAP_DONE;
@@ -294,7 +339,16 @@ void login_process(struct login_ctx *lc, const struct iscsi_bhs_login_req *req,
 		res->status = ISCSI_LOGIN_INIT_ERR;
 		return;
 	}
-	bool need_chap = !*lc->discovery && (*lc->tgt)->chap;
+	/* need_chap: None is not acceptable; may_chap: there are credentials
+	 * to check a CHAP login against.  A discovery session may use CHAP
+	 * (to see CHAP targets) even when it need not. */
+	bool need_chap, may_chap;
+	if (*lc->discovery) {
+		server_discovery_auth(lc->srv, &need_chap, &may_chap);
+	} else {
+		need_chap = (*lc->tgt)->cred.set;
+		may_chap = need_chap;
+	}
 	for (int i = 0; i < nkv; i++) {
 		const struct iscsi_kv *k = &kv[i];
 		if (iscsi_kv_value(k, v, sizeof(v)) < 0) {
@@ -315,18 +369,17 @@ void login_process(struct login_ctx *lc, const struct iscsi_bhs_login_req *req,
 				status = ISCSI_LOGIN_INIT_ERR;
 				break;
 			}
-			if (need_chap && list_has(v, "CHAP")) {
+			/* the first method of the initiator's list that we take
+			 * (RFC 7143 6.2); none: Reject, so that it fails with a
+			 * clear reason */
+			const char *pick = first_method(v, may_chap, !need_chap);
+			if (pick && !strcmp(pick, "CHAP")) {
 				add(&r, key, "CHAP");
 				ls->auth_chap = true;
 				ls->chap = CHAP_WAIT_A;
-			} else if (!need_chap && list_has(v, "None")) {
+			} else if (pick) {
 				add(&r, key, "None");
 				ls->auth_done = true;
-			} else if (!need_chap && list_has(v, "CHAP") && !*lc->discovery) {
-				/* No credentials configured: answering Reject lets the
-				 * initiator fail with a clear reason. */
-				add(&r, key, "Reject");
-				status = ISCSI_LOGIN_AUTH_FAILED;
 			} else {
 				add(&r, key, "Reject");
 				status = ISCSI_LOGIN_AUTH_FAILED;
@@ -426,7 +479,7 @@ void login_process(struct login_ctx *lc, const struct iscsi_bhs_login_req *req,
 	if (status == ISCSI_LOGIN_OK && csg == ISCSI_STAGE_OPERATIONAL && !ls->auth_done) {
 		if (need_chap) {
 			log_warn("iscsi: %s skipped CHAP required by %s", lc->initiator,
-			         (*lc->tgt)->name);
+			         *lc->tgt ? (*lc->tgt)->name : "discovery");
 			status = ISCSI_LOGIN_AUTH_FAILED;
 		} else {
 			ls->auth_done = true; /* no security stage needed */

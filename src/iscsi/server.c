@@ -25,13 +25,39 @@
 #define N_WORKERS 4
 #define TX_HIGH (8u << 20)          /* stop reading a conn above this backlog */
 #define TX_LOW (1u << 20)
-#define CONN_BUF_MAX (256u << 20)   /* write data buffered per connection */
 #define LOGIN_TIMEOUT_S 30
 #define NOP_IDLE_S 30               /* ping an idle session after this */
 #define NOP_TIMEOUT_S 30            /* ...and drop it if no answer follows */
+#define TX_STALL_S 60               /* drop a conn whose initiator reads nothing this long */
 #define MAX_TASKS_PER_CONN (2 * ISCSI_QUEUE_DEPTH)
 
-enum task_state { T_COLLECT, T_QUEUED, T_DONE };
+/* Memory for command data (docs/ISCSI.md "Memory").  WRITE data is
+ * buffered whole until the command runs; a connection may always buffer
+ * WBUF_RESERVE (one largest command), more only while all connections
+ * together hold less than WBUF_SRV_MAX, and never more than WBUF_CONN_MAX:
+ * beyond, TASK SET FULL.  READ data streams in pieces of at most
+ * DIN_PIECE: a READ holds one piece buffer from its first piece to its
+ * last; data-in of any other command is at most DIN_OTHER bytes.  A
+ * connection may hold DIN_CONN bytes of such buffers, and always
+ * DIN_RESERVE, more only while all connections together hold less than
+ * DIN_SRV; a command that does not fit waits (and the connection is not
+ * read) until a buffer is sent and freed.  So an initiator that never
+ * reads its socket pins at most DIN_CONN per connection, and the others
+ * keep their reserve even when every byte of DIN_SRV is pinned. */
+#define WBUF_CONN_MAX (256u << 20)
+#define WBUF_SRV_MAX (1024ull << 20)
+#define WBUF_RESERVE ISCSI_MAX_XFER
+#define DIN_PIECE (1u << 20)
+#define DIN_OTHER (256u << 10)
+#define DIN_CONN (8u << 20)
+#define DIN_SRV (128u << 20)
+#define DIN_RESERVE (256u << 10)
+
+/* T_COLLECT: a WRITE receiving data; T_WAITBUF: waiting for a data-in
+ * buffer; T_QUEUED: with the workers; T_SENDING: a READ piece being sent
+ * (the next one is read once it is); T_SENT: that piece is sent, the task
+ * continues at the end of the flush; T_DONE: answered. */
+enum task_state { T_COLLECT, T_WAITBUF, T_QUEUED, T_SENDING, T_SENT, T_DONE };
 
 struct tmf;
 
@@ -48,6 +74,12 @@ struct task {
 	uint8_t cdb_len;
 	uint32_t xfer_len;          /* what the CDB asks for */
 	uint8_t *buf;
+	uint32_t buf_len;           /* data-in bytes of buf, counted in din_mem */
+	uint32_t din_total;         /* data-in the command may produce (<= edtl) */
+	uint32_t din_off;           /* transfer offset of the piece in buf */
+	uint32_t in_burst;          /* Data-In bytes sent in the current burst */
+	bool piece;                 /* a READ streamed piece by piece */
+	struct task *wnext;         /* conn's queue of tasks waiting for a buffer */
 	uint32_t received;          /* Data-Out bytes collected */
 	uint32_t r2t_next, r2t_out, r2t_sn;
 	uint32_t data_sn;           /* next Data-In DataSN */
@@ -77,6 +109,7 @@ struct txb {
 	size_t total, sent;
 	void *owned;                /* freed once sent */
 	struct task *task;          /* freed once sent */
+	struct task *piece_of;      /* last PDU of a READ piece: continue it once sent */
 	bool close_after;
 };
 
@@ -100,7 +133,15 @@ struct conn {
 	/* transmit */
 	struct txb *tx_head, *tx_tail;
 	size_t tx_bytes;
+	uint64_t tx_progress_ns;    /* last time the queue moved (or filled) */
 	bool close_pending;
+	bool piece_sent;            /* some task is in T_SENT */
+	/* data-in buffers (loop thread) */
+	uint64_t din_mem;
+	struct task *wq_head, *wq_tail; /* waiting for a buffer, in order */
+	bool hungry;                /* on srv->hungry */
+	struct conn *hnext;
+	struct sess_ent *sess;      /* listed in srv->sessions while logged in */
 	/* session */
 	struct login_state ls;
 	struct iscsi_params params;
@@ -148,10 +189,28 @@ struct iscsi_server {
 	struct conn *grave;
 	uint16_t next_tsih;
 	struct iscsi_stats stats;
+	struct chap_cred disc;      /* discovery authentication (under lock) */
+	/* command data in memory: changed by the loop thread only, read by
+	 * iscsi_server_stats() (hence atomic) */
+	uint64_t wbuf_mem, din_mem;
+	struct conn *hungry;        /* conns with tasks waiting for a buffer */
+	bool din_kick;              /* a buffer was freed: admit waiting tasks */
+	/* logged-in sessions, for iscsi_sessions(): a lock of its own that
+	 * the loop takes only at login and close, so a query never waits for
+	 * I/O and never holds up a command */
+	pthread_mutex_t sess_lock;
+	struct sess_ent *sessions;
+};
+
+struct sess_ent {
+	struct iscsi_session_info info;
+	struct sess_ent *next, *prev;
 };
 
 static void conn_close(struct conn *c, const char *why);
 static void task_complete(struct task *t);
+static void task_free(struct task *t);
+static void continue_pieces(struct conn *c);
 
 /* ---- small helpers ------------------------------------------------------ */
 static void sense_fixed(struct scsi_cmd *cmd, uint8_t key, uint8_t asc, uint8_t ascq)
@@ -238,15 +297,25 @@ void server_target_put(struct iscsi_server *srv, struct target *t)
 		free(t);
 }
 
-int server_send_targets(struct iscsi_server *srv, const char *only, const char *addr, char *buf,
-                        size_t cap, size_t *len)
+/* A discovery session may see target t (SendTargets): no CHAP, or the
+ * session proved t's own credentials.  (srv->lock held.) */
+static bool target_visible(const struct target *t, const struct chap_cred *auth)
+{
+	if (!t->cred.set || !auth)
+		return true;
+	return auth->set && strcmp(auth->user, t->cred.user) == 0 &&
+	       strcmp(auth->secret, t->cred.secret) == 0;
+}
+
+int server_send_targets(struct iscsi_server *srv, const char *only, const char *addr,
+                        const struct chap_cred *auth, char *buf, size_t cap, size_t *len)
 {
 	char a[80];
 	snprintf(a, sizeof(a), "%s,1", addr);
 	int r = 0;
 	pthread_mutex_lock(&srv->lock);
 	for (struct target *t = srv->targets; t && r == 0; t = t->next) {
-		if (only && strcasecmp(only, t->name) != 0)
+		if ((only && strcasecmp(only, t->name) != 0) || !target_visible(t, auth))
 			continue;
 		r = iscsi_text_add(buf, cap, len, "TargetName", t->name);
 		if (r == 0)
@@ -256,14 +325,47 @@ int server_send_targets(struct iscsi_server *srv, const char *only, const char *
 	return r;
 }
 
+void server_discovery_auth(struct iscsi_server *srv, bool *required, bool *possible)
+{
+	pthread_mutex_lock(&srv->lock);
+	*required = srv->disc.set;
+	*possible = srv->disc.set;
+	for (struct target *t = srv->targets; t && !*possible; t = t->next)
+		*possible = t->cred.set;
+	pthread_mutex_unlock(&srv->lock);
+}
+
+static bool cred_proves(const struct chap_cred *c, const char *user, uint8_t id,
+                        const uint8_t *chal, size_t chal_len, const uint8_t *resp, size_t resp_len)
+{
+	return c->set && strcmp(c->user, user) == 0 &&
+	       chap_verify(id, c->secret, chal, chal_len, resp, resp_len) == 1;
+}
+
+bool server_chap_match(struct iscsi_server *srv, const char *user, uint8_t id,
+                       const uint8_t *chal, size_t chal_len, const uint8_t *resp, size_t resp_len,
+                       struct chap_cred *out)
+{
+	const struct chap_cred *hit = NULL;
+	pthread_mutex_lock(&srv->lock);
+	if (cred_proves(&srv->disc, user, id, chal, chal_len, resp, resp_len))
+		hit = &srv->disc;
+	for (struct target *t = srv->targets; t && !hit; t = t->next)
+		if (cred_proves(&t->cred, user, id, chal, chal_len, resp, resp_len))
+			hit = &t->cred;
+	if (hit)
+		*out = *hit;
+	bool found = hit != NULL;
+	pthread_mutex_unlock(&srv->lock);
+	return found;
+}
+
 /* ---- transmit ------------------------------------------------------------ */
 static void txb_free(struct txb *b)
 {
 	free(b->owned);
-	if (b->task) {
-		free(b->task->buf);
-		free(b->task);
-	}
+	if (b->task)
+		task_free(b->task);
 	free(b);
 }
 
@@ -274,19 +376,15 @@ static void send_pdu(struct conn *c, uint8_t bhs[ISCSI_BHS_LEN], const void *dat
 {
 	if (c->state == C_DEAD) {
 		free(owned);
-		if (task) {
-			free(task->buf);
-			free(task);
-		}
+		if (task)
+			task_free(task);
 		return;
 	}
 	struct txb *b = calloc(1, sizeof(*b));
 	if (!b) {
 		free(owned);
-		if (task) {
-			free(task->buf);
-			free(task);
-		}
+		if (task)
+			task_free(task);
 		conn_close(c, "out of memory");
 		return;
 	}
@@ -307,6 +405,8 @@ static void send_pdu(struct conn *c, uint8_t bhs[ISCSI_BHS_LEN], const void *dat
 	}
 	b->owned = owned;
 	b->task = task;
+	if (!c->tx_head)
+		c->tx_progress_ns = now_mono_ns();
 	if (c->tx_tail)
 		c->tx_tail->next = b;
 	else
@@ -347,6 +447,8 @@ static void conn_flush(struct conn *c)
 			return;
 		}
 		size_t left = (size_t)w;
+		if (w > 0)
+			c->tx_progress_ns = now_mono_ns();
 		while (c->tx_head && left) {
 			struct txb *b = c->tx_head;
 			size_t need = b->total - b->sent;
@@ -361,6 +463,10 @@ static void conn_flush(struct conn *c)
 			if (!c->tx_head)
 				c->tx_tail = NULL;
 			bool close_now = b->close_after;
+			if (b->piece_of) {
+				b->piece_of->state = T_SENT;
+				c->piece_sent = true;
+			}
 			txb_free(b);
 			if (close_now) {
 				conn_close(c, NULL);
@@ -368,14 +474,18 @@ static void conn_flush(struct conn *c)
 			}
 		}
 	}
+	if (c->state != C_DEAD && c->piece_sent)
+		continue_pieces(c);
 	if (c->state == C_DEAD)
 		return;
 	uint32_t ev = EPOLLRDHUP;
 	if (c->tx_head)
 		ev |= EPOLLOUT;
-	if (c->rx_paused && c->tx_bytes < TX_LOW)
+	/* Unsent data past the bound, or commands waiting for a data-in
+	 * buffer: read no new commands until it drains. */
+	if (c->rx_paused && c->tx_bytes < TX_LOW && !c->wq_head)
 		c->rx_paused = false;
-	else if (!c->rx_paused && c->tx_bytes > TX_HIGH)
+	else if (!c->rx_paused && (c->tx_bytes > TX_HIGH || c->wq_head))
 		c->rx_paused = true;
 	if (!c->rx_paused && !c->close_pending)
 		ev |= EPOLLIN;
@@ -431,6 +541,18 @@ static void send_reject(struct conn *c, const uint8_t *bhs, uint8_t reason)
 }
 
 /* ---- tasks --------------------------------------------------------------- */
+static void wbuf_add(struct conn *c, uint32_t n)
+{
+	c->buffered += n;
+	__atomic_add_fetch(&c->srv->wbuf_mem, n, __ATOMIC_RELAXED);
+}
+
+static void wbuf_sub(struct conn *c, uint32_t n)
+{
+	c->buffered -= n;
+	__atomic_sub_fetch(&c->srv->wbuf_mem, n, __ATOMIC_RELAXED);
+}
+
 static void task_unlink(struct task *t)
 {
 	struct conn *c = t->c;
@@ -443,8 +565,135 @@ static void task_unlink(struct task *t)
 	t->next = t->prev = NULL;
 	c->ntasks--;
 	if (t->flags & ISCSI_CMD_WRITE)
-		c->buffered -= t->edtl;
+		wbuf_sub(c, t->edtl);
 	update_max_cmd_sn(c);
+}
+
+/* ---- data-in buffers ------------------------------------------------------ */
+/* Gives t its data-in buffer if the connection's and the server's budget
+ * allow (see DIN_* above): 1 done, 0 it must wait, -ENOMEM.  A READ piece
+ * may come out shorter than DIN_PIECE (whole blocks) when only the
+ * connection's reserve is left. */
+static int din_admit(struct conn *c, struct task *t)
+{
+	struct iscsi_server *srv = c->srv;
+	uint32_t len = t->piece ? MIN(t->din_total, DIN_PIECE) : t->din_total;
+	if (c->din_mem + len > DIN_CONN)
+		return 0;
+	if (srv->din_mem + len > DIN_SRV) {
+		uint64_t room = c->din_mem < DIN_RESERVE ? DIN_RESERVE - c->din_mem : 0;
+		if (len > room) {
+			if (!t->piece)
+				return 0;
+			uint32_t bs = scsi_lu_block_size(t->le->lu);
+			len = (uint32_t)room;
+			len -= bs ? len % bs : len;
+			if (!len)
+				return 0;
+		}
+	}
+	t->buf = malloc(len);
+	if (!t->buf)
+		return -ENOMEM;
+	t->buf_len = len;
+	c->din_mem += len;
+	__atomic_add_fetch(&srv->din_mem, len, __ATOMIC_RELAXED);
+	return 1;
+}
+
+/* Returns t's buffer to the budget; the loop then admits waiting tasks. */
+static void din_release(struct task *t)
+{
+	if (!t->buf_len)
+		return;
+	struct conn *c = t->c;
+	c->din_mem -= t->buf_len;
+	__atomic_sub_fetch(&c->srv->din_mem, t->buf_len, __ATOMIC_RELAXED);
+	t->buf_len = 0;
+	c->srv->din_kick = true;
+	mark_dirty(c); /* its own waiters and read pause */
+}
+
+static void din_wait(struct conn *c, struct task *t)
+{
+	t->state = T_WAITBUF;
+	t->wnext = NULL;
+	if (c->wq_tail)
+		c->wq_tail->wnext = t;
+	else
+		c->wq_head = t;
+	c->wq_tail = t;
+	if (!c->hungry) {
+		c->hungry = true;
+		c->hnext = NULL;
+		struct conn **pp = &c->srv->hungry;
+		while (*pp)
+			pp = &(*pp)->hnext;
+		*pp = c;
+	}
+}
+
+/* Takes a waiting task off its connection's queue (aborted, LUN gone). */
+static void din_unwait(struct conn *c, struct task *t)
+{
+	struct task *prev = NULL;
+	for (struct task *w = c->wq_head; w; prev = w, w = w->wnext) {
+		if (w != t)
+			continue;
+		if (prev)
+			prev->wnext = w->wnext;
+		else
+			c->wq_head = w->wnext;
+		if (c->wq_tail == w)
+			c->wq_tail = prev;
+		w->wnext = NULL;
+		return;
+	}
+}
+
+static void hungry_remove(struct conn *c)
+{
+	if (!c->hungry)
+		return;
+	for (struct conn **pp = &c->srv->hungry; *pp; pp = &(*pp)->hnext) {
+		if (*pp == c) {
+			*pp = c->hnext;
+			break;
+		}
+	}
+	c->hungry = false;
+	c->hnext = NULL;
+}
+
+static void task_submit(struct task *t);
+
+/* Admits waiting tasks, connection by connection in the order they began
+ * to wait, each connection's in command order. */
+static void din_kick(struct iscsi_server *srv)
+{
+	srv->din_kick = false;
+	struct conn **pp = &srv->hungry;
+	while (*pp) {
+		struct conn *c = *pp;
+		while (c->state != C_DEAD && c->wq_head && din_admit(c, c->wq_head) > 0) {
+			struct task *t = c->wq_head;
+			c->wq_head = t->wnext;
+			if (!c->wq_head)
+				c->wq_tail = NULL;
+			t->wnext = NULL;
+			mark_dirty(c); /* may resume reading */
+			task_submit(t);
+		}
+		if (*pp != c)
+			continue; /* closed meanwhile: hungry_remove() unlinked it */
+		if (c->state == C_DEAD || !c->wq_head) {
+			*pp = c->hnext;
+			c->hungry = false;
+			c->hnext = NULL;
+		} else {
+			pp = &c->hnext;
+		}
+	}
 }
 
 /* An aborted task still waiting for a worker is not run at all: after a
@@ -460,6 +709,7 @@ static void task_cancel(struct task *t)
 
 static void task_free(struct task *t)
 {
+	din_release(t);
 	free(t->buf);
 	free(t);
 }
@@ -561,7 +811,7 @@ static void task_submit(struct task *t)
 	}
 	if (t->flags & ISCSI_CMD_READ) {
 		cmd->data_in = t->buf;
-		cmd->data_in_cap = t->edtl;
+		cmd->data_in_cap = t->piece ? MIN(t->buf_len, t->din_total - t->din_off) : t->buf_len;
 	}
 	if (!t->le) {
 		/* Target-level answers need no disk: run them right here. */
@@ -608,6 +858,58 @@ static void task_submit(struct task *t)
 	pthread_mutex_unlock(&srv->lock);
 }
 
+/* Queues Data-In PDUs for len bytes of t->buf, which sit at transfer
+ * offset t->din_off.  Bursts end (F bit) at MaxBurstLength across pieces.
+ * final: these are the last data of the command; with status (GOOD, no
+ * sense: phase collapse) the last PDU carries it and owns t.  Otherwise
+ * (a piece of a READ that goes on) the last PDU continues t once sent.
+ * False when the connection died meanwhile (t is then freed). */
+static bool send_data_in(struct task *t, uint32_t len, bool final, bool status, uint8_t rflags,
+                         uint32_t residual)
+{
+	struct conn *c = t->c;
+	uint32_t seg = c->params.max_xmit_dsl;
+	uint32_t burst = c->params.max_burst;
+	for (uint32_t off = 0; off < len;) {
+		uint32_t n = MIN(seg, len - off);
+		n = MIN(n, burst - t->in_burst);
+		bool last = off + n == len;
+		struct iscsi_bhs_data d;
+		memset(&d, 0, sizeof(d));
+		d.opcode = ISCSI_OP_DATA_IN;
+		t->in_burst += n;
+		if ((last && final) || t->in_burst == burst) {
+			d.flags |= ISCSI_FLAG_FINAL;
+			t->in_burst = 0;
+		}
+		if (last && final && status) {
+			d.flags |= ISCSI_DATAIN_STATUS | (uint8_t)(rflags & (ISCSI_RSP_OVERFLOW |
+			                                                      ISCSI_RSP_UNDERFLOW));
+			d.status = t->cmd.status;
+			be32_put(d.residual, residual);
+			put_sns(c, d.stat_sn, d.exp_cmd_sn, d.max_cmd_sn, true);
+		} else {
+			/* Only the status-bearing PDU carries and advances StatSN. */
+			update_max_cmd_sn(c);
+			be32_put(d.exp_cmd_sn, c->exp_cmd_sn);
+			be32_put(d.max_cmd_sn, c->max_cmd_sn);
+		}
+		memcpy(d.lun, t->lunraw, 8);
+		be32_put(d.itt, t->itt);
+		be32_put(d.ttt, ISCSI_RSVD_TAG);
+		be32_put(d.data_sn, t->data_sn++);
+		be32_put(d.buffer_offset, t->din_off + off);
+		off += n;
+		send_pdu(c, (uint8_t *)&d, t->buf + off - n, n, NULL,
+		         last && final && status ? t : NULL);
+		if (c->state == C_DEAD)
+			return false;
+		if (last && !final)
+			c->tx_tail->piece_of = t;
+	}
+	return true;
+}
+
 /* Sends Data-In (with phase-collapsed status when possible) and/or the
  * SCSI Response of a finished task, then frees it once sent. */
 static void task_respond(struct task *t)
@@ -616,7 +918,12 @@ static void task_respond(struct task *t)
 	struct scsi_cmd *cmd = &t->cmd;
 	uint8_t rflags = 0;
 	uint32_t residual = 0;
-	uint32_t din = (t->flags & ISCSI_CMD_READ) ? MIN(cmd->data_in_len, t->edtl) : 0;
+	/* this piece's data, and all the command sent */
+	uint32_t piece = 0, din = 0;
+	if (t->flags & ISCSI_CMD_READ) {
+		din = MIN(t->din_off + cmd->data_in_len, t->edtl);
+		piece = din > t->din_off ? din - t->din_off : 0;
+	}
 
 	if (t->xfer_len > t->edtl) {
 		rflags = ISCSI_RSP_OVERFLOW;
@@ -630,42 +937,10 @@ static void task_respond(struct task *t)
 		rflags = ISCSI_RSP_UNDERFLOW;
 		residual = t->edtl - t->xfer_len;
 	}
-	bool collapse = cmd->status == SCSI_STATUS_GOOD && cmd->sense_len == 0 && din > 0;
-	uint32_t seg = c->params.max_xmit_dsl;
-	uint32_t burst = c->params.max_burst;
-	for (uint32_t off = 0, in_burst = 0; off < din;) {
-		uint32_t len = MIN(seg, din - off);
-		len = MIN(len, burst - in_burst);
-		bool last = off + len == din;
-		struct iscsi_bhs_data d;
-		memset(&d, 0, sizeof(d));
-		d.opcode = ISCSI_OP_DATA_IN;
-		in_burst += len;
-		if (last || in_burst == burst) {
-			d.flags |= ISCSI_FLAG_FINAL;
-			in_burst = 0;
-		}
-		if (last && collapse) {
-			d.flags |= ISCSI_DATAIN_STATUS | (uint8_t)(rflags & (ISCSI_RSP_OVERFLOW |
-			                                                      ISCSI_RSP_UNDERFLOW));
-			d.status = cmd->status;
-			be32_put(d.residual, residual);
-			put_sns(c, d.stat_sn, d.exp_cmd_sn, d.max_cmd_sn, true);
-		} else {
-			/* Only the status-bearing PDU carries and advances StatSN. */
-			update_max_cmd_sn(c);
-			be32_put(d.exp_cmd_sn, c->exp_cmd_sn);
-			be32_put(d.max_cmd_sn, c->max_cmd_sn);
-		}
-		memcpy(d.lun, t->lunraw, 8);
-		be32_put(d.itt, t->itt);
-		be32_put(d.ttt, ISCSI_RSVD_TAG);
-		be32_put(d.data_sn, t->data_sn++);
-		be32_put(d.buffer_offset, off);
-		off += len;
-		send_pdu(c, (uint8_t *)&d, t->buf + off - len, len, NULL,
-		         last && collapse ? t : NULL);
-	}
+	bool collapse = cmd->status == SCSI_STATUS_GOOD && cmd->sense_len == 0 && piece > 0;
+	t->state = T_DONE;
+	if (piece && !send_data_in(t, piece, true, collapse, rflags, residual))
+		return;
 	pthread_mutex_lock(&c->srv->lock);
 	c->srv->stats.commands++;
 	pthread_mutex_unlock(&c->srv->lock);
@@ -697,35 +972,98 @@ static void task_respond(struct task *t)
 	send_pdu(c, (uint8_t *)&r, sense, slen, sense, t);
 }
 
+/* A piece of a streamed READ is read and more follow: send it; the task
+ * stays linked (T_SENDING) and goes on once the piece is sent. */
+static bool task_more(const struct task *t)
+{
+	const struct scsi_cmd *cmd = &t->cmd;
+	return t->piece && t->le && !t->aborted && cmd->status == SCSI_STATUS_GOOD &&
+	       !cmd->sense_len && cmd->data_in_len == cmd->data_in_cap &&
+	       t->din_off + cmd->data_in_len < t->din_total;
+}
+
+/* iscsi_lun_remove() was called: a streamed READ must not go on holding
+ * the LUN (it would wait for an initiator that may never read). */
+static bool lun_gone(struct iscsi_server *srv, const struct lun_ent *le)
+{
+	pthread_mutex_lock(&srv->lock);
+	bool gone = le->removed;
+	pthread_mutex_unlock(&srv->lock);
+	return gone;
+}
+
+/* A piece was sent: read the next one, or end the task (aborted, or its
+ * LUN removed meanwhile). */
+static void task_piece_next(struct task *t)
+{
+	t->din_off += t->cmd.data_in_len;
+	t->cmd.data_in_len = 0;
+	if (!t->aborted && t->le && !lun_gone(t->c->srv, t->le)) {
+		task_submit(t);
+		return;
+	}
+	if (!t->aborted)
+		scsi_no_lun(&t->cmd); /* the LUN went away under the READ */
+	t->state = T_DONE;
+	task_complete(t);
+}
+
+/* Continues the tasks whose piece was sent (T_SENT). */
+static void continue_pieces(struct conn *c)
+{
+	c->piece_sent = false;
+	struct task *t = c->tasks;
+	while (t && c->state != C_DEAD) {
+		struct task *n = t->next;
+		if (t->state == T_SENT)
+			task_piece_next(t);
+		t = n;
+	}
+}
+
+/* A task a TMF waits for is done (answered, aborted, or dropped with its
+ * connection): the TMF is answered once the last one is. */
+static void tmf_task_done(struct task *t)
+{
+	struct tmf *m = t->tmf;
+	if (!m)
+		return;
+	t->tmf = NULL;
+	if (--m->pending)
+		return;
+	struct conn *mc = m->c;
+	struct iscsi_bhs_tmf_rsp r;
+	memset(&r, 0, sizeof(r));
+	r.opcode = ISCSI_OP_TMF_RSP;
+	r.flags = ISCSI_FLAG_FINAL;
+	r.response = m->response;
+	be32_put(r.itt, m->itt);
+	if (mc->state != C_DEAD) {
+		put_sns(mc, r.stat_sn, r.exp_cmd_sn, r.max_cmd_sn, true);
+		send_pdu(mc, (uint8_t *)&r, NULL, 0, NULL, NULL);
+	}
+	mc->refs--;
+	free(m);
+	if (mc->state == C_DEAD && mc->refs == 0)
+		conn_close(mc, NULL); /* finishes the free */
+}
+
 /* A task finished (or was answered locally); the conn may be dead. */
 static void task_complete(struct task *t)
 {
 	struct conn *c = t->c;
 	struct iscsi_server *srv = c->srv;
+	if (c->state != C_DEAD && task_more(t)) {
+		if (!lun_gone(srv, t->le)) {
+			t->state = T_SENDING;
+			send_data_in(t, t->cmd.data_in_len, false, false, 0, 0);
+			return;
+		}
+		scsi_no_lun(&t->cmd); /* the LUN went away under the READ */
+	}
 	lun_release(srv, t->le);
 	t->le = NULL;
-	if (t->tmf) {
-		struct tmf *m = t->tmf;
-		t->tmf = NULL;
-		if (--m->pending == 0) {
-			struct conn *mc = m->c;
-			struct iscsi_bhs_tmf_rsp r;
-			memset(&r, 0, sizeof(r));
-			r.opcode = ISCSI_OP_TMF_RSP;
-			r.flags = ISCSI_FLAG_FINAL;
-			r.response = m->response;
-			be32_put(r.itt, m->itt);
-			if (mc->state != C_DEAD) {
-				put_sns(mc, r.stat_sn, r.exp_cmd_sn, r.max_cmd_sn, true);
-				send_pdu(mc, (uint8_t *)&r, NULL, 0, NULL, NULL);
-			}
-			mc->refs--;
-			free(m);
-			if (mc->state == C_DEAD && mc->refs == 0) {
-				conn_close(mc, NULL); /* finishes the free */
-			}
-		}
-	}
+	tmf_task_done(t);
 	if (c->state == C_DEAD) {
 		task_free(t);
 		if (c->refs == 0)
@@ -738,6 +1076,51 @@ static void task_complete(struct task *t)
 		return;
 	}
 	task_respond(t);
+}
+
+/* ---- the session registry ------------------------------------------------- */
+/* Lists a session that reached full feature phase (loop thread). */
+static void sess_list(struct conn *c)
+{
+	struct sess_ent *e = calloc(1, sizeof(*e));
+	if (!e)
+		return; /* it runs, it just is not listed */
+	struct iscsi_session_info *i = &e->info;
+	snprintf(i->initiator, sizeof(i->initiator), "%s", c->initiator);
+	const uint8_t *d = c->ls.isid;
+	snprintf(i->isid, sizeof(i->isid), "%02x%02x%02x%02x%02x%02x", d[0], d[1], d[2], d[3], d[4],
+	         d[5]);
+	snprintf(i->address, sizeof(i->address), "%s", c->peer);
+	snprintf(i->portal, sizeof(i->portal), "%s", c->local);
+	if (c->tgt)
+		snprintf(i->target, sizeof(i->target), "%s", c->tgt->name);
+	i->discovery = c->discovery;
+	i->tsih = c->tsih;
+	i->login_time = now_wall_s();
+	pthread_mutex_lock(&c->srv->sess_lock);
+	e->next = c->srv->sessions;
+	if (e->next)
+		e->next->prev = e;
+	c->srv->sessions = e;
+	pthread_mutex_unlock(&c->srv->sess_lock);
+	c->sess = e;
+}
+
+static void sess_unlist(struct conn *c)
+{
+	struct sess_ent *e = c->sess;
+	if (!e)
+		return;
+	pthread_mutex_lock(&c->srv->sess_lock);
+	if (e->prev)
+		e->prev->next = e->next;
+	else
+		c->srv->sessions = e->next;
+	if (e->next)
+		e->next->prev = e->prev;
+	pthread_mutex_unlock(&c->srv->sess_lock);
+	c->sess = NULL;
+	free(e);
 }
 
 /* ---- connections --------------------------------------------------------- */
@@ -786,10 +1169,17 @@ static void conn_close(struct conn *c, const char *why)
 		}
 		c->tx_tail = NULL;
 		c->tx_bytes = 0;
+		c->wq_head = c->wq_tail = NULL;
+		hungry_remove(c);
+		/* the tasks in workers unlink nothing from a dead conn */
+		__atomic_sub_fetch(&srv->wbuf_mem, c->buffered, __ATOMIC_RELAXED);
+		c->buffered = 0;
 		struct task *t = c->tasks;
 		while (t) {
 			struct task *n = t->next;
-			if (t->state == T_COLLECT) {
+			if (t->state != T_QUEUED) {
+				/* a READ between pieces may be what a TMF waits for */
+				tmf_task_done(t);
 				lun_release(srv, t->le);
 				task_free(t);
 			} else {
@@ -800,6 +1190,7 @@ static void conn_close(struct conn *c, const char *why)
 		}
 		c->tasks = NULL;
 		c->ntasks = 0;
+		sess_unlist(c);
 		if (c->tgt) {
 			if (was_full) {
 				/* The session's nexus is gone: let every LU drop its
@@ -908,7 +1299,7 @@ static int handle_scsi_cmd(struct conn *c, const struct iscsi_pdu_view *v)
 	c->tasks = t;
 	c->ntasks++;
 	if (t->flags & ISCSI_CMD_WRITE)
-		c->buffered += edtl;
+		wbuf_add(c, edtl);
 
 	if (t->cdb[0] != 0xa0) { /* REPORT LUNS is the target's */
 		pthread_mutex_lock(&srv->lock);
@@ -933,26 +1324,48 @@ static int handle_scsi_cmd(struct conn *c, const struct iscsi_pdu_view *v)
 		send_reject(c, v->bhs, ISCSI_REJECT_PROTOCOL);
 		return 0;
 	}
-	bool too_big = edtl > ISCSI_MAX_XFER ||
-	               ((t->flags & ISCSI_CMD_WRITE) && c->buffered > CONN_BUF_MAX) ||
+	/* WRITE data: the connection's own reserve, or room in the total
+	 * (c->buffered and srv->wbuf_mem include this command already). */
+	bool wfull = (t->flags & ISCSI_CMD_WRITE) &&
+	             (c->buffered > WBUF_CONN_MAX ||
+	              (c->buffered > WBUF_RESERVE && srv->wbuf_mem > WBUF_SRV_MAX));
+	bool too_big = edtl > ISCSI_MAX_XFER || wfull ||
 	               ((t->flags & ISCSI_CMD_READ) && (t->flags & ISCSI_CMD_WRITE));
 	if (too_big || c->ntasks > MAX_TASKS_PER_CONN) {
 		/* Unsolicited Data-Out that may still follow for this task is
 		 * dropped as data for an unknown task. */
-		if (c->ntasks > MAX_TASKS_PER_CONN || c->buffered > CONN_BUF_MAX) {
+		if (c->ntasks > MAX_TASKS_PER_CONN || (wfull && edtl <= ISCSI_MAX_XFER)) {
 			t->cmd.status = SCSI_STATUS_TASK_SET_FULL;
 		} else {
 			/* INVALID FIELD IN CDB: the length is beyond what we buffer */
 			sense_fixed(&t->cmd, 0x05, 0x24, 0x00);
 		}
+		if (h->flags & ISCSI_CMD_WRITE)
+			wbuf_sub(c, edtl);
 		t->flags &= (uint8_t)~ISCSI_CMD_WRITE;
-		c->buffered -= (h->flags & ISCSI_CMD_WRITE) ? edtl : 0;
 		t->xfer_len = 0;
 		t->state = T_DONE;
 		task_complete(t);
 		return 0;
 	}
-	if (edtl && (t->flags & (ISCSI_CMD_READ | ISCSI_CMD_WRITE))) {
+	if (edtl && (t->flags & ISCSI_CMD_READ)) {
+		/* A READ streams in pieces; other data-in is short (at most
+		 * DIN_OTHER, more than any of our answers). */
+		t->piece = t->le && scsi_cdb_is_read(t->cdb, t->cdb_len);
+		t->din_total = t->piece ? MIN(edtl, t->xfer_len) : MIN(edtl, DIN_OTHER);
+		if (t->din_total) {
+			int a = c->wq_head ? 0 : din_admit(c, t);
+			if (a < 0)
+				return a; /* the conn closes and frees the task */
+			if (a == 0) {
+				din_wait(c, t); /* runs once a buffer frees up */
+				return 0;
+			}
+		}
+		task_submit(t);
+		return 0;
+	}
+	if (edtl && (t->flags & ISCSI_CMD_WRITE)) {
 		t->buf = malloc(edtl);
 		if (!t->buf)
 			return -ENOMEM; /* the conn closes and frees the task */
@@ -1162,7 +1575,8 @@ static int handle_text(struct conn *c, const struct iscsi_pdu_view *v)
 			} else if (!val[0] && c->discovery) {
 				continue;
 			}
-			server_send_targets(c->srv, only, c->local, rsp, ISCSI_TEXT_RSP_MAX, &len);
+			server_send_targets(c->srv, only, c->local, c->discovery ? &c->ls.auth : NULL,
+			                    rsp, ISCSI_TEXT_RSP_MAX, &len);
 		} else {
 			iscsi_text_add(rsp, ISCSI_TEXT_RSP_MAX, &len, key, "NotUnderstood");
 		}
@@ -1204,15 +1618,20 @@ static int handle_logout(struct conn *c, const struct iscsi_pdu_view *v)
 static void tmf_abort_task(struct task *t, struct tmf *m)
 {
 	struct conn *tc = t->c;
-	if (t->state == T_COLLECT) {
+	if (t->state == T_COLLECT || t->state == T_WAITBUF) {
+		if (t->state == T_WAITBUF)
+			din_unwait(tc, t);
 		task_unlink(t);
 		lun_release(tc->srv, t->le);
 		task_free(t);
 		return;
 	}
-	if (t->state == T_QUEUED && !t->aborted) {
+	/* Queued, or a READ whose piece is being sent: the answer waits
+	 * until the worker or the socket is done with it. */
+	if ((t->state == T_QUEUED || t->state == T_SENDING || t->state == T_SENT) && !t->aborted) {
 		t->aborted = true;
-		task_cancel(t);
+		if (t->state == T_QUEUED)
+			task_cancel(t);
 		if (!t->tmf) {
 			t->tmf = m;
 			m->pending++;
@@ -1491,6 +1910,7 @@ static int handle_login(struct conn *c, const struct iscsi_pdu_view *v)
 		snprintf(c->port_name, sizeof(c->port_name), "%s,i,0x%02x%02x%02x%02x%02x%02x",
 		         c->initiator, i[0], i[1], i[2], i[3], i[4], i[5]);
 		session_reinstate(c);
+		sess_list(c);
 		pthread_mutex_lock(&srv->lock);
 		srv->stats.sessions++;
 		srv->stats.logins++;
@@ -1692,7 +2112,10 @@ static void timers(struct iscsi_server *srv)
 	struct conn *c = srv->conns;
 	while (c) {
 		struct conn *n = c->next;
-		if (c->state == C_LOGIN && now > c->deadline_ns) {
+		if (c->tx_head && now - c->tx_progress_ns > (uint64_t)TX_STALL_S * 1000000000ull) {
+			/* what it holds is freed for the initiators that read */
+			conn_close(c, "the initiator has not read its socket for 60 s");
+		} else if (c->state == C_LOGIN && now > c->deadline_ns) {
 			conn_close(c, "login timed out");
 		} else if (c->state == C_FULL && !c->close_pending) {
 			if (c->nop_ttt != ISCSI_RSVD_TAG) {
@@ -1739,22 +2162,31 @@ static void apply_config(struct iscsi_server *srv)
 				continue;
 			}
 			struct task *t = c->tasks;
-			while (t) {
+			while (t && c->state != C_DEAD) {
 				struct task *tn = t->next;
 				bool rm = false;
-				if (t->le && t->state == T_COLLECT) {
+				if (t->le && (t->state == T_COLLECT || t->state == T_WAITBUF ||
+				              t->state == T_SENDING || t->state == T_SENT)) {
 					pthread_mutex_lock(&srv->lock);
 					rm = t->le->removed;
 					pthread_mutex_unlock(&srv->lock);
 				}
-				if (rm) {
+				if (rm && (t->state == T_SENDING || t->state == T_SENT)) {
+					/* a READ part sent: it ends once its piece is out, and
+					 * iscsi_lun_remove() need not wait for the socket */
+					lun_release(srv, t->le);
+					t->le = NULL;
+				} else if (rm) {
+					if (t->state == T_WAITBUF)
+						din_unwait(c, t);
 					lun_release(srv, t->le);
 					t->le = NULL;
 					t->cmd.cdb = t->cdb;
 					t->cmd.cdb_len = t->cdb_len;
 					scsi_no_lun(&t->cmd);
+					if (t->flags & ISCSI_CMD_WRITE)
+						wbuf_sub(c, t->edtl);
 					t->flags &= (uint8_t)~ISCSI_CMD_WRITE;
-					c->buffered -= t->edtl;
 					t->state = T_DONE;
 					task_unlink(t);
 					t->c = c;
@@ -1802,11 +2234,19 @@ static void *loop_main(void *arg)
 			}
 		}
 		flush_dirty(srv);
+		while (srv->din_kick) {
+			din_kick(srv);
+			flush_dirty(srv);
+		}
 		bury(srv);
 		uint64_t now = now_mono_ns();
 		if (now >= next_tick) {
 			timers(srv);
 			flush_dirty(srv);
+			while (srv->din_kick) {
+				din_kick(srv);
+				flush_dirty(srv);
+			}
 			bury(srv);
 			next_tick = now + 1000000000ull;
 		}
@@ -1839,8 +2279,11 @@ static void *worker_main(void *arg)
 			srv->wq_tail = NULL;
 		struct scsi_lu *lu = t->le->lu;
 		bool run = !t->cancel;
+		uint32_t off = t->din_off;
 		pthread_mutex_unlock(&srv->lock);
-		if (run)
+		if (run && off)
+			scsi_lu_read_more(lu, &t->cmd, off); /* the next piece of a READ */
+		else if (run)
 			scsi_lu_exec(lu, &t->cmd);
 		pthread_mutex_lock(&srv->lock);
 		bool wake = srv->dq_head == NULL;
@@ -1942,6 +2385,7 @@ int iscsi_server_create(const char *listen_hostport, struct iscsi_server **out)
 	e.data.ptr = &srv->ctl_fd;
 	epoll_ctl(srv->efd, EPOLL_CTL_ADD, srv->ctl_fd, &e);
 	pthread_mutex_init(&srv->lock, NULL);
+	pthread_mutex_init(&srv->sess_lock, NULL);
 	pthread_cond_init(&srv->cond, NULL);
 	pthread_cond_init(&srv->wcond, NULL);
 	srv->next_tsih = (uint16_t)(now_mono_ns() & 0x7fff);
@@ -2014,6 +2458,7 @@ void iscsi_server_destroy(struct iscsi_server *srv)
 	close(srv->done_fd);
 	close(srv->ctl_fd);
 	pthread_mutex_destroy(&srv->lock);
+	pthread_mutex_destroy(&srv->sess_lock);
 	pthread_cond_destroy(&srv->cond);
 	pthread_cond_destroy(&srv->wcond);
 	free(srv);
@@ -2024,7 +2469,16 @@ int iscsi_server_port(const struct iscsi_server *srv)
 	return srv->port;
 }
 
-static bool iqn_valid(const char *s)
+static bool is_hex(const char *s, size_t n)
+{
+	for (size_t i = 0; i < n; i++)
+		if (!((s[i] >= '0' && s[i] <= '9') || (s[i] >= 'a' && s[i] <= 'f') ||
+		      (s[i] >= 'A' && s[i] <= 'F')))
+			return false;
+	return s[n] == '\0';
+}
+
+bool iscsi_name_valid(const char *s)
 {
 	size_t l = strlen(s);
 	if (l == 0 || l > ISCSI_NAME_MAX)
@@ -2038,49 +2492,100 @@ static bool iqn_valid(const char *s)
 		      c == ':' || (c >= 'A' && c <= 'Z') || c == '_'))
 			return false;
 	}
-	return strncmp(s, "iqn.", 4) == 0 || strncmp(s, "eui.", 4) == 0 ||
-	       strncmp(s, "naa.", 4) == 0;
+	if (!strncasecmp(s, "eui.", 4))
+		return is_hex(s + 4, 16);
+	if (!strncasecmp(s, "naa.", 4))
+		return is_hex(s + 4, 16) || is_hex(s + 4, 32);
+	/* iqn.YYYY-MM.reversed-domain[:...]: the date, then a naming authority */
+	if (strncasecmp(s, "iqn.", 4) != 0 || l < 13)
+		return false;
+	for (int i = 4; i < 11; i++)
+		if (i == 8 ? s[i] != '-' : !(s[i] >= '0' && s[i] <= '9'))
+			return false;
+	int month = (s[9] - '0') * 10 + (s[10] - '0');
+	return month >= 1 && month <= 12 && s[11] == '.' && s[12] != '.' && s[12] != ':';
 }
 
-static bool chap_valid(const struct iscsi_chap *c)
+static bool user_valid(const char *u)
 {
-	if (!c->user || !c->secret || !c->user[0] || strlen(c->user) > ISCSI_CHAP_SECRET_MAX)
+	if (!u || !u[0] || strlen(u) > ISCSI_CHAP_SECRET_MAX)
 		return false;
-	size_t l = strlen(c->secret);
+	for (; *u; u++)
+		if ((unsigned char)*u < 0x20 || *u == 0x7f)
+			return false;
+	return true;
+}
+
+static bool secret_valid(const char *s)
+{
+	size_t l = s ? strlen(s) : 0;
 	return l >= ISCSI_CHAP_SECRET_MIN && l <= ISCSI_CHAP_SECRET_MAX;
+}
+
+int iscsi_chap_check(const struct iscsi_chap *chap, const struct iscsi_chap *mutual, char *err,
+                     size_t errlen)
+{
+	const char *why = NULL;
+	if (mutual && !chap)
+		why = "mutual CHAP needs one-way CHAP too";
+	else if ((chap && !user_valid(chap->user)) || (mutual && !user_valid(mutual->user)))
+		why = "a CHAP user name is 1 to 255 characters, no control characters";
+	else if ((chap && !secret_valid(chap->secret)) || (mutual && !secret_valid(mutual->secret)))
+		why = "CHAP secrets must be at least 12 characters (at most 255)";
+	else if (chap && mutual && strcmp(chap->secret, mutual->secret) == 0)
+		why = "the mutual CHAP secret must differ from the initiator's";
+	if (why && errlen)
+		snprintf(err, errlen, "%s", why);
+	return why ? -EINVAL : 0;
+}
+
+static void cred_set(struct chap_cred *c, const struct iscsi_chap *chap,
+                     const struct iscsi_chap *mutual)
+{
+	memset(c, 0, sizeof(*c));
+	if (chap) {
+		c->set = true;
+		snprintf(c->user, sizeof(c->user), "%s", chap->user);
+		snprintf(c->secret, sizeof(c->secret), "%s", chap->secret);
+	}
+	if (mutual) {
+		c->mutual = true;
+		snprintf(c->mut_user, sizeof(c->mut_user), "%s", mutual->user);
+		snprintf(c->mut_secret, sizeof(c->mut_secret), "%s", mutual->secret);
+	}
+}
+
+int iscsi_discovery_auth(struct iscsi_server *srv, const struct iscsi_chap *chap,
+                         const struct iscsi_chap *mutual)
+{
+	char err[128];
+	if (iscsi_chap_check(chap, mutual, err, sizeof(err)) < 0) {
+		log_error("iscsi: discovery authentication: %s", err);
+		return -EINVAL;
+	}
+	pthread_mutex_lock(&srv->lock);
+	cred_set(&srv->disc, chap, mutual);
+	pthread_mutex_unlock(&srv->lock);
+	return 0;
 }
 
 int iscsi_target_add(struct iscsi_server *srv, const char *iqn, const struct iscsi_chap *chap,
                      const struct iscsi_chap *mutual)
 {
-	if (!iqn_valid(iqn)) {
+	if (!iscsi_name_valid(iqn)) {
 		log_error("iscsi: bad target name '%s'", iqn);
 		return -EINVAL;
 	}
-	if ((chap && !chap_valid(chap)) || (mutual && (!chap || !chap_valid(mutual)))) {
-		log_error("iscsi: target %s: CHAP needs a user and a secret of %d..%d bytes%s", iqn,
-		          ISCSI_CHAP_SECRET_MIN, ISCSI_CHAP_SECRET_MAX,
-		          mutual && !chap ? " (and mutual CHAP needs one-way CHAP)" : "");
-		return -EINVAL;
-	}
-	if (chap && mutual && strcmp(chap->secret, mutual->secret) == 0) {
-		log_error("iscsi: target %s: the mutual CHAP secret must differ", iqn);
+	char err[128];
+	if (iscsi_chap_check(chap, mutual, err, sizeof(err)) < 0) {
+		log_error("iscsi: target %s: %s", iqn, err);
 		return -EINVAL;
 	}
 	struct target *t = calloc(1, sizeof(*t));
 	if (!t)
 		return -ENOMEM;
 	snprintf(t->name, sizeof(t->name), "%s", iqn);
-	if (chap) {
-		t->chap = true;
-		snprintf(t->chap_user, sizeof(t->chap_user), "%s", chap->user);
-		snprintf(t->chap_secret, sizeof(t->chap_secret), "%s", chap->secret);
-	}
-	if (mutual) {
-		t->mutual = true;
-		snprintf(t->mut_user, sizeof(t->mut_user), "%s", mutual->user);
-		snprintf(t->mut_secret, sizeof(t->mut_secret), "%s", mutual->secret);
-	}
+	cred_set(&t->cred, chap, mutual);
 	pthread_mutex_lock(&srv->lock);
 	for (struct target *o = srv->targets; o; o = o->next)
 		if (strcasecmp(o->name, iqn) == 0) {
@@ -2187,4 +2692,45 @@ void iscsi_server_stats(struct iscsi_server *srv, struct iscsi_stats *out)
 	pthread_mutex_lock(&srv->lock);
 	*out = srv->stats;
 	pthread_mutex_unlock(&srv->lock);
+	out->read_buffered = __atomic_load_n(&srv->din_mem, __ATOMIC_RELAXED);
+	out->write_buffered = __atomic_load_n(&srv->wbuf_mem, __ATOMIC_RELAXED);
+}
+
+static int sess_cmp(const void *a, const void *b)
+{
+	const struct iscsi_session_info *x = a, *y = b;
+	if (x->login_time != y->login_time)
+		return x->login_time < y->login_time ? -1 : 1;
+	return strcmp(x->address, y->address);
+}
+
+int iscsi_sessions(struct iscsi_server *srv, const char *iqn, struct iscsi_session_info **out,
+                   size_t *n)
+{
+	*out = NULL;
+	*n = 0;
+	pthread_mutex_lock(&srv->sess_lock);
+	size_t cap = 0;
+	for (struct sess_ent *e = srv->sessions; e; e = e->next)
+		cap++;
+	struct iscsi_session_info *v = cap ? malloc(cap * sizeof(*v)) : NULL;
+	if (cap && !v) {
+		pthread_mutex_unlock(&srv->sess_lock);
+		return -ENOMEM;
+	}
+	size_t k = 0;
+	for (struct sess_ent *e = srv->sessions; e; e = e->next)
+		if (!iqn || (!e->info.discovery && strcasecmp(e->info.target, iqn) == 0))
+			v[k++] = e->info;
+	pthread_mutex_unlock(&srv->sess_lock);
+	/* oldest first, so that the listing reads like a log */
+	if (k > 1)
+		qsort(v, k, sizeof(*v), sess_cmp);
+	if (!k) {
+		free(v);
+		v = NULL;
+	}
+	*out = v;
+	*n = k;
+	return 0;
 }

@@ -559,6 +559,41 @@ static void cmd_read(struct scsi_lu *lu, struct scsi_cmd *c)
 	c->data_in_len = (uint32_t)n;
 }
 
+bool scsi_cdb_is_read(const uint8_t *cdb, size_t cdb_len)
+{
+	if (!cdb || cdb_len < 1)
+		return false;
+	switch (cdb[0]) {
+	case 0x08: case 0x28: case 0xa8: case 0x88:
+		return cdb_len >= cdb_len_of(cdb[0]);
+	default:
+		return false;
+	}
+}
+
+void scsi_lu_read_more(struct scsi_lu *lu, struct scsi_cmd *c, uint32_t off)
+{
+	c->status = SCSI_STATUS_GOOD;
+	c->sense_len = 0;
+	c->data_in_len = 0;
+	struct rw rw;
+	if (!scsi_cdb_is_read(c->cdb, c->cdb_len) || !decode_rw(c->cdb, &rw) ||
+	    off % lu->block_size) {
+		scsi_sense(c, SK_HARDWARE_ERROR, ASC_INTERNAL_FAILURE);
+		return;
+	}
+	uint64_t len = (uint64_t)rw.n * lu->block_size;
+	if (off >= len || !c->data_in)
+		return;
+	size_t n = (size_t)MIN(len - off, (uint64_t)c->data_in_cap);
+	int r = lu_read(lu, c->data_in, rw.lba + off / lu->block_size, n);
+	if (r < 0) {
+		sense_errno(c, r, false);
+		return;
+	}
+	c->data_in_len = (uint32_t)n;
+}
+
 /* Blocks actually supplied by the initiator for an n-block write: the
  * transport may have collected less than the CDB asks for. */
 static bool data_out_ok(struct scsi_cmd *c, uint64_t need)

@@ -79,6 +79,18 @@ uint32_t scsi_lu_block_size(const struct scsi_lu *lu);
  * concurrently from several workers). */
 void scsi_lu_exec(struct scsi_lu *lu, struct scsi_cmd *cmd);
 
+/* True for the READ opcodes (6, 10, 12, 16), whose data a transport may
+ * stream in pieces: scsi_lu_exec() with a data_in_cap shorter than the
+ * transfer runs the command (every check, then the first data_in_cap
+ * bytes), and scsi_lu_read_more() fetches the rest piece by piece. */
+bool scsi_cdb_is_read(const uint8_t *cdb, size_t cdb_len);
+/* Continues a READ that scsi_lu_exec() admitted and answered GOOD: fills
+ * data_in with at most data_in_cap bytes of the command's transfer from
+ * byte offset off on (a multiple of the block size).  Makes none of the
+ * command's checks again (SAM: a command is admitted once); a read error
+ * ends it with CHECK CONDITION like scsi_lu_exec() would.  Blocking. */
+void scsi_lu_read_more(struct scsi_lu *lu, struct scsi_cmd *cmd, uint32_t off);
+
 /* REPORT LUNS is answered by the target, not a LU: fills cmd from the
  * list of LUN numbers (single-level LUN format). */
 void scsi_report_luns(const uint64_t *luns, size_t n, struct scsi_cmd *cmd);

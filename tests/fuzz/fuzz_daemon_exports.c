@@ -48,6 +48,21 @@ bool daemon_volume_fenced(const char *name)
 	(void)name;
 	return false;
 }
+bool daemon_repl_needs(const char *volume, const char *snap)
+{
+	(void)volume, (void)snap;
+	return false;
+}
+int dreq_out_sbuf(struct dreq *r, struct sbuf *b)
+{
+	(void)r;
+	sbuf_free(b);
+	return 0;
+}
+void dreq_warn(struct dreq *r, const char *fmt, ...)
+{
+	(void)r, (void)fmt;
+}
 
 /* One line exactly as save_locked() writes it. */
 static void encode_line(struct sbuf *b, const struct export *e)

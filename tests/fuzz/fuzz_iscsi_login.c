@@ -10,9 +10,14 @@
  * correct response to the pending challenge, so the mutual-CHAP and
  * operational stages behind it are reached too.
  *
+ * A discovery session may authenticate with the discovery credentials or a
+ * target's; bit 5 of the first record's FLAGS (reserved on the wire, and
+ * cleared) makes discovery authentication required.
+ *
  * Properties checked: no memory error; the response text fits the buffer
  * and parses back as key=value pairs; a refused request carries no text;
- * full feature phase only after authentication. */
+ * full feature phase only after authentication, by CHAP where it is
+ * required. */
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -24,6 +29,8 @@
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
 static struct target g_targets[3];
+static struct chap_cred g_disc;
+static bool g_disc_required;
 
 /* The server's target table, reduced to what login.c asks of it (this file
  * replaces server.c, so the iSCSI library's server object is not linked). */
@@ -42,6 +49,28 @@ void server_target_put(struct iscsi_server *srv, struct target *t)
 	(void)t;
 }
 
+void server_discovery_auth(struct iscsi_server *srv, bool *required, bool *possible)
+{
+	(void)srv;
+	*required = g_disc_required;
+	*possible = true;
+}
+
+bool server_chap_match(struct iscsi_server *srv, const char *user, uint8_t id,
+                       const uint8_t *chal, size_t chal_len, const uint8_t *resp, size_t resp_len,
+                       struct chap_cred *out)
+{
+	(void)srv;
+	const struct chap_cred *c[] = { &g_disc, &g_targets[1].cred, &g_targets[2].cred };
+	for (size_t i = 0; i < 3; i++)
+		if (!strcmp(c[i]->user, user) &&
+		    chap_verify(id, c[i]->secret, chal, chal_len, resp, resp_len) == 1) {
+			*out = *c[i];
+			return true;
+		}
+	return false;
+}
+
 static void init_once(void)
 {
 	if (g_targets[0].name[0])
@@ -49,27 +78,36 @@ static void init_once(void)
 	log_set_level(LOG_ERROR);
 	snprintf(g_targets[0].name, sizeof(g_targets[0].name), "iqn.2026-11.io.ferry:open");
 	snprintf(g_targets[1].name, sizeof(g_targets[1].name), "iqn.2026-11.io.ferry:chap");
-	g_targets[1].chap = true;
-	snprintf(g_targets[1].chap_user, sizeof(g_targets[1].chap_user), "user");
-	snprintf(g_targets[1].chap_secret, sizeof(g_targets[1].chap_secret), "secretsecret12");
+	struct chap_cred *c = &g_targets[1].cred;
+	c->set = true;
+	snprintf(c->user, sizeof(c->user), "user");
+	snprintf(c->secret, sizeof(c->secret), "secretsecret12");
 	g_targets[2] = g_targets[1];
 	snprintf(g_targets[2].name, sizeof(g_targets[2].name), "iqn.2026-11.io.ferry:mutual");
-	g_targets[2].mutual = true;
-	snprintf(g_targets[2].mut_user, sizeof(g_targets[2].mut_user), "tgt");
-	snprintf(g_targets[2].mut_secret, sizeof(g_targets[2].mut_secret), "mutualsecret34");
+	c = &g_targets[2].cred;
+	c->mutual = true;
+	snprintf(c->mut_user, sizeof(c->mut_user), "tgt");
+	snprintf(c->mut_secret, sizeof(c->mut_secret), "mutualsecret34");
+	g_disc.set = g_disc.mutual = true;
+	snprintf(g_disc.user, sizeof(g_disc.user), "disc");
+	snprintf(g_disc.secret, sizeof(g_disc.secret), "discoverysecret5");
+	snprintf(g_disc.mut_user, sizeof(g_disc.mut_user), "tgt");
+	snprintf(g_disc.mut_secret, sizeof(g_disc.mut_secret), "discoverymutual6");
 }
 
-/* Replaces the first "CHAP_R=@" of text by the right answer; returns a new
- * malloc'd text (or NULL when there is nothing to replace). */
-static char *answer_chap(const struct login_state *ls, const struct target *t, const char *text,
-                         size_t len, size_t *out_len)
+/* Replaces the first "CHAP_R=@" of text by the right answer (for a
+ * discovery session: with the discovery secret); returns a new malloc'd
+ * text (or NULL when there is nothing to replace). */
+static char *answer_chap(const struct login_state *ls, const struct target *t, bool discovery,
+                         const char *text, size_t len, size_t *out_len)
 {
 	static const char pat[] = "CHAP_R=@";
 	const char *p = memmem(text, len, pat, sizeof(pat) - 1);
-	if (!p || !t || ls->chap != CHAP_WAIT_R)
+	if (!p || (!t && !discovery) || ls->chap != CHAP_WAIT_R)
 		return NULL;
 	uint8_t md[16];
-	if (chap_md5(ls->chap_id, t->chap_secret, ls->chap_c, sizeof(ls->chap_c), md) < 0)
+	const char *secret = t ? t->cred.secret : g_disc.secret;
+	if (chap_md5(ls->chap_id, secret, ls->chap_c, sizeof(ls->chap_c), md) < 0)
 		abort();
 	char hex[2 * 16 + 3];
 	iscsi_text_hex(md, 16, hex);
@@ -98,8 +136,11 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	memset(&params, 0, sizeof(params));
 
 	size_t off = 0;
+	g_disc_required = size && (data[0] & 0x20);
 	while (size - off >= 4) {
 		uint8_t flags = data[off], vmin = data[off + 1];
+		if (off == 0)
+			flags &= (uint8_t)~0x20;
 		size_t len = (size_t)data[off + 2] << 8 | data[off + 3];
 		off += 4;
 		if (len > size - off)
@@ -126,7 +167,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		req.flags = flags;
 		req.version_min = vmin;
 		size_t tl = ls.text_len;
-		char *answered = ls.text ? answer_chap(&ls, tgt, ls.text, ls.text_len, &tl) : NULL;
+		char *answered =
+			ls.text ? answer_chap(&ls, tgt, discovery, ls.text, ls.text_len, &tl) : NULL;
 		struct login_ctx lc = {
 			.srv = NULL, .ls = &ls, .params = &params, .discovery = &discovery,
 			.tgt = &tgt, .initiator = initiator, .first = !ls.first_done,
@@ -152,9 +194,13 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		}
 		if (res.transit && res.nsg == ISCSI_STAGE_FULL && !ls.auth_done)
 			abort();
-		if (!was_auth && ls.auth_done && !discovery && tgt && tgt->chap &&
+		if (!was_auth && ls.auth_done && !discovery && tgt && tgt->cred.set &&
 		    ls.chap != CHAP_DONE)
 			abort(); /* a CHAP target authenticated without CHAP */
+		if (!was_auth && ls.auth_done && discovery && g_disc_required && ls.chap != CHAP_DONE)
+			abort(); /* required discovery authentication skipped */
+		if (ls.auth_done && ls.chap == CHAP_DONE && !ls.auth.set)
+			abort(); /* CHAP passed but the proved credentials were not kept */
 		/* handle_login() closes the connection on any refusal */
 		if (res.status != ISCSI_LOGIN_OK)
 			break;

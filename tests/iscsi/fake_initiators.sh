@@ -23,7 +23,11 @@ U=iscsi://127.0.0.1:$P
 
 out=$(timeout 30 iscsi-ls $U 2>&1) || fail "iscsi-ls: $out"
 grep -q "Target:$IQN:a Portal:127.0.0.1:$P,1" <<<"$out" || fail "discovery misses target a: $out"
-grep -q "Target:$IQN:b" <<<"$out" || fail "discovery misses target b: $out"
+grep -q "Target:$IQN:b" <<<"$out" && fail "discovery without CHAP lists the CHAP target b: $out"
+# a discovery session that proves target b's credentials sees it too
+out=$(timeout 30 iscsi-ls "iscsi://alice%secretsecret12@127.0.0.1:$P" 2>&1) || fail "iscsi-ls with CHAP: $out"
+grep -q "Target:$IQN:b Portal:127.0.0.1:$P,1" <<<"$out" || fail "CHAP discovery misses target b: $out"
+grep -q "Target:$IQN:a" <<<"$out" || fail "CHAP discovery misses target a: $out"
 timeout 30 iscsi-inq $U/$IQN:a/1 | grep -q "Product:FAKE RAMDISK" || fail "iscsi-inq LUN 1"
 timeout 30 iscsi-inq "$U/$IQN:a/0?header_digest=crc32c" | grep -q DIRECT_ACCESS || fail "iscsi-inq with header digest"
 timeout 30 iscsi-inq "iscsi://alice%secretsecret12@127.0.0.1:$P/$IQN:b/0" | grep -q DIRECT_ACCESS || fail "CHAP login"

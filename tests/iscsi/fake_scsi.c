@@ -349,6 +349,30 @@ void scsi_lu_exec(struct scsi_lu *lu, struct scsi_cmd *c)
 	}
 }
 
+bool scsi_cdb_is_read(const uint8_t *cdb, size_t cdb_len)
+{
+	return cdb && ((cdb_len >= 10 && cdb[0] == 0x28) || (cdb_len >= 16 && cdb[0] == 0x88));
+}
+
+void scsi_lu_read_more(struct scsi_lu *lu, struct scsi_cmd *c, uint32_t off)
+{
+	const uint8_t *cdb = c->cdb;
+	c->status = SCSI_STATUS_GOOD;
+	c->sense_len = 0;
+	c->data_in_len = 0;
+	uint64_t lba = cdb[0] == 0x28 ? g32(cdb + 2) : g64(cdb + 2);
+	uint32_t nb = cdb[0] == 0x28 ? ((uint32_t)cdb[7] << 8 | cdb[8]) : g32(cdb + 10);
+	if (off % lu->bs || off >= (uint64_t)nb * lu->bs) {
+		sense(c, 0x04, 0x44, 0x00); /* INTERNAL TARGET FAILURE */
+		return;
+	}
+	if (lu->delay_ms) {
+		struct timespec ts = { lu->delay_ms / 1000, (long)(lu->delay_ms % 1000) * 1000000 };
+		nanosleep(&ts, NULL);
+	}
+	rw(lu, c, lba + off / lu->bs, nb - off / lu->bs, false);
+}
+
 void scsi_report_luns(const uint64_t *luns, size_t n, struct scsi_cmd *c)
 {
 	uint8_t *b = calloc(1, 8 + 8 * n);

@@ -17,7 +17,10 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <pthread.h>
+#include <sys/ioctl.h>
 #include <sys/socket.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <openssl/evp.h>
@@ -253,14 +256,18 @@ static void md5(uint8_t id, const char *secret, const uint8_t *chal, size_t n, u
 }
 
 /* CHAP login; returns the final status.  mode: 0 one-way, 1 mutual,
- * 2 mutual with the target's own challenge reflected. */
+ * 2 mutual with the target's own challenge reflected.  target NULL: a
+ * discovery session. */
 static uint16_t login_chap(struct ini *c, const char *target, const char *user,
                            const char *secret, int mode)
 {
 	assert_int_equal(conn_open(c), 0);
 	struct tb t = { .len = 0 };
 	tb_add(&t, "InitiatorName", INI);
-	tb_add(&t, "TargetName", target);
+	if (target)
+		tb_add(&t, "TargetName", target);
+	else
+		tb_add(&t, "SessionType", "Discovery");
 	tb_add(&t, "AuthMethod", "CHAP,None");
 	struct pdu p;
 	char v[512];
@@ -292,7 +299,7 @@ static uint16_t login_chap(struct ini *c, const char *target, const char *user,
 		iscsi_text_hex(mode == 2 ? chal : mychal, mode == 2 ? (size_t)cl : 16, hex);
 		tb_add(&t, "CHAP_C", hex);
 	}
-	st = login_req(c, 0, 1, true, t.b, t.len, &p);
+	st = login_req(c, 0, target ? 1 : 3, true, t.b, t.len, &p);
 	if (st == 0 && mode == 1) {
 		/* the target proves it knows the mutual secret */
 		assert_string_equal(kv_get(&p, "CHAP_N", v, sizeof(v)), "target-user");
@@ -345,6 +352,47 @@ static void nop_ping(struct ini *c, uint32_t itt)
 }
 
 /* ---- tests --------------------------------------------------------------- */
+/* SendTargets=All on a logged-in discovery session: a bit per target
+ * listed (1 open, 2 chap, 4 mutual, 8 slow), every address checked. */
+static unsigned send_targets(struct ini *c)
+{
+	struct iscsi_bhs_text tr;
+	memset(&tr, 0, sizeof(tr));
+	tr.opcode = ISCSI_OP_TEXT_REQ;
+	tr.flags = ISCSI_FLAG_FINAL;
+	be32_put(tr.itt, 5);
+	be32_put(tr.ttt, ISCSI_RSVD_TAG);
+	be32_put(tr.sn1, c->cmdsn++);
+	send_raw(c, (uint8_t *)&tr, "SendTargets=All", 16);
+	struct pdu p;
+	assert_int_equal(recv_pdu(c, &p), 0);
+	assert_int_equal(p.bhs[0] & 0x3f, ISCSI_OP_TEXT_RSP);
+	assert_true(p.bhs[1] & ISCSI_FLAG_FINAL);
+	char addr[64];
+	snprintf(addr, sizeof(addr), "127.0.0.1:%d,1", port);
+	unsigned seen = 0;
+	struct iscsi_kv kv[32];
+	int n = iscsi_text_parse((char *)p.data, p.dlen, kv, 32);
+	static const char *const names[] = { T_OPEN, T_CHAP, T_MUT, T_SLOW };
+	for (int i = 0; i < n; i++) {
+		char v[256];
+		iscsi_kv_value(&kv[i], v, sizeof(v));
+		if (iscsi_kv_key_is(&kv[i], "TargetName")) {
+			unsigned bit = 0;
+			for (unsigned k = 0; k < 4; k++)
+				if (!strcmp(v, names[k]))
+					bit = 1u << k;
+			assert_int_not_equal(bit, 0);
+			assert_false(seen & bit); /* listed once */
+			seen |= bit;
+		} else {
+			assert_string_equal(v, addr);
+		}
+	}
+	free(p.data);
+	return seen;
+}
+
 static void test_discovery(void **st)
 {
 	(void)st;
@@ -357,32 +405,8 @@ static void test_discovery(void **st)
 	struct pdu p;
 	assert_int_equal(login_req(c, 0, 3, true, t.b, t.len, &p), 0);
 	free(p.data);
-	struct iscsi_bhs_text tr;
-	memset(&tr, 0, sizeof(tr));
-	tr.opcode = ISCSI_OP_TEXT_REQ;
-	tr.flags = ISCSI_FLAG_FINAL;
-	be32_put(tr.itt, 5);
-	be32_put(tr.ttt, ISCSI_RSVD_TAG);
-	be32_put(tr.sn1, c->cmdsn++);
-	send_raw(c, (uint8_t *)&tr, "SendTargets=All", 16);
-	assert_int_equal(recv_pdu(c, &p), 0);
-	assert_int_equal(p.bhs[0] & 0x3f, ISCSI_OP_TEXT_RSP);
-	assert_true(p.bhs[1] & ISCSI_FLAG_FINAL);
-	char addr[64];
-	snprintf(addr, sizeof(addr), "127.0.0.1:%d,1", port);
-	int names = 0;
-	struct iscsi_kv kv[32];
-	int n = iscsi_text_parse((char *)p.data, p.dlen, kv, 32);
-	for (int i = 0; i < n; i++) {
-		char v[256];
-		iscsi_kv_value(&kv[i], v, sizeof(v));
-		if (iscsi_kv_key_is(&kv[i], "TargetName"))
-			names++;
-		else
-			assert_string_equal(v, addr);
-	}
-	assert_int_equal(names, 4);
-	free(p.data);
+	/* without authentication only the targets that need none */
+	assert_int_equal(send_targets(c), 1 | 8);
 	/* SCSI commands are not allowed in a discovery session: Reject */
 	uint8_t tur[16] = { 0 };
 	scsi_cmd(c, 6, tur, ISCSI_FLAG_FINAL, 0, NULL, 0, false);
@@ -392,6 +416,39 @@ static void test_discovery(void **st)
 	assert_int_equal(p.dlen, ISCSI_BHS_LEN);
 	free(p.data);
 	conn_close_(c);
+
+	/* CHAP with a target's credentials: that target is listed too */
+	assert_int_equal(login_chap(c, NULL, "alice", "alice-secret-123", 0), 0);
+	assert_int_equal(send_targets(c), 1 | 2 | 8);
+	conn_close_(c);
+	assert_int_equal(login_chap(c, NULL, "bob", "bob-secret-4567", 1), 0);
+	assert_int_equal(send_targets(c), 1 | 4 | 8);
+	conn_close_(c);
+	assert_int_equal(login_chap(c, NULL, "alice", "bob-secret-4567", 0), ISCSI_LOGIN_AUTH_FAILED);
+	conn_close_(c);
+
+	/* required discovery authentication */
+	struct iscsi_chap disc = { "disco", "discovery-secret-1" };
+	struct iscsi_chap bad = { "disco", "short" };
+	assert_int_equal(iscsi_discovery_auth(srv, &bad, NULL), -EINVAL);
+	assert_int_equal(iscsi_discovery_auth(srv, &disc, NULL), 0);
+	assert_int_equal(conn_open(c), 0);
+	assert_int_equal(login_req(c, 0, 3, true, t.b, t.len, &p), ISCSI_LOGIN_AUTH_FAILED);
+	free(p.data);
+	conn_close_(c);
+	assert_int_equal(login_chap(c, NULL, "disco", "discovery-secret-1", 0), 0);
+	assert_int_equal(send_targets(c), 1 | 8);
+	conn_close_(c);
+	assert_int_equal(login_chap(c, NULL, "disco", "discovery-secret-2", 0),
+	                 ISCSI_LOGIN_AUTH_FAILED);
+	conn_close_(c);
+	assert_int_equal(login_chap(c, NULL, "alice", "alice-secret-123", 0), 0);
+	assert_int_equal(send_targets(c), 1 | 2 | 8);
+	conn_close_(c);
+	/* a normal session is not affected by discovery authentication */
+	login_open(c, T_OPEN, false);
+	conn_close_(c);
+	assert_int_equal(iscsi_discovery_auth(srv, NULL, NULL), 0);
 	free(c);
 }
 
@@ -756,6 +813,288 @@ static void test_task_management(void **st)
 	free(o);
 }
 
+/* ---- READs stream in pieces, within the data-in budget --------------------- */
+#define T_BIG "iqn.2026-11.io.ferry:big"
+#define BIG_SIZE (40u << 20)
+
+/* READ(16) of n blocks at lba, EDTL edtl. */
+static void read16(struct ini *c, uint32_t itt, uint64_t lba, uint32_t n, uint32_t edtl)
+{
+	uint8_t cdb[16] = { 0x88 };
+	be32_put(cdb + 2, (uint32_t)(lba >> 32));
+	be32_put(cdb + 6, (uint32_t)lba);
+	be32_put(cdb + 10, n);
+	scsi_cmd(c, itt, cdb, ISCSI_FLAG_FINAL | ISCSI_CMD_READ, edtl, NULL, 0, false);
+}
+
+/* The answers of n READs with ITTs itt0.. (the i-th reading the LU from
+ * byte off0 + i * stride), however their Data-In interleave: checks each
+ * one's offsets, DataSN, sequence ends at max_burst and bytes.  Returns the
+ * first status that is not GOOD, else GOOD; got[i] gets the bytes of each (may be
+ * NULL for n == 1: *got0), *asc the ASC of sense data. */
+static uint8_t read_many(struct ini *c, uint32_t itt0, uint32_t n, const uint8_t *lu,
+                         uint64_t off0, uint64_t stride, uint32_t max_burst, uint32_t *got,
+                         uint8_t *asc)
+{
+	uint32_t *sn = calloc(n, sizeof(*sn));
+	bool *done = calloc(n, sizeof(*done));
+	uint32_t left = n;
+	uint8_t st = 0xff;
+	*asc = 0;
+	for (uint32_t i = 0; i < n; i++)
+		got[i] = 0;
+	while (left) {
+		struct pdu p;
+		assert_int_equal(recv_pdu(c, &p), 0);
+		uint32_t i = be32_get(p.bhs + 16) - itt0;
+		assert_true(i < n && !done[i]);
+		if ((p.bhs[0] & 0x3f) == ISCSI_OP_SCSI_RSP) {
+			if (st == 0xff || st == SCSI_STATUS_GOOD)
+				st = p.bhs[3];
+			if (p.dlen >= 2 + 14)
+				*asc = p.data[2 + 12];
+			free(p.data);
+			done[i] = true;
+			left--;
+			continue;
+		}
+		assert_int_equal(p.bhs[0] & 0x3f, ISCSI_OP_DATA_IN);
+		assert_int_equal(be32_get(p.bhs + 36), sn[i]++);
+		assert_int_equal(be32_get(p.bhs + 40), got[i]);
+		assert_memory_equal(p.data, lu + off0 + i * stride + got[i], p.dlen);
+		got[i] += p.dlen;
+		bool status = p.bhs[1] & ISCSI_DATAIN_STATUS;
+		if (got[i] % max_burst == 0)
+			assert_true(p.bhs[1] & ISCSI_FLAG_FINAL); /* bursts end across pieces too */
+		else if (!status)
+			assert_false(p.bhs[1] & ISCSI_FLAG_FINAL);
+		if (status) {
+			if (st == 0xff || st == SCSI_STATUS_GOOD)
+				st = p.bhs[3];
+			done[i] = true;
+			left--;
+		}
+		free(p.data);
+	}
+	free(sn);
+	free(done);
+	return st;
+}
+
+static uint8_t read_back(struct ini *c, uint32_t itt, const uint8_t *lu, uint64_t off,
+                         uint32_t max_burst, uint32_t *got, uint8_t *asc)
+{
+	return read_many(c, itt, 1, lu, off, 0, max_burst, got, asc);
+}
+
+/* Waits until the target's READ buffers stop changing (bounded); returns
+ * the largest value seen. */
+static uint64_t read_buffered_settled(void)
+{
+	uint64_t last = UINT64_MAX, peak = 0;
+	int same = 0;
+	for (int i = 0; i < 500 && same < 25; i++) { /* 10 s at most, 0.5 s stable */
+		struct iscsi_stats s;
+		iscsi_server_stats(srv, &s);
+		peak = MAX(peak, s.read_buffered);
+		same = s.read_buffered == last ? same + 1 : 0;
+		last = s.read_buffered;
+		struct timespec ts = { 0, 20 * 1000 * 1000 };
+		nanosleep(&ts, NULL);
+	}
+	return peak;
+}
+
+/* Waits until nothing more arrives in c's socket (bounded): the target's
+ * send is then stuck on the initiator that reads nothing. */
+static void wait_stalled(struct ini *c)
+{
+	int last = -1, same = 0;
+	for (int i = 0; i < 500 && same < 25; i++) {
+		int n = 0;
+		assert_int_equal(ioctl(c->fd, FIONREAD, &n), 0);
+		same = n == last ? same + 1 : 0;
+		last = n;
+		nanosleep(&(struct timespec){ 0, 20 * 1000 * 1000 }, NULL);
+	}
+	assert_true(same >= 25);
+}
+
+static void *lun_remove_thread(void *arg)
+{
+	(void)arg;
+	iscsi_lun_remove(srv, T_BIG, 0);
+	return NULL;
+}
+
+static void test_read_streaming(void **st)
+{
+	(void)st;
+	struct scsi_lu *lu = fake_lu_create(BIG_SIZE, 512, 0, 7);
+	uint8_t *d = (uint8_t *)fake_lu_data(lu); /* the fake's RAM: fill it */
+	for (uint32_t i = 0; i < BIG_SIZE; i += 4)
+		be32_put(d + i, i * 2654435761u);
+	assert_int_equal(iscsi_target_add(srv, T_BIG, NULL, NULL), 0);
+	assert_int_equal(iscsi_lun_add(srv, T_BIG, 0, lu), 0);
+	struct ini *c = malloc(sizeof(*c));
+	const uint32_t burst = 3 * 65536 + 512; /* bursts that do not align with pieces */
+	uint32_t got;
+	uint8_t asc;
+
+	/* one 32 MiB READ: 32 pieces, one stream of Data-In */
+	assert_int_equal(conn_open(c), 0);
+	{
+		struct tb t = { .len = 0 };
+		tb_add(&t, "InitiatorName", INI);
+		tb_add(&t, "TargetName", T_BIG);
+		tb_add(&t, "AuthMethod", "None");
+		struct pdu p;
+		assert_int_equal(login_req(c, 0, 1, true, t.b, t.len, &p), 0);
+		free(p.data);
+		login_oper(c, false, burst, 65536, true, true);
+	}
+	read16(c, 1, 1000, (32u << 20) / 512, 32u << 20);
+	assert_int_equal(read_back(c, 1, d, 1000 * 512, burst, &got, &asc), SCSI_STATUS_GOOD);
+	assert_int_equal(got, 32u << 20);
+	/* EDTL shorter than the CDB (overflow): only EDTL travels */
+	read16(c, 2, 0, 8192, 3u << 20);
+	assert_int_equal(read_back(c, 2, d, 0, burst, &got, &asc), SCSI_STATUS_GOOD);
+	assert_int_equal(got, 3u << 20);
+
+	/* 36 READs of 1 MiB while the initiator reads nothing: the target
+	 * holds at most 8 MiB of them (docs/ISCSI.md), and every one is
+	 * answered, in full and in order of data, once it reads */
+	for (uint32_t i = 0; i < 36; i++)
+		read16(c, 0x100 + i, (uint64_t)i * 2048, 2048, 1u << 20);
+	uint64_t held = read_buffered_settled();
+	assert_true(held >= (1u << 20));
+	assert_true(held <= (8u << 20));
+	uint32_t gots[36];
+	assert_int_equal(read_many(c, 0x100, 36, d, 0, 1u << 20, burst, gots, &asc),
+	                 SCSI_STATUS_GOOD);
+	for (uint32_t i = 0; i < 36; i++)
+		assert_int_equal(gots[i], 1u << 20);
+	nop_ping(c, 5);
+	struct iscsi_stats s;
+	iscsi_server_stats(srv, &s);
+	assert_int_equal(s.read_buffered, 0);
+
+	/* ABORT TASK of a READ half sent: the answer comes once the piece on
+	 * its way is out, and no status for the READ follows */
+	read16(c, 0x200, 0, 65536, 32u << 20);
+	struct pdu p;
+	for (int i = 0; i < 3; i++) { /* some Data-In arrives */
+		assert_int_equal(recv_pdu(c, &p), 0);
+		assert_int_equal(p.bhs[0] & 0x3f, ISCSI_OP_DATA_IN);
+		free(p.data);
+	}
+	struct iscsi_bhs_tmf_req t;
+	memset(&t, 0, sizeof(t));
+	t.opcode = ISCSI_OP_TMF_REQ | ISCSI_OP_IMMEDIATE;
+	t.function = 0x80 | ISCSI_TMF_ABORT_TASK;
+	be32_put(t.itt, 0x999);
+	be32_put(t.ref_itt, 0x200);
+	be32_put(t.cmd_sn, c->cmdsn);
+	be32_put(t.ref_cmd_sn, c->cmdsn - 1);
+	send_raw(c, (uint8_t *)&t, NULL, 0);
+	uint32_t data_after = 0;
+	for (;;) {
+		assert_int_equal(recv_pdu(c, &p), 0);
+		uint8_t op = p.bhs[0] & 0x3f;
+		if (op == ISCSI_OP_DATA_IN) {
+			assert_int_equal(be32_get(p.bhs + 16), 0x200);
+			assert_false(p.bhs[1] & ISCSI_DATAIN_STATUS);
+			data_after += p.dlen;
+			free(p.data);
+			continue;
+		}
+		assert_int_equal(op, ISCSI_OP_TMF_RSP);
+		assert_int_equal(p.bhs[2], ISCSI_TMF_RSP_COMPLETE);
+		free(p.data);
+		break;
+	}
+	assert_true(data_after < (32u << 20));
+	assert_true(quiet(c, 300)); /* nothing more for the aborted READ */
+	nop_ping(c, 6);
+
+	/* CLEAR TASK SET from another session hits a READ whose initiator
+	 * reads nothing: the TMF waits for the piece stuck in the socket, and
+	 * is answered when that initiator hangs up (the READ goes with its
+	 * connection); under ASan a leak of either would fail the test */
+	struct ini *h = malloc(sizeof(*h)), *o = malloc(sizeof(*o));
+	login_open(h, T_BIG, false);
+	login_open(o, T_BIG, false);
+	read16(h, 0x400, 0, 65536, 32u << 20);
+	wait_stalled(h);
+	memset(&t, 0, sizeof(t));
+	t.opcode = ISCSI_OP_TMF_REQ | ISCSI_OP_IMMEDIATE;
+	t.function = 0x80 | ISCSI_TMF_CLEAR_TASK_SET;
+	be32_put(t.itt, 0x998);
+	be32_put(t.cmd_sn, o->cmdsn);
+	send_raw(o, (uint8_t *)&t, NULL, 0);
+	assert_true(quiet(o, 300)); /* h's READ is not done: no answer yet */
+	conn_close_(h);
+	free(h);
+	assert_int_equal(recv_pdu(o, &p), 0);
+	assert_int_equal(p.bhs[0] & 0x3f, ISCSI_OP_TMF_RSP);
+	assert_int_equal(be32_get(p.bhs + 16), 0x998);
+	assert_int_equal(p.bhs[2], ISCSI_TMF_RSP_COMPLETE);
+	free(p.data);
+	nop_ping(o, 9);
+	conn_close_(o);
+	free(o);
+	for (int i = 0; i < 500; i++) { /* 10 s at most: its buffers are freed */
+		iscsi_server_stats(srv, &s);
+		if (s.read_buffered == 0)
+			break;
+		nanosleep(&(struct timespec){ 0, 20 * 1000 * 1000 }, NULL);
+	}
+	assert_int_equal(s.read_buffered, 0);
+	nop_ping(c, 8);
+
+	/* the LUN removed while a READ waits for an initiator that reads
+	 * nothing: iscsi_lun_remove() must not wait for the socket */
+	read16(c, 0x300, 0, 65536, 32u << 20);
+	wait_stalled(c);
+	assert_true(read_buffered_settled() > 0);
+	pthread_t th;
+	assert_int_equal(pthread_create(&th, NULL, lun_remove_thread, NULL), 0);
+	struct timespec dl;
+	clock_gettime(CLOCK_REALTIME, &dl);
+	dl.tv_sec += 20;
+	assert_int_equal(pthread_timedjoin_np(th, NULL, &dl), 0);
+	/* the initiator reads: data, then CHECK CONDITION, LUN NOT SUPPORTED */
+	assert_int_equal(read_back(c, 0x300, d, 0, burst, &got, &asc), SCSI_STATUS_CHECK_CONDITION);
+	assert_int_equal(asc, 0x25);
+	assert_true(got < (32u << 20));
+	nop_ping(c, 7);
+	conn_close_(c);
+
+	/* WRITE data is counted from the command on, and given back when a
+	 * connection goes with the data still coming */
+	login_open(c, T_OPEN, false);
+	uint8_t w10[16] = { 0x2a };
+	be16_put(w10 + 7, 2048);
+	scsi_cmd(c, 0x500, w10, ISCSI_FLAG_FINAL | ISCSI_CMD_WRITE, 1u << 20, NULL, 0, false);
+	assert_int_equal(recv_pdu(c, &p), 0); /* an R2T: the target waits for data */
+	assert_int_equal(p.bhs[0] & 0x3f, ISCSI_OP_R2T);
+	free(p.data);
+	iscsi_server_stats(srv, &s);
+	assert_int_equal(s.write_buffered, 1u << 20);
+	conn_close_(c);
+	for (int i = 0; i < 500; i++) {
+		iscsi_server_stats(srv, &s);
+		if (s.write_buffered == 0 && s.read_buffered == 0)
+			break;
+		nanosleep(&(struct timespec){ 0, 20 * 1000 * 1000 }, NULL);
+	}
+	assert_int_equal(s.write_buffered, 0);
+	assert_int_equal(s.read_buffered, 0);
+	free(c);
+	assert_int_equal(iscsi_target_remove(srv, T_BIG), 0);
+	fake_lu_destroy(lu);
+}
+
 static void test_hostile(void **st)
 {
 	(void)st;
@@ -1107,6 +1446,7 @@ int main(void)
 		cmocka_unit_test(test_api),
 		cmocka_unit_test(test_sub_block_write),
 		cmocka_unit_test(test_nexus_identity),
+		cmocka_unit_test(test_read_streaming),
 	};
 	return cmocka_run_group_tests(tests, setup, teardown);
 }

@@ -474,11 +474,11 @@ static int export_add(struct dreq *r)
 	if ((e->chap && (strlen(e->chap_secret) < ISCSI_CHAP_SECRET_MIN)) ||
 	    (e->mutual && strlen(e->mut_secret) < ISCSI_CHAP_SECRET_MIN)) {
 		free(e);
-		return dreq_fail(r, "CHAP secrets must be at least %d characters", ISCSI_CHAP_SECRET_MIN);
+		return dreq_usage(r, "CHAP secrets must be at least %d characters", ISCSI_CHAP_SECRET_MIN);
 	}
 	if (e->mutual && !strcmp(e->chap_secret, e->mut_secret)) {
 		free(e);
-		return dreq_fail(r, "the mutual CHAP secret must differ from the initiator's");
+		return dreq_usage(r, "the mutual CHAP secret must differ from the initiator's");
 	}
 	pthread_mutex_lock(&g.lock);
 	int st = 0;

@@ -1,66 +1,46 @@
-# make install PREFIX=/usr DESTDIR=DIR: Debian's usual places.
-#   ferry   -> bin          ferryd -> sbin
+# make install PREFIX=/usr DESTDIR=DIR (= cmake --install BUILD --prefix PREFIX):
+# Debian's usual places.
+#   ferry  -> bin, ferryd -> sbin
 #   doc/*.N -> share/man/manN        (ferry.1, ferryd.8, ferryd.conf.5, ...)
-#   contrib/systemd/ferryd.service.in -> ferryd.service and ferryd@.service in the
-#                           systemd unit directory (/lib/systemd/system
-#                           for PREFIX=/usr, as systemd.pc says on Debian 12)
 #   contrib/bash-completion/ferry -> share/bash-completion/completions/ferry
-#   contrib/ferryd.conf  -> SYSCONFDIR/ferry/ferryd.conf (not over an existing
-#                           one) and share/doc/ferry/examples/ferryd.conf
+#   contrib/ferryd.conf -> share/doc/ferry/examples/ and ETC/ferry/ferryd.conf
+#                          (never over an existing one)
+#   contrib/systemd/ferryd.service.in -> ferryd.service and ferryd@.service in
+#                          UNITDIR, with the paths of this installation
 #   contrib/prometheus/* -> share/ferry/prometheus/ (whatever is there)
-include(GNUInstallDirs)
-
-install(TARGETS ferry RUNTIME DESTINATION ${CMAKE_INSTALL_BINDIR})
-install(TARGETS ferryd RUNTIME DESTINATION ${CMAKE_INSTALL_SBINDIR})
+# ETC and UNITDIR follow the prefix given at install time: /etc and
+# /lib/systemd/system (systemd.pc on Debian 12) for /usr, PREFIX/etc and
+# PREFIX/lib/systemd/system otherwise; -DFERRY_SYSTEMD_UNIT_DIR=... and
+# -DFERRY_SYSCONF_DIR=... force them.
+install(TARGETS ferry RUNTIME DESTINATION bin)
+install(TARGETS ferryd RUNTIME DESTINATION sbin)
 
 file(GLOB FERRY_MANPAGES CONFIGURE_DEPENDS ${CMAKE_SOURCE_DIR}/doc/*.[1-8])
 foreach(page ${FERRY_MANPAGES})
   string(REGEX MATCH "[1-8]$" section ${page})
-  install(FILES ${page} DESTINATION ${CMAKE_INSTALL_MANDIR}/man${section})
+  install(FILES ${page} DESTINATION share/man/man${section})
 endforeach()
 
-if(NOT FERRY_SYSTEMD_UNIT_DIR)
-  set(FERRY_SYSTEMD_UNIT_DIR ${CMAKE_INSTALL_PREFIX}/lib/systemd/system)
-  if(CMAKE_INSTALL_PREFIX STREQUAL "/usr")
-    pkg_get_variable(_unitdir systemd systemdsystemunitdir)
-    if(_unitdir)
-      set(FERRY_SYSTEMD_UNIT_DIR ${_unitdir})
-    else()
-      set(FERRY_SYSTEMD_UNIT_DIR /lib/systemd/system)
-    endif()
-  endif()
-endif()
-set(FERRY_SYSTEMD_UNIT_DIR ${FERRY_SYSTEMD_UNIT_DIR} CACHE PATH "where the systemd units go")
-# One unit source, two units: ferryd.service reads SYSCONFDIR/ferry/ferryd.conf,
-# the template ferryd@NAME.service reads SYSCONFDIR/ferry/NAME.conf.
-set(FERRY_UNIT_CONF ${CMAKE_INSTALL_FULL_SYSCONFDIR}/ferry/ferryd.conf)
-set(FERRY_UNIT_HEAD "ferryd serving the pool that ${FERRY_UNIT_CONF} names.")
-configure_file(${CMAKE_SOURCE_DIR}/contrib/systemd/ferryd.service.in
-               ${CMAKE_BINARY_DIR}/contrib/systemd/ferryd.service @ONLY)
-set(FERRY_UNIT_CONF ${CMAKE_INSTALL_FULL_SYSCONFDIR}/ferry/%i.conf)
-set(FERRY_UNIT_HEAD "One ferryd per configuration file: ferryd@NAME.service serves the pool of ${CMAKE_INSTALL_FULL_SYSCONFDIR}/ferry/NAME.conf.")
-configure_file(${CMAKE_SOURCE_DIR}/contrib/systemd/ferryd.service.in
-               ${CMAKE_BINARY_DIR}/contrib/systemd/ferryd@.service @ONLY)
-install(FILES ${CMAKE_BINARY_DIR}/contrib/systemd/ferryd.service
-              ${CMAKE_BINARY_DIR}/contrib/systemd/ferryd@.service
-        DESTINATION ${FERRY_SYSTEMD_UNIT_DIR})
-
 install(FILES ${CMAKE_SOURCE_DIR}/contrib/bash-completion/ferry
-        DESTINATION ${CMAKE_INSTALL_DATADIR}/bash-completion/completions)
-
-install(FILES ${CMAKE_SOURCE_DIR}/contrib/ferryd.conf DESTINATION ${CMAKE_INSTALL_DOCDIR}/examples)
-# The administrator's configuration is never overwritten.
-install(CODE "
-  set(conf \"\$ENV{DESTDIR}${CMAKE_INSTALL_FULL_SYSCONFDIR}/ferry/ferryd.conf\")
-  if(EXISTS \"\${conf}\")
-    message(STATUS \"Kept: \${conf}\")
-  else()
-    file(INSTALL ${CMAKE_SOURCE_DIR}/contrib/ferryd.conf
-         DESTINATION \"\$ENV{DESTDIR}${CMAKE_INSTALL_FULL_SYSCONFDIR}/ferry\")
-  endif()")
-install(FILES ${CMAKE_SOURCE_DIR}/README.md DESTINATION ${CMAKE_INSTALL_DOCDIR})
+        DESTINATION share/bash-completion/completions)
+install(FILES ${CMAKE_SOURCE_DIR}/contrib/ferryd.conf DESTINATION share/doc/ferry/examples)
+install(FILES ${CMAKE_SOURCE_DIR}/README.md DESTINATION share/doc/ferry)
 
 file(GLOB FERRY_PROMETHEUS CONFIGURE_DEPENDS ${CMAKE_SOURCE_DIR}/contrib/prometheus/*)
 if(FERRY_PROMETHEUS)
-  install(FILES ${FERRY_PROMETHEUS} DESTINATION ${CMAKE_INSTALL_DATADIR}/ferry/prometheus)
+  install(FILES ${FERRY_PROMETHEUS} DESTINATION share/ferry/prometheus)
 endif()
+
+pkg_get_variable(FERRY_USR_UNIT_DIR systemd systemdsystemunitdir)
+if(NOT FERRY_USR_UNIT_DIR)
+  set(FERRY_USR_UNIT_DIR /lib/systemd/system)
+endif()
+set(FERRY_SYSTEMD_UNIT_DIR "" CACHE PATH "where the systemd units go (default: see cmake/install.cmake)")
+set(FERRY_SYSCONF_DIR "" CACHE PATH "where ferry/ferryd.conf goes (default: see cmake/install.cmake)")
+install(CODE "
+  set(FERRY_SOURCE_DIR \"${CMAKE_SOURCE_DIR}\")
+  set(FERRY_BINARY_DIR \"${CMAKE_BINARY_DIR}\")
+  set(FERRY_USR_UNIT_DIR \"${FERRY_USR_UNIT_DIR}\")
+  set(FERRY_SYSTEMD_UNIT_DIR \"${FERRY_SYSTEMD_UNIT_DIR}\")
+  set(FERRY_SYSCONF_DIR \"${FERRY_SYSCONF_DIR}\")
+  include(\"${CMAKE_SOURCE_DIR}/cmake/install-system.cmake\")")

@@ -370,7 +370,7 @@ int export_service_start(struct daemon *d)
 		return r;
 	}
 	struct export **tail = &g.list;
-	int lineno = 0;
+	int lineno = 0, n = 0;
 	for (char *save = NULL, *line = strtok_r(text, "\n", &save); line;
 	     line = strtok_r(NULL, "\n", &save)) {
 		lineno++;
@@ -395,8 +395,13 @@ int export_service_start(struct daemon *d)
 			         e->snap, e->iqn, e->lun, e->ro ? " (read-only)" : "");
 		*tail = e;
 		tail = &e->next;
+		n++;
 	}
 	free(text);
+	/* A restart that forgot --iscsi would otherwise serve nothing, silently. */
+	if (!g.srv && n)
+		log_warn("pool %s has %d export%s but ferryd has no iSCSI listener (--iscsi "
+		         "HOST:PORT): not served", d->pool, n, n == 1 ? "" : "s");
 	pthread_mutex_unlock(&g.lock);
 	return 0;
 }

@@ -736,7 +736,8 @@ static void commit_local(struct pair *p, struct vol *v, const struct cycle_stats
 		(void)vol_snap_delete(v, prev);
 	/* and whatever a crash between a commit and a deletion left */
 	drop_pair_snaps(r, p->name, p->name, last);
-	log_info("repl: pair %s: cycle %" PRIu64 " committed (%s)", p->name, st->number, last);
+	log_msg(st->data_bytes || st->zero_bytes ? LOG_INFO : LOG_DEBUG, /* empty: debug */
+	        "repl: pair %s: cycle %" PRIu64 " committed (%s)", p->name, st->number, last);
 }
 
 int send_cycle(struct pair *p)

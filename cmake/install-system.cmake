@@ -29,13 +29,14 @@ configure_file("${FERRY_SOURCE_DIR}/contrib/systemd/ferryd.service.in"
                "${FERRY_BINARY_DIR}/contrib/systemd/ferryd@.service" @ONLY)
 file(INSTALL "${FERRY_BINARY_DIR}/contrib/systemd/ferryd.service"
              "${FERRY_BINARY_DIR}/contrib/systemd/ferryd@.service"
-     DESTINATION "$ENV{DESTDIR}${unitdir}" FILE_PERMISSIONS OWNER_READ OWNER_WRITE GROUP_READ WORLD_READ)
+     DESTINATION "${unitdir}" FILE_PERMISSIONS OWNER_READ OWNER_WRITE GROUP_READ WORLD_READ)
 
-# The administrator's configuration is never overwritten.
+# The administrator's configuration is never overwritten.  (file(INSTALL)
+# adds $DESTDIR itself.)
 set(conf "$ENV{DESTDIR}${etc}/ferry/ferryd.conf")
 if(EXISTS "${conf}")
   message(STATUS "Kept: ${conf}")
 else()
-  file(INSTALL "${FERRY_SOURCE_DIR}/contrib/ferryd.conf" DESTINATION "$ENV{DESTDIR}${etc}/ferry"
+  file(INSTALL "${FERRY_SOURCE_DIR}/contrib/ferryd.conf" DESTINATION "${etc}/ferry"
        FILE_PERMISSIONS OWNER_READ OWNER_WRITE GROUP_READ WORLD_READ)
 endif()

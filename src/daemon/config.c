@@ -119,12 +119,20 @@ static int convert(const struct dopt *o, const char *label, const char *v, const
 		return 2;
 	}
 	if (is_path(o) && v[0] != '/' && base) {
-		char abs[PATH_MAX];
+		char abs[PATH_MAX], dir[PATH_MAX];
 		if ((size_t)snprintf(abs, sizeof(abs), "%s/%s", base, v) >= sizeof(abs)) {
 			snprintf(err, errlen, "%s: path too long", label);
 			return 2;
 		}
-		v = keep_str(abs);
+		/* "etc/../logs/x.log" reads better as "logs/x.log": the directory
+		 * is resolved when it exists. */
+		char *slash = strrchr(abs, '/');
+		*slash = '\0';
+		char norm[2 * PATH_MAX + 2] = "";
+		if (realpath(abs, dir))
+			snprintf(norm, sizeof(norm), "%s/%s", strcmp(dir, "/") ? dir : "", slash + 1);
+		*slash = '/';
+		v = keep_str(norm[0] && strlen(norm) < PATH_MAX ? norm : abs);
 		if (!v) {
 			snprintf(err, errlen, "out of memory");
 			return 1;

@@ -712,6 +712,8 @@ static void reload(struct daemon *d)
 	sd_notify(0, "RELOADING=1\nSTATUS=reloading");
 	const char *config = daemon_opt("config");
 	char old_path[PATH_MAX + 16] = "", buf[PATH_MAX + 16];
+	const char *restart[ARRAY_SIZE(opts)]; /* changed keys that need a restart */
+	size_t nrestart = 0;
 	const char *p = log_path(d, buf, sizeof(buf));
 	if (p)
 		snprintf(old_path, sizeof(old_path), "%s", p);
@@ -755,8 +757,7 @@ static void reload(struct daemon *d)
 					g_opts.src[i] = c->src[i];
 					g_opts.file_line[i] = c->file_line[i];
 				} else {
-					log_warn("reload: '%s' changed in %s: restart ferryd to apply it",
-					         opts[i].name, config);
+					restart[nrestart++] = opts[i].name;
 				}
 			}
 		}
@@ -773,6 +774,8 @@ logs:
 	apply_log_level();
 	log_info("reloaded: log level %s%s%s", log_level_name(log_get_level()),
 	         g_log_dest == LOG_TO_FILE ? ", log file " : "", g_log_dest == LOG_TO_FILE ? p : "");
+	for (size_t i = 0; i < nrestart; i++)
+		log_warn("reload: '%s' changed in %s: restart ferryd to apply it", restart[i], config);
 	sd_notifyf(0, "READY=1\nSTATUS=serving pool %s", d->pool);
 }
 

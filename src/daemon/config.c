@@ -286,11 +286,24 @@ static int ini_key(void *user, const char *section, const char *name, const char
 
 int dopt_load_file(struct dopts *s, const char *path, char *err, size_t errlen)
 {
+	FILE *f = fopen(path, "re");
+	if (!f) {
+		snprintf(err, errlen, "cannot read %s: %s", path, strerror(errno));
+		return 1;
+	}
+	int st = dopt_load_stream(s, f, path, err, errlen);
+	fclose(f);
+	return st;
+}
+
+int dopt_load_stream(struct dopts *s, FILE *f, const char *path, char *err, size_t errlen)
+{
 	struct ini_ctx *c = calloc(1, sizeof(*c));
 	if (!c) {
 		snprintf(err, errlen, "%s: out of memory", path);
 		return 1;
 	}
+	c->f = f;
 	c->s = s;
 	for (size_t i = 0; i < s->n; i++)
 		s->file_line[i] = 0;
@@ -302,14 +315,7 @@ int dopt_load_file(struct dopts *s, const char *path, char *err, size_t errlen)
 		*slash = '\0';
 	else
 		snprintf(c->dir, sizeof(c->dir), ".");
-	c->f = fopen(path, "re");
-	if (!c->f) {
-		snprintf(err, errlen, "cannot read %s: %s", path, strerror(errno));
-		free(c);
-		return 1;
-	}
 	int r = ini_parse_stream(ini_read_line, c, ini_key, c);
-	fclose(c->f);
 	int st = 0;
 	if (r > 0 && (!c->err_line || r < c->err_line)) {
 		snprintf(err, errlen, "%s:%d: syntax error (want 'key = value', '[ferryd]' or a "

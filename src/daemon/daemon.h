@@ -152,6 +152,8 @@ int dopt_parse_argv(struct dopts *s, int argc, char **argv);
 /* Fills s from the INI file path (values already given on the command
  * line are checked but kept).  0, or 1 with "PATH:LINE: reason" in err. */
 int dopt_load_file(struct dopts *s, const char *path, char *err, size_t errlen);
+/* The same from an open stream (path: for messages and relative paths). */
+int dopt_load_stream(struct dopts *s, FILE *f, const char *path, char *err, size_t errlen);
 /* The check of HOST:PORT values. */
 int dopt_check_hostport(const char *label, const char *v, char *err, size_t errlen);
 /* "PATH:LINE: name" or "--name", for messages about o. */

@@ -213,21 +213,41 @@ struct ini_ctx {
 };
 
 /* One physical line per call, so that c->line is the line the handler
- * sees; a line too long for inih is an error, not two lines. */
+ * sees; a line too long for inih, or holding a NUL byte, is an error (and
+ * read to its end), not two lines or a cut one. */
 static char *ini_read_line(char *str, int num, void *stream)
 {
 	struct ini_ctx *c = stream;
-	if (!fgets(str, num, c->f))
+	int ch = EOF, n = 0;
+	bool nl = false, nul = false;
+	while (n < num - 1 && (ch = getc(c->f)) != EOF) {
+		nul = nul || ch == '\0';
+		str[n++] = (char)ch;
+		if (ch == '\n') {
+			nl = true;
+			break;
+		}
+	}
+	if (n == 0)
 		return NULL;
+	str[n] = '\0';
 	c->line++;
-	size_t l = strlen(str);
-	if (l && str[l - 1] != '\n' && !feof(c->f)) {
-		int ch;
-		while ((ch = fgetc(c->f)) != EOF && ch != '\n')
-			;
+	if (!nl && n == num - 1) {
+		int next = getc(c->f);
+		if (next != EOF && next != '\n') {
+			while ((ch = getc(c->f)) != EOF && ch != '\n')
+				;
+			if (!c->err_line) {
+				c->err_line = c->line;
+				snprintf(c->err, sizeof(c->err), "line longer than %d characters", num - 1);
+			}
+			str[0] = '\0';
+		}
+	}
+	if (nul) {
 		if (!c->err_line) {
 			c->err_line = c->line;
-			snprintf(c->err, sizeof(c->err), "line longer than %d characters", num - 2);
+			snprintf(c->err, sizeof(c->err), "NUL byte in the line");
 		}
 		str[0] = '\0';
 	}

@@ -911,6 +911,11 @@ static void daemonize(const char *log_hint)
 	if (pid > 0)
 		_exit(0);
 	g_ready_fd = pfd[1];
+	/* Nothing of the caller's stdio may stay open here: whoever started
+	 * ferryd (`out=$(ferryd ...)`, a supervisor) waits for EOF on it. */
+	if (g_term_fd >= 0)
+		close(g_term_fd);
+	g_term_fd = -1;
 	int nul = open("/dev/null", O_RDWR);
 	if (nul >= 0) {
 		dup2(nul, 0);

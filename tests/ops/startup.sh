@@ -115,6 +115,13 @@ check "foreground failure: log file removed" test ! -e "$T/fg.log"
 unchanged "foreground failure"
 rmdir "$T/p/ferryd.sock"
 
+# ---- the daemon lets go of the caller's stdout and stderr ------------------------------
+# (a caller reading them, like $(...) or a supervisor, waits for their end)
+rc=0
+out=$(timeout 30 "$FERRYD" --pool "$T/held" 2>&1) || rc=$?
+check "daemonized ferryd returns through a pipe (exit $rc, '$out')" test $rc = 0
+stop_daemon "$T/held" || fail "stop held"
+
 # ---- a pool with exports and no iSCSI listener warns ------------------------------
 PORT=$(free_port)
 expect 0 "start with --iscsi" -- "$FERRYD" --pool "$T/p" --iscsi "127.0.0.1:$PORT"

@@ -5,7 +5,7 @@ FERRY_TEST_TAG=ops
 FERRY_SRC=${FERRY_SRC:-$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)}
 
 # Waits (bounded) until FILE contains PATTERN (grep -E).
-wait_log() { wait_for "${3:-20}" grep -Eq -- "$2" "$1"; }
+wait_log() { wait_for "${3:-60}" grep -Eq -- "$2" "$1"; }
 
 # A secret file of mode 0600.
 make_secret() { printf 'ops-test-secret-%s\n' "$RANDOM$RANDOM" >"$1"; chmod 600 "$1"; }

@@ -3,8 +3,10 @@ BUILD  ?= build
 ASAN   ?= build-asan
 JOBS   ?= $(shell nproc)
 CMAKE_FLAGS ?=
+PREFIX ?= /usr/local
+DESTDIR ?=
 
-.PHONY: all deps check check-asan demo bench clean fuzz
+.PHONY: all deps check check-asan demo bench clean fuzz install deb
 
 all: $(BUILD)/build.ninja
 	ninja -C $(BUILD)
@@ -38,6 +40,15 @@ bench: all
 fuzz:
 	cmake -S . -B build-fuzz -G Ninja -DCMAKE_C_COMPILER=clang -DFERRY_FUZZ=ON -DFERRY_SANITIZE=ON
 	ninja -C build-fuzz
+
+# make install PREFIX=/usr DESTDIR=DIR: binaries, man pages, systemd units,
+# bash completion, example configuration (see cmake/install.cmake).
+install: all
+	DESTDIR=$(DESTDIR) cmake --install $(BUILD) --prefix $(PREFIX)
+
+# make deb: the Debian package (debhelper), in $(BUILD)/deb/ (scripts/deb.sh).
+deb:
+	./scripts/deb.sh $(BUILD)/deb
 
 clean:
 	rm -rf $(BUILD) $(ASAN) build-fuzz

@@ -4,10 +4,14 @@
 # End-to-end tests and the demo: qemu-system-common has qemu-storage-daemon
 # (the LUN as a FUSE file); guestfish (libguestfs-tools) boots a kernel
 # from /boot (linux-image-amd64), and its appliance makes XFS only with
-# libguestfs-xfs.
+# libguestfs-xfs.  Operations: libinih (ferryd --config), libsystemd
+# (sd_notify), systemd (systemd-analyze verify of the units), debhelper,
+# dpkg-dev, fakeroot and lintian (make deb), bash-completion, man-db (the
+# man pages are checked with man --warnings).
 set -eu
 PKGS="build-essential cmake ninja-build clang libclang-rt-14-dev pkg-config
       libssl-dev libzstd-dev libxxhash-dev libcmocka-dev libisal-dev
+      libinih-dev libsystemd-dev systemd debhelper dpkg-dev fakeroot lintian bash-completion man-db
       libiscsi-bin libiscsi-dev tgt qemu-utils qemu-block-extra
       python3 rsync e2fsprogs xfsprogs util-linux fio procps iproute2 xxd
       tshark tcpdump

@@ -31,8 +31,25 @@ void log_set_level(enum log_level level);
 enum log_level log_get_level(void);
 /* Parses "error", "warn", "info", "debug".  Returns 0 or -EINVAL. */
 int log_parse_level(const char *s, enum log_level *out);
+const char *log_level_name(enum log_level level); /* "error", ... (static) */
 /* Prefix every line with this tag (e.g. "ferryd"); the string is copied. */
 void log_set_tag(const char *tag);
+/* Where lines go.  LOG_TO_FILE opens path (O_APPEND, created mode 0640) and
+ * puts it on fd 2, so that anything else written to stderr lands there too;
+ * LOG_TO_JOURNAL is stderr read by systemd-journald (no time stamp, a
+ * "<N>" priority prefix); LOG_TO_SYSLOG uses syslog(3), facility daemon,
+ * ident = the tag.  0 or a negative errno (the destination is unchanged). */
+enum log_dest { LOG_TO_STDERR, LOG_TO_FILE, LOG_TO_JOURNAL, LOG_TO_SYSLOG };
+int log_set_dest(enum log_dest dest, const char *path);
+/* Reopens the log file (after logrotate moved it); 0 or a negative errno,
+ * in which case lines keep going to the old file. */
+int log_reopen(void);
+/* Calls fn (under the log lock: fn must not log) with every line that is
+ * written, without its time stamp; NULL removes the hook.  ferryd uses it
+ * to show start-up errors on the terminal that started it. */
+void log_set_hook(void (*fn)(void *ctx, enum log_level level, const char *msg), void *ctx);
+/* Frees what the log holds (path copy) and goes back to stderr. */
+void log_shutdown(void);
 void log_msg(enum log_level level, const char *fmt, ...) PRINTF_LIKE(2, 3);
 /* The last message logged at LOG_ERROR ("" if none), e.g. to tell the
  * terminal why a start-up failed. */
@@ -55,6 +72,9 @@ int parse_u64(const char *s, uint64_t *out);
 /* A duration in seconds: "90", "90s", "5m", "1h", "2d".  0, -EINVAL for
  * bad syntax, -ERANGE for overflow. */
 int parse_duration(const char *s, uint64_t *secs);
+/* "HOST:PORT" or "[V6ADDR]:PORT" (HOST may be empty: every address) into
+ * host and port (decimal, 0..65535).  0 or -EINVAL. */
+int split_hostport(const char *s, char *host, size_t hcap, char *port, size_t pcap);
 /* Names of volumes, snapshots, pairs: [A-Za-z0-9][A-Za-z0-9._-]{0,63}.
  * Such a name can never be "." or ".." or contain '/', so it can never
  * escape the directory it is joined to. */

@@ -485,3 +485,29 @@ int chap_file_split(char *text, char **chap, char **mutual, char *err, size_t er
 	}
 	return 0;
 }
+
+int split_hostport(const char *s, char *host, size_t hcap, char *port, size_t pcap)
+{
+	const char *colon;
+	if (!s)
+		return -EINVAL;
+	if (s[0] == '[') {
+		const char *e = strchr(s, ']');
+		if (!e || e[1] != ':' || (size_t)(e - s - 1) >= hcap || e == s + 1)
+			return -EINVAL;
+		memcpy(host, s + 1, (size_t)(e - s - 1));
+		host[e - s - 1] = '\0';
+		colon = e + 1;
+	} else {
+		colon = strrchr(s, ':');
+		if (!colon || (size_t)(colon - s) >= hcap || memchr(s, ':', (size_t)(colon - s)))
+			return -EINVAL;
+		memcpy(host, s, (size_t)(colon - s));
+		host[colon - s] = '\0';
+	}
+	uint64_t p;
+	if (parse_u64(colon + 1, &p) < 0 || p > 65535 || strlen(colon + 1) >= pcap)
+		return -EINVAL;
+	snprintf(port, pcap, "%s", colon + 1);
+	return 0;
+}

@@ -417,7 +417,7 @@ int export_service_start(struct daemon *d)
 		return r;
 	}
 	struct export **tail = &g.list;
-	int lineno = 0;
+	int lineno = 0, n = 0;
 	for (char *save = NULL, *line = strtok_r(text, "\n", &save); line;
 	     line = strtok_r(NULL, "\n", &save)) {
 		lineno++;
@@ -442,8 +442,13 @@ int export_service_start(struct daemon *d)
 			         e->snap, e->iqn, e->lun, e->ro ? " (read-only)" : "");
 		*tail = e;
 		tail = &e->next;
+		n++;
 	}
 	free(text);
+	/* A restart that forgot --iscsi would otherwise serve nothing, silently. */
+	if (!g.srv && n)
+		log_warn("pool %s has %d export%s but ferryd has no iSCSI listener (--iscsi "
+		         "HOST:PORT): not served", d->pool, n, n == 1 ? "" : "s");
 	pthread_mutex_unlock(&g.lock);
 	return 0;
 }
@@ -691,7 +696,7 @@ static int export_add(struct dreq *r)
 	if (iscsi_chap_check(e->chap ? &ch : NULL, e->mutual ? &mu : NULL, why, sizeof(why)) < 0) {
 		explicit_bzero(e, sizeof(*e));
 		free(e);
-		return dreq_fail(r, "%s", why);
+		return dreq_usage(r, "%s", why);
 	}
 	pthread_mutex_lock(&g.lock);
 	int st = 0;

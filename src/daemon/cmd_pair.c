@@ -42,30 +42,44 @@ bool daemon_repl_needs(const char *volume, const char *snap)
 
 /* The secret is the file's bytes without trailing whitespace, so that
  * `echo secret > FILE` and `printf secret > FILE` agree. */
-static int load_secret(const char *path, char **secret, size_t *len)
+int daemon_secret_load(const char *path, char **secret, size_t *len, char *err, size_t errlen)
 {
 	struct stat st;
 	if (stat(path, &st) < 0) {
-		log_error("cannot read --secret-file %s: %s", path, strerror(errno));
-		return -errno;
+		int e = -errno;
+		snprintf(err, errlen, "cannot read --secret-file %s: %s", path, strerror(-e));
+		return e;
 	}
 	/* Like ssh with its keys: a secret others can read is no secret. */
 	if (st.st_mode & 0077) {
-		log_error("--secret-file %s is accessible by group or others (mode %04o); "
-		          "refusing it: chmod 600 %s", path, (unsigned)(st.st_mode & 07777), path);
+		snprintf(err, errlen, "--secret-file %s is accessible by group or others (mode %04o); "
+		         "refusing it: chmod 600 %s", path, (unsigned)(st.st_mode & 07777), path);
 		return -EPERM;
 	}
 	int rc = read_file(path, 4096, secret, len);
 	if (rc < 0) {
-		log_error("cannot read --secret-file %s: %s", path, strerror(-rc));
+		snprintf(err, errlen, "cannot read --secret-file %s: %s", path, strerror(-rc));
 		return rc;
 	}
 	while (*len && strchr(" \t\r\n", (*secret)[*len - 1]))
 		(*secret)[--*len] = '\0';
 	if (*len < 8) {
-		log_error("--secret-file %s: the secret must have at least 8 bytes", path);
+		snprintf(err, errlen, "--secret-file %s: the secret must have at least 8 bytes", path);
+		memset(*secret, 0, *len);
 		free(*secret);
+		*secret = NULL;
 		return -EINVAL;
+	}
+	return 0;
+}
+
+int daemon_key_mode_check(const char *path, char *err, size_t errlen)
+{
+	struct stat kst;
+	if (stat(path, &kst) == 0 && (kst.st_mode & 0077)) {
+		snprintf(err, errlen, "--tls-key %s is accessible by group or others (mode %04o); "
+		         "refusing it: chmod 600 %s", path, (unsigned)(kst.st_mode & 07777), path);
+		return -EPERM;
 	}
 	return 0;
 }
@@ -86,10 +100,13 @@ int repl_service_start(struct daemon *d)
 		log_error("--listen needs --secret-file: peers must authenticate");
 		return -EINVAL;
 	}
+	char err[1024];
 	if (sfile) {
-		int rc = load_secret(sfile, &secret, &slen);
-		if (rc < 0)
+		int rc = daemon_secret_load(sfile, &secret, &slen, err, sizeof(err));
+		if (rc < 0) {
+			log_error("%s", err);
 			return rc;
+		}
 	}
 	char site[300];
 	char host[256] = "";
@@ -107,15 +124,10 @@ int repl_service_start(struct daemon *d)
 		free(secret);
 		return -EINVAL;
 	}
-	if (o.tls_key) {
-		struct stat kst;
-		if (stat(o.tls_key, &kst) == 0 && (kst.st_mode & 0077)) {
-			log_error("--tls-key %s is accessible by group or others (mode %04o); "
-			          "refusing it: chmod 600 %s", o.tls_key,
-			          (unsigned)(kst.st_mode & 07777), o.tls_key);
-			free(secret);
-			return -EPERM;
-		}
+	if (o.tls_key && daemon_key_mode_check(o.tls_key, err, sizeof(err)) < 0) {
+		log_error("%s", err);
+		free(secret);
+		return -EPERM;
 	}
 	const char *mt = daemon_opt("max-transfers");
 	uint64_t mtv = 0;
@@ -456,13 +468,14 @@ static int settings_from(struct dreq *r, struct repl_settings *s)
 
 static int pair_create(struct dreq *r)
 {
-	if (!ready(r))
-		return 1;
 	struct repl_pair_opts o = { 0 };
 	int st = settings_from(r, &o.s);
 	if (st)
 		return st;
 	o.peer = ctl_flag(r->cmd, "peer")->str;
+	char host[256], port[16];
+	if (split_hostport(o.peer, host, sizeof(host), port, sizeof(port)) < 0 || !host[0])
+		return dreq_usage(r, "bad --peer '%s' (want HOST:PORT)", o.peer);
 	const struct ctl_val *rn = ctl_flag(r->cmd, "remote-name");
 	if (rn->set && dreq_name_reserved(r, rn->str, "volume"))
 		return 2;

@@ -56,17 +56,17 @@ static int volume_create(struct dreq *r)
 		.block_size = bs->set ? (uint32_t)bs->u64 : 512,
 	};
 	if (p.size == 0)
-		return dreq_fail(r, "--size must be greater than 0");
+		return dreq_usage(r, "--size must be greater than 0");
 	if (p.size % p.block_size)
-		return dreq_fail(r, "--size %" PRIu64 " is not a multiple of the block size %" PRIu32,
-		                 p.size, p.block_size);
+		return dreq_usage(r, "--size %" PRIu64 " is not a multiple of the block size %" PRIu32,
+		                  p.size, p.block_size);
 	if (p.size > STORE_MAX_SIZE)
-		return dreq_fail(r, "--size %" PRIu64 " is larger than the maximum (16 TiB)", p.size);
+		return dreq_usage(r, "--size %" PRIu64 " is larger than the maximum (16 TiB)", p.size);
 	if (osz->set) {
 		uint64_t o = osz->u64;
 		if (o < STORE_MIN_OBJECT || o > STORE_MAX_OBJECT || (o & (o - 1)))
-			return dreq_fail(r, "--object-size must be a power of two from 64K to 64M, not %s",
-			                 osz->str);
+			return dreq_usage(r, "--object-size must be a power of two from 64K to 64M, not %s",
+			                  osz->str);
 		p.object_size = (uint32_t)o;
 	}
 	int e = store_vol_create(r->store, name, &p);
@@ -259,6 +259,8 @@ static int volume_discard(struct dreq *r)
 	const char *name = ctl_pos(r->cmd, "NAME")->vol;
 	uint64_t off = ctl_flag(r->cmd, "offset")->u64;
 	uint64_t len = ctl_flag(r->cmd, "length")->u64;
+	if (len == 0)
+		return dreq_usage(r, "--length must be greater than 0");
 	if (daemon_volume_is_secondary(name)) /* only replication writes it */
 		return dreq_fail(r, "volume '%s' is a replication secondary: read-only", name);
 	struct vol *v;
@@ -268,10 +270,6 @@ static int volume_discard(struct dreq *r)
 	int st = 0, e = vol_info(v, &vi);
 	if (e < 0) {
 		st = dreq_fail(r, "volume '%s': cannot read its info: %s", name, strerror(-e));
-		goto out;
-	}
-	if (len == 0) {
-		st = dreq_fail(r, "--length must be greater than 0");
 		goto out;
 	}
 	if (range_check(r, &vi, off, len)) {

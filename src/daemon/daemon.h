@@ -6,7 +6,8 @@
  *    cmd_GROUP.c defining `const struct dgroup dgroup_GROUP`, and one line
  *    in the table of dispatch.c;
  *  - a daemon option: one line in the options table of main.c; read it
- *    with daemon_opt("name");
+ *    with daemon_opt("name").  It is a key of the configuration file
+ *    (ferryd --config) as well, with no further work (config.c);
  *  - a background service (replication, iSCSI): one line in the services
  *    table of main.c; start runs once the store is open, stop before it
  *    closes.
@@ -127,7 +128,58 @@ struct repl *daemon_repl(void); /* NULL when not running; owned by the service *
 void dispatch_conn(struct daemon *d, int fd);
 
 /* The value given for daemon option name (NULL when not given; "1" for
- * an option without a value).  The string belongs to argv. */
+ * an option without a value).  The string belongs to argv or lives until
+ * the process exits. */
 const char *daemon_opt(const char *name);
+
+/* ---- options (the table is in main.c, the parsing in config.c) ---------- */
+struct dopt {
+	const char *name;  /* without "--"; also the configuration file key */
+	const char *meta;  /* NULL: a flag (no value).  "HOST:PORT" values are
+	                    * checked as addresses unless check is set; "FILE"
+	                    * and "DIR" values are made absolute (relative to the
+	                    * working directory, or to the configuration file) */
+	const char *help;
+	/* Optional check of a value (label: "--name" or "name", for messages).
+	 * Returns 0, or the exit status with the reason in err: 2 for a value
+	 * of the wrong form, 1 for one that cannot work here (a missing file,
+	 * an address that does not resolve). */
+	int (*check)(const char *label, const char *v, char *err, size_t errlen);
+	const char *value; /* what was given (argv string, file value, or "1") */
+};
+enum dopt_src { DOPT_UNSET, DOPT_CLI, DOPT_FILE };
+#define DOPT_MAX 64
+/* The table with where each value came from. */
+struct dopts {
+	struct dopt *opt;
+	size_t n;                       /* at most DOPT_MAX */
+	const char *const *cli_only;    /* NULL-terminated names that are no
+	                                 * configuration file keys (--config, ...) */
+	enum dopt_src src[DOPT_MAX];
+	int file_line[DOPT_MAX];        /* line of the key in the file (0: none) */
+};
+struct dopt *dopt_find(struct dopts *s, const char *name, size_t len);
+/* Fills s from argv.  0, or 2 / 1 after printing "ferryd: reason". */
+int dopt_parse_argv(struct dopts *s, int argc, char **argv);
+/* Fills s from the INI file path (values already given on the command
+ * line are checked but kept).  0, or 1 with "PATH:LINE: reason" in err. */
+int dopt_load_file(struct dopts *s, const char *path, char *err, size_t errlen);
+/* The same from an open stream (path: for messages and relative paths). */
+int dopt_load_stream(struct dopts *s, FILE *f, const char *path, char *err, size_t errlen);
+/* The check of HOST:PORT values. */
+int dopt_check_hostport(const char *label, const char *v, char *err, size_t errlen);
+/* "PATH:LINE: name" or "--name", for messages about o. */
+const char *dopt_where(const struct dopts *s, const struct dopt *o, const char *config,
+                       char *buf, size_t len);
+bool dopt_same(const char *a, const char *b);
+/* Frees the strings values point to (at exit). */
+void dopt_free_all(void);
+
+/* Reads a --secret-file: mode 0600 or stricter, at least 8 bytes without
+ * trailing whitespace.  0 with *secret (caller wipes and frees) and *len,
+ * or a negative errno with the reason in err. */
+int daemon_secret_load(const char *path, char **secret, size_t *len, char *err, size_t errlen);
+/* A --tls-key readable by group or others: -EPERM with the reason. */
+int daemon_key_mode_check(const char *path, char *err, size_t errlen);
 
 #endif

@@ -2304,36 +2304,10 @@ static void *worker_main(void *arg)
 }
 
 /* ---- public API ---------------------------------------------------------- */
-static int parse_hostport(const char *s, char *host, size_t hcap, char *port, size_t pcap)
-{
-	const char *colon;
-	if (s[0] == '[') {
-		const char *e = strchr(s, ']');
-		if (!e || e[1] != ':')
-			return -EINVAL;
-		if ((size_t)(e - s - 1) >= hcap)
-			return -EINVAL;
-		memcpy(host, s + 1, (size_t)(e - s - 1));
-		host[e - s - 1] = '\0';
-		colon = e + 1;
-	} else {
-		colon = strrchr(s, ':');
-		if (!colon || (size_t)(colon - s) >= hcap)
-			return -EINVAL;
-		memcpy(host, s, (size_t)(colon - s));
-		host[colon - s] = '\0';
-	}
-	uint64_t p;
-	if (parse_u64(colon + 1, &p) < 0 || p > 65535 || strlen(colon + 1) >= pcap)
-		return -EINVAL;
-	snprintf(port, pcap, "%s", colon + 1);
-	return 0;
-}
-
 int iscsi_server_create(const char *listen_hostport, struct iscsi_server **out)
 {
 	char host[256], port[16];
-	if (!listen_hostport || parse_hostport(listen_hostport, host, sizeof(host), port,
+	if (!listen_hostport || split_hostport(listen_hostport, host, sizeof(host), port,
 	                                       sizeof(port)) < 0) {
 		log_error("iscsi: bad listen address '%s' (want HOST:PORT)",
 		          listen_hostport ? listen_hostport : "");

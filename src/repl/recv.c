@@ -475,8 +475,9 @@ static int commit(struct apply *a, const struct wire_msg *begin)
 	 * handle_cycle): deleting it merges layers, which can take long and
 	 * is not part of the commit. */
 	a->dropping = strcmp(prev, target) != 0;
-	log_info("repl: pair %s: cycle %" PRIu64 " committed as %s", p->rec.name,
-	         begin->u.cycle_begin.cycle, target);
+	log_msg(a->data_bytes || a->zero_bytes ? LOG_INFO : LOG_DEBUG, /* empty: debug */
+	        "repl: pair %s: cycle %" PRIu64 " committed as %s", p->rec.name,
+	        begin->u.cycle_begin.cycle, target);
 	return 0;
 }
 

@@ -758,7 +758,8 @@ static int commit_local(struct pair *p, struct vol *v, const struct rec_stats *s
 		(void)vol_snap_delete(v, prev);
 	/* and whatever a crash between a commit and a deletion left */
 	drop_pair_snaps(r, p, p->rec.volume, p->rec.name, last);
-	log_info("repl: pair %s: cycle %" PRIu64 " committed (%s)", p->rec.name, st->number, last);
+	log_msg(st->data_bytes || st->zero_bytes ? LOG_INFO : LOG_DEBUG, /* empty: debug */
+	        "repl: pair %s: cycle %" PRIu64 " committed (%s)", p->rec.name, st->number, last);
 	return 0;
 }
 

@@ -140,19 +140,19 @@ expect_err 2 "bad volume name" "bad name (slash)" -- ferry volume create a/b --s
 expect_err 2 "bad volume name" "bad name (..)" -- ferry volume create .. --size 1M
 expect_err 2 "bad volume name" "bad name (65 chars)" -- ferry volume create "$(printf 'a%.0s' $(seq 65))" --size 1M
 expect_err 2 "bad snapshot name" "bad snapshot name" -- ferry snap create "db@../x"
-expect_err 1 "greater than 0" "size 0" -- ferry volume create z --size 0
-expect_err 1 "not a multiple of the block size 512" "size not a block multiple" -- ferry volume create z --size 1000
-expect_err 1 "not a multiple of the block size 4096" "size not a 4K multiple" -- ferry volume create z --size 6144 --block-size 4096
+expect_err 2 "greater than 0" "size 0" -- ferry volume create z --size 0
+expect_err 2 "not a multiple of the block size 512" "size not a block multiple" -- ferry volume create z --size 1000
+expect_err 2 "not a multiple of the block size 4096" "size not a 4K multiple" -- ferry volume create z --size 6144 --block-size 4096
 expect_err 2 "one of 512\|4096" "bad block size" -- ferry volume create z --size 1M --block-size 1024
-expect_err 1 "power of two" "bad object size" -- ferry volume create z --size 1M --object-size 100K
-expect_err 1 "maximum" "size too large" -- ferry volume create z --size 17T
+expect_err 2 "power of two" "bad object size" -- ferry volume create z --size 1M --object-size 100K
+expect_err 2 "maximum" "size too large" -- ferry volume create z --size 17T
 expect_err 2 "bad size '10X'" "bad size suffix" -- ferry volume create z --size 10X
 expect_err 2 "bad size 'abc'" "bad offset" -- ferry volume write db --offset abc "$T/f4k"
 expect_err 1 "past the end" "write past the end (file)" -- ferry volume write db --offset $((32 * M - 10)) "$T/f4k"
 expect_err 1 "past the end" "write past the end (pipe)" -- sh -c "cat '$T/f4k' | '$FERRY_BIN' --pool '$POOL' volume write db --offset $((32 * M - 10))"
 expect_err 1 "past the end" "write beyond the end" -- ferry volume write db --offset 64M "$T/f4k"
 expect_err 1 "past the end" "discard past the end" -- ferry volume discard db --offset 31M --length 2M
-expect_err 1 "greater than 0" "discard of nothing" -- ferry volume discard db --offset 0 --length 0
+expect_err 2 "greater than 0" "discard of nothing" -- ferry volume discard db --offset 0 --length 0
 expect_err 2 "snapshots are read-only" "write to a snapshot" -- ferry volume write db@s1 --offset 0 "$T/f4k"
 expect_err 2 "snapshots are read-only" "discard a snapshot" -- ferry volume discard db@s1 --offset 0 --length 4K
 expect_err 1 "has snapshots .*--force" "rm with snapshots" -- ferry volume rm db

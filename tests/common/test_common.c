@@ -5,7 +5,9 @@
 
 #include <errno.h>
 #include <stdlib.h>
+#include <stdio.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "common/common.h"
 
@@ -131,6 +133,89 @@ static void test_zero(void **st)
 	assert_false(buf_is_zero(buf + 3, 8190));
 }
 
+
+static void test_split_hostport(void **st)
+{
+	(void)st;
+	char h[64], p[8];
+	assert_int_equal(split_hostport("127.0.0.1:3260", h, sizeof(h), p, sizeof(p)), 0);
+	assert_string_equal(h, "127.0.0.1");
+	assert_string_equal(p, "3260");
+	assert_int_equal(split_hostport("[::1]:7450", h, sizeof(h), p, sizeof(p)), 0);
+	assert_string_equal(h, "::1");
+	assert_string_equal(p, "7450");
+	assert_int_equal(split_hostport(":0", h, sizeof(h), p, sizeof(p)), 0);
+	assert_string_equal(h, "");
+	assert_string_equal(p, "0");
+	assert_int_equal(split_hostport("site-b:65535", h, sizeof(h), p, sizeof(p)), 0);
+	static const char *const bad[] = {"", "host", "host:", "host:65536", "host:-1", "host:1x",
+	                                  "::1:3260", "[::1]", "[::1]3260", "[]:1", "[::1:1",
+	                                  "a:b:1", "host:99999999999999999999"};
+	for (size_t i = 0; i < ARRAY_SIZE(bad); i++)
+		assert_int_equal(split_hostport(bad[i], h, sizeof(h), p, sizeof(p)), -EINVAL);
+	char small[4];
+	assert_int_equal(split_hostport("longhost:1", small, sizeof(small), p, sizeof(p)), -EINVAL);
+	assert_int_equal(split_hostport(NULL, h, sizeof(h), p, sizeof(p)), -EINVAL);
+}
+
+struct hooked {
+	int lines;
+	enum log_level last;
+	char msg[128];
+};
+
+static void hook(void *ctx, enum log_level level, const char *msg)
+{
+	struct hooked *h = ctx;
+	h->lines++;
+	h->last = level;
+	snprintf(h->msg, sizeof(h->msg), "%s", msg);
+}
+
+/* A log file on fd 2, reopened after it was moved (logrotate); the level
+ * filters before the hook sees a line. */
+static void test_log_file(void **st)
+{
+	(void)st;
+	char dir[] = "/tmp/ferry-test-ops-log.XXXXXX", a[64], b[64];
+	assert_non_null(mkdtemp(dir));
+	snprintf(a, sizeof(a), "%s/a.log", dir);
+	snprintf(b, sizeof(b), "%s/a.log.1", dir);
+	int saved = dup(2);
+	assert_true(saved >= 0);
+	struct hooked h = {0};
+	log_set_hook(hook, &h);
+	log_set_level(LOG_INFO);
+	assert_int_equal(log_set_dest(LOG_TO_FILE, a), 0);
+	log_info("first %d", 1);
+	log_debug("not shown");
+	assert_int_equal(h.lines, 1);
+	assert_string_equal(h.msg, "first 1");
+	assert_int_equal(rename(a, b), 0);
+	assert_int_equal(log_reopen(), 0);
+	log_warn("second");
+	assert_int_equal(h.last, LOG_WARN);
+	char *text;
+	size_t len;
+	assert_int_equal(read_file(b, 4096, &text, &len), 0);
+	assert_non_null(strstr(text, "info: first 1"));
+	assert_null(strstr(text, "second"));
+	assert_null(strstr(text, "not shown"));
+	free(text);
+	assert_int_equal(read_file(a, 4096, &text, &len), 0);
+	assert_non_null(strstr(text, "warn: second"));
+	free(text);
+	char nodir[96];
+	snprintf(nodir, sizeof(nodir), "%s/none/x.log", dir);
+	assert_int_equal(log_set_dest(LOG_TO_FILE, nodir), -ENOENT);
+	log_set_hook(NULL, NULL);
+	log_shutdown();
+	dup2(saved, 2);
+	close(saved);
+	assert_string_equal(log_level_name(LOG_DEBUG), "debug");
+	rm_rf(dir);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -140,6 +225,8 @@ int main(void)
 		cmocka_unit_test(test_json),
 		cmocka_unit_test(test_crc32c),
 		cmocka_unit_test(test_zero),
+		cmocka_unit_test(test_split_hostport),
+		cmocka_unit_test(test_log_file),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

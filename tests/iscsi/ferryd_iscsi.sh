@@ -117,7 +117,7 @@ expect 0 "export with CHAP" -- ferry export add sec --chap alice:alice-secret-01
 expect 0 "CHAP login with the right secret" -- timeout 30 iscsi-inq "iscsi://alice%alice-secret-01@127.0.0.1:$PORT/$IQN:sec/0"
 check "CHAP login with a wrong secret fails" sh -c "! timeout 30 iscsi-inq 'iscsi://alice%wrong-secret-99@127.0.0.1:$PORT/$IQN:sec/0' >/dev/null 2>&1"
 check "login without credentials fails" sh -c "! timeout 30 iscsi-inq '$URL/$IQN:sec/0' >/dev/null 2>&1"
-expect_err 1 "at least 12" "short CHAP secret refused" -- ferry export add logs --iqn $IQN:x --chap a:short
+expect_err 2 "at least 12" "short CHAP secret refused" -- ferry export add logs --iqn $IQN:x --chap a:short
 expect_err 2 "needs --chap" "mutual without chap refused" -- ferry export add logs --iqn $IQN:x --mutual-chap a:bbbbbbbbbbbbbbb
 expect 0 "create mut" -- ferry volume create mut --size 8M
 expect 0 "export with mutual CHAP" -- ferry export add mut --chap bob:bob-secret-0001 --mutual-chap tgt:target-secret-02

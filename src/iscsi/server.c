@@ -148,9 +148,19 @@ struct iscsi_server {
 	struct conn *grave;
 	uint16_t next_tsih;
 	struct iscsi_stats stats;
+	/* Normal sessions per target name, for metrics: under smu only, which
+	 * neither the workers nor the loop's I/O path take (the loop takes it
+	 * at a login and a logout). */
+	pthread_mutex_t smu;
+	struct sess_count {
+		char name[ISCSI_NAME_MAX + 1];
+		unsigned n;
+	} *sess;
+	size_t n_sess;
 };
 
 static void conn_close(struct conn *c, const char *why);
+static void sess_count(struct iscsi_server *srv, const char *name, int delta);
 static void task_complete(struct task *t);
 
 /* ---- small helpers ------------------------------------------------------ */
@@ -818,6 +828,8 @@ static void conn_close(struct conn *c, const char *why)
 					lun_release(srv, ents[i]);
 				}
 			}
+			if (was_full && !c->discovery)
+				sess_count(srv, c->tgt->name, -1);
 			server_target_put(srv, c->tgt);
 			c->tgt = NULL;
 		}
@@ -834,6 +846,40 @@ static void conn_close(struct conn *c, const char *why)
 		c->gnext = srv->grave;
 		srv->grave = c;
 	}
+}
+
+static void sess_count(struct iscsi_server *srv, const char *name, int delta)
+{
+	pthread_mutex_lock(&srv->smu);
+	size_t i = 0;
+	while (i < srv->n_sess && strcasecmp(srv->sess[i].name, name))
+		i++;
+	if (i == srv->n_sess && delta > 0) {
+		struct sess_count *n = realloc(srv->sess, (i + 1) * sizeof(*n));
+		if (n) {
+			srv->sess = n;
+			snprintf(n[i].name, sizeof(n[i].name), "%s", name);
+			n[i].n = 0;
+			srv->n_sess++;
+		}
+	}
+	if (i < srv->n_sess) {
+		srv->sess[i].n += (unsigned)delta;
+		if (srv->sess[i].n == 0)
+			srv->sess[i] = srv->sess[--srv->n_sess];
+	}
+	pthread_mutex_unlock(&srv->smu);
+}
+
+unsigned iscsi_target_sessions(struct iscsi_server *srv, const char *iqn)
+{
+	unsigned n = 0;
+	pthread_mutex_lock(&srv->smu);
+	for (size_t i = 0; i < srv->n_sess; i++)
+		if (!strcasecmp(srv->sess[i].name, iqn))
+			n = srv->sess[i].n;
+	pthread_mutex_unlock(&srv->smu);
+	return n;
 }
 
 static void bury(struct iscsi_server *srv)
@@ -1495,6 +1541,8 @@ static int handle_login(struct conn *c, const struct iscsi_pdu_view *v)
 		srv->stats.sessions++;
 		srv->stats.logins++;
 		pthread_mutex_unlock(&srv->lock);
+		if (c->tgt && !c->discovery)
+			sess_count(srv, c->tgt->name, +1);
 		log_info("iscsi: %s session of %s from %s%s%s", c->discovery ? "discovery" : "normal",
 		         c->initiator, c->peer, c->tgt ? " to " : "", c->tgt ? c->tgt->name : "");
 	}
@@ -1942,6 +1990,7 @@ int iscsi_server_create(const char *listen_hostport, struct iscsi_server **out)
 	e.data.ptr = &srv->ctl_fd;
 	epoll_ctl(srv->efd, EPOLL_CTL_ADD, srv->ctl_fd, &e);
 	pthread_mutex_init(&srv->lock, NULL);
+	pthread_mutex_init(&srv->smu, NULL);
 	pthread_cond_init(&srv->cond, NULL);
 	pthread_cond_init(&srv->wcond, NULL);
 	srv->next_tsih = (uint16_t)(now_mono_ns() & 0x7fff);
@@ -2014,6 +2063,8 @@ void iscsi_server_destroy(struct iscsi_server *srv)
 	close(srv->done_fd);
 	close(srv->ctl_fd);
 	pthread_mutex_destroy(&srv->lock);
+	pthread_mutex_destroy(&srv->smu);
+	free(srv->sess);
 	pthread_cond_destroy(&srv->cond);
 	pthread_cond_destroy(&srv->wcond);
 	free(srv);

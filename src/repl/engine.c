@@ -816,8 +816,8 @@ out:
 	return rc;
 }
 
-/* Under mu. */
-static const char *pair_state(const struct pair *p)
+/* Under mu.  Keep repl_pair_states (metrics.c) in step. */
+const char *pair_state(const struct pair *p)
 {
 	if (p->resyncing && p->running)
 		return "resyncing";

@@ -110,6 +110,13 @@ struct pair {
 	bool cb_failing;                  /* log a failing call-back once */
 	bool announced;                   /* secondary with a listener: the
 	                                   * primary was told our address */
+	/* counters for repl_metrics (metrics.c), under r->mu, since start */
+	struct {
+		uint64_t ok, failed;
+		uint64_t data_bytes, zero_bytes, wire_bytes;
+		uint64_t dur[REPL_DUR_BUCKETS + 1];
+		double dur_sum;
+	} ctr;
 };
 
 struct repl {
@@ -162,6 +169,12 @@ int repl_dial(struct repl *r, const char *peer, struct link **out, char *err, si
  * peer offered (call-back) if there is one, else dials p->peer, else waits
  * a little for an offer.  *out is owned by the caller (link_close). */
 int pair_dial(struct pair *p, struct link **out, char *err, size_t errlen);
+
+/* Under mu: the state `pair status` shows (one of repl_pair_states). */
+const char *pair_state(const struct pair *p);
+/* metrics.c, under mu: counts a finished cycle of p, committed (st) or
+ * failed (st NULL). */
+void pair_count_cycle(struct pair *p, const struct cycle_stats *st);
 
 /* engine_callback.c */
 /* Under mu: starts the call-back threads p needs (a secondary on a site

@@ -453,6 +453,8 @@ static int commit(struct apply *a, const struct wire_msg *begin)
 		p->last_cycle = saved.last_cycle;
 		memcpy(p->last_snap, saved.last_snap, sizeof(p->last_snap));
 		p->last_time = saved.last_time;
+	} else {
+		pair_count_cycle(p, &p->stats);
 	}
 	pthread_mutex_unlock(&a->r->mu);
 	if (rc < 0) {
@@ -490,6 +492,7 @@ static int handle_cycle(struct repl *r, struct link *l, const struct wire_msg *b
 	if (!p)
 		return -ENOENT;
 	struct apply a;
+	bool committed = false;
 	memset(&a, 0, sizeof(a));
 	a.r = r;
 	a.p = p;
@@ -529,6 +532,28 @@ static int handle_cycle(struct repl *r, struct link *l, const struct wire_msg *b
 		snprintf(a.err, sizeof(a.err), "cycle base '%.64s' is not this side's last synced "
 		         "snapshot '%s'", b->u.cycle_begin.base, expect[0] ? expect : "(none)");
 		goto fail;
+	}
+	/* The primary's volume grew (`ferry volume resize`): this side grows
+	 * before applying, so that the records past the old end fit.  Never
+	 * smaller: a paired volume is not shrunk. */
+	uint64_t want = b->u.cycle_begin.size;
+	if (want && want != a.vi.size) {
+		if (want < a.vi.size) {
+			rc = -EINVAL;
+			snprintf(a.err, sizeof(a.err), "the primary volume (%" PRIu64 " bytes) is "
+			         "smaller than this secondary (%" PRIu64 " bytes)", want, a.vi.size);
+			goto fail;
+		}
+		rc = vol_resize(a.v, want);
+		if (rc == 0)
+			rc = vol_info(a.v, &a.vi);
+		if (rc < 0) {
+			snprintf(a.err, sizeof(a.err), "cannot grow %s to %" PRIu64 " bytes: %s",
+			         p->name, want, strerror(-rc));
+			goto fail;
+		}
+		log_info("repl: pair %s: volume grown to %" PRIu64 " bytes, as on the primary",
+		         p->name, want);
 	}
 	struct ckpt ck;
 	int crc = ckpt_load(r, p->name, &ck);
@@ -615,6 +640,7 @@ static int handle_cycle(struct repl *r, struct link *l, const struct wire_msg *b
 	rc = commit(&a, b);
 	if (rc < 0)
 		goto fail;
+	committed = true;
 	m = (struct wire_msg){ .type = WIRE_CYCLE_COMMITTED };
 	m.u.committed.cycle = b->u.cycle_begin.cycle;
 	snprintf(m.u.committed.snap, sizeof(m.u.committed.snap), "%.64s", b->u.cycle_begin.target);
@@ -640,6 +666,11 @@ out:
 	}
 	free(a.zbuf);
 	ZSTD_freeDCtx(a.zd);
+	if (rc < 0 && !committed) {
+		pthread_mutex_lock(&r->mu);
+		pair_count_cycle(p, NULL);
+		pthread_mutex_unlock(&r->mu);
+	}
 	release(r, p, l);
 	put_pair(r, p);
 	return rc;

@@ -710,6 +710,7 @@ static void commit_local(struct pair *p, struct vol *v, const struct cycle_stats
 	p->cur_snap[0] = '\0';
 	p->stats = *st;
 	p->has_stats = true;
+	pair_count_cycle(p, st);
 	p->error[0] = '\0';
 	/* Not "syncing" any more for whoever wakes on this commit (the slot
 	 * itself is released after the link is closed). */
@@ -756,9 +757,11 @@ int send_cycle(struct pair *p)
 	bool slot = false;
 	uint64_t t0 = now_mono_ns();
 
-	rc = vol_info(v, &pp.vi);
+	/* The size after the snapshot: a resize since the last cycle travels
+	 * with this one (CYCLE_BEGIN size). */
+	rc = cycle_snapshot(p, v);
 	if (rc == 0)
-		rc = cycle_snapshot(p, v);
+		rc = vol_info(v, &pp.vi);
 	if (rc < 0)
 		goto out;
 
@@ -838,6 +841,7 @@ int send_cycle(struct pair *p)
 	m.u.cycle_begin.objects = c.objects;
 	m.u.cycle_begin.bytes = c.bytes;
 	m.u.cycle_begin.time = ctime;
+	m.u.cycle_begin.size = pp.vi.size;
 	rc = link_send(l, &m);
 	if (rc == 0)
 		rc = link_expect(l, WIRE_CYCLE_READY, &m, 0);
@@ -913,6 +917,12 @@ out:
 	}
 	if (slot)
 		slot_release(p);
+	if (rc < 0) {
+		pthread_mutex_lock(&r->mu);
+		if (rc != -ECANCELED || !(p->stop || p->paused || p->removed || r->stopping))
+			pair_count_cycle(p, NULL);
+		pthread_mutex_unlock(&r->mu);
+	}
 	free((void *)pp.extra);
 	pthread_mutex_destroy(&pp.mu);
 	pthread_cond_destroy(&pp.cv);

@@ -128,4 +128,36 @@ enum repl_role repl_volume_role(struct repl *r, const char *volume);
  * synced one, a cycle's in-flight target, or a secondary's seed. */
 bool repl_snapshot_in_use(struct repl *r, const char *volume, const char *snap);
 
+/* ---- metrics ----------------------------------------------------------- */
+/* Buckets of the cycle duration histogram (upper bounds, seconds). */
+#define REPL_DUR_BUCKETS 12
+extern const double repl_dur_bounds[REPL_DUR_BUCKETS];
+/* Every state a pair can show (pair status "state"), NULL-terminated, so
+ * that a metric can say 0 for the states it is not in. */
+extern const char *const repl_pair_states[];
+
+/* One pair's numbers, copied out under the repl lock.  Counters count
+ * since this ferryd started, on the side that reports them: the primary
+ * counts the cycles it ran (failed: any attempt that ended in an error,
+ * the peer unreachable included), the secondary the cycles it applied. */
+struct repl_pair_metrics {
+	char name[STORE_NAME_MAX + 1];
+	enum repl_role role;
+	const char *state;             /* one of repl_pair_states (static) */
+	char peer[256];                /* primary: --peer; secondary: the origin */
+	char error[512];               /* last failure, "" when fine */
+	uint64_t period_s;             /* 0 = not known (a secondary before contact) */
+	uint64_t rpo_lag_s;            /* now - time of the last synced snapshot
+	                                * (before the first sync: since creation) */
+	uint64_t last_sync_time;       /* unix seconds; 0 = never synced */
+	uint64_t cycles_ok, cycles_failed;
+	uint64_t data_bytes, zero_bytes, wire_bytes;   /* of the cycles ok */
+	uint64_t dur[REPL_DUR_BUCKETS + 1];            /* per bucket, not cumulative */
+	double dur_sum;                                /* seconds */
+};
+/* Every pair's numbers; *out is malloc'd (free it), *n may be 0.  Holds
+ * the repl lock only while copying (no I/O, no allocation under it beyond
+ * the array). */
+int repl_metrics(struct repl *r, struct repl_pair_metrics **out, size_t *n);
+
 #endif

@@ -56,6 +56,7 @@ static struct dopt opts[] = {
 	{"tls-ca", "FILE", "CA certificate(s) (PEM) that the peer's certificate must chain to", NULL, NULL},
 	{"socket-group", "GROUP", "control socket mode 0660 with this group (default 0600)", NULL, NULL},
 	{"max-transfers", "N", "replication cycles transferring at once (default 4)", NULL, NULL},
+	{"metrics", "HOST:PORT", "serve Prometheus metrics at http://HOST:PORT/metrics", NULL, NULL},
 	{"help", NULL, "show this help", NULL, NULL},
 	{"version", NULL, "show the version", NULL, NULL},
 };
@@ -80,6 +81,7 @@ struct dservice {
 static const struct dservice services[] = {
 	{"replication", repl_service_start, repl_service_stop},
 	{"iscsi", export_service_start, export_service_stop},
+	{"metrics", metrics_service_start, metrics_service_stop},
 	{NULL, NULL, NULL},
 };
 
@@ -387,6 +389,7 @@ static int serve(struct daemon *d, int lock_fd, sigset_t *sigs)
 	size_t started = 0;
 	if (write_pid(lock_fd) < 0)
 		log_warn("cannot record the pid in the lock file: %s", strerror(errno));
+	d->start_mono_ns = now_mono_ns();
 	int e = store_open(d->pool, &d->store);
 	if (e < 0) {
 		startup_fail("cannot open the store in %s: %s", d->pool, strerror(-e));

@@ -7,7 +7,7 @@ FERRYD=$FERRY_BUILD/ferryd
 FERRY_BIN=$FERRY_BUILD/ferry
 [ -x "$FERRYD" ] && [ -x "$FERRY_BIN" ] || { echo "no ferryd/ferry in $FERRY_BUILD" >&2; exit 2; }
 
-T=$(mktemp -d /tmp/ferry-test.XXXXXX)
+T=$(mktemp -d "/tmp/${FERRY_TEST_TAG:-ferry-test}.XXXXXX")
 POOL=$T/pool
 FAILS=0
 CHECKS=0

@@ -13,13 +13,7 @@ done
 export FERRY_REPL_TIMEOUT_MS=3000
 printf 'metrics-test-secret-%s\n' "$RANDOM$RANDOM" >"$T/secret"
 chmod 600 "$T/secret"
-SESSION_PID= BUSY_PID=
-metrics_cleanup() {
-	[ -n "$SESSION_PID" ] && kill "$SESSION_PID" 2>/dev/null
-	[ -n "$BUSY_PID" ] && kill "$BUSY_PID" 2>/dev/null
-	cleanup
-}
-trap metrics_cleanup EXIT
+. "$HERE/lib.sh"
 
 MA=$(free_port) MB=$(free_port) IA=$(free_port) LB=$(free_port)
 fa() { "$FERRY_BIN" --pool "$T/a" "$@"; }
@@ -45,6 +39,7 @@ python3 -c '
 import socket, sys, time
 s = socket.socket(); s.bind(("127.0.0.1", 0)); s.listen()
 open(sys.argv[1], "w").write(str(s.getsockname()[1])); time.sleep(120)' "$T/busy" &
+PIDS+=($!)
 BUSY_PID=$!
 wait_for 10 test -s "$T/busy"
 expect_err 1 "metrics" "--metrics on a port in use refused" -- "$FERRYD" --pool "$T/bad" --metrics "127.0.0.1:$(cat "$T/busy")"
@@ -93,10 +88,7 @@ check "allocated bytes ($alloc): what was written (1M + 64K)" \
 check "volume logs listed" grep -q '^ferry_volume_allocated_bytes{volume="logs"} 0$' "$T/m1"
 
 # A session held open is counted, and gone after its logout.
-coproc SESS { exec python3 "$HERE/iscsi_session.py" 127.0.0.1 $IA $IQN:db; }
-SESSION_PID=$SESS_PID
-read -r -t 30 line <&"${SESS[0]}"
-check "session logged in ($line)" test "$line" = ready
+check "session logged in" session s 127.0.0.1 $IA $IQN:db
 scrape $MA "$T/m2"
 check "one session counted" test "$(val "$T/m2" "ferry_iscsi_sessions{target=\"$IQN:db\"}")" = 1
 expect 0 "status --json" -- fa status --json
@@ -106,10 +98,7 @@ s = json.loads(sys.argv[1])
 e = {x["volume"]: x for x in s["exports"]}
 assert e["db"]["sessions"] == 1 and e["db"]["served"] and e["logs"]["lun"] == 1, e
 ' "$OUT"
-echo quit >&"${SESS[1]}"
-read -r -t 30 line <&"${SESS[0]}"
-wait "$SESSION_PID" 2>/dev/null
-SESSION_PID=
+session_end s
 sessions_gone() { scrape $MA "$T/m3" >/dev/null && test "$(val "$T/m3" "ferry_iscsi_sessions{target=\"$IQN:db\"}")" = 0; }
 check "session gone after logout" wait_for 20 sessions_gone
 

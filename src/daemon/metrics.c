@@ -401,6 +401,7 @@ static enum MHD_Result answer(void *cls, struct MHD_Connection *c, const char *u
 	             body ? len : 0, body ? MHD_RESPMEM_MUST_FREE : MHD_RESPMEM_PERSISTENT);
 }
 
+static void mhd_log(void *cls, const char *fmt, va_list ap) PRINTF_LIKE(2, 0);
 static void mhd_log(void *cls, const char *fmt, va_list ap)
 {
 	(void)cls;

@@ -73,14 +73,18 @@ samples=$(grep -vc '^#' "$T/page")
 echo
 echo "## /metrics with $NP pairs and $NL LUNs"
 echo "page: $(wc -c <"$T/page") bytes, $samples samples, $(grep -c '^# TYPE' "$T/page") families"
+c0=$(awk '{print $14 + $15}' "/proc/$PID/stat")
 for _ in $(seq 200); do
 	curl -s -o /dev/null -w '%{time_total}\n' "http://127.0.0.1:$MP/metrics"
 done >"$T/times"
+c1=$(awk '{print $14 + $15}' "/proc/$PID/stat")
 render=$(for _ in $(seq 20); do curl -s "http://127.0.0.1:$MP/metrics" | sed -n 's/^ferry_metrics_render_seconds //p'; done | med)
 printf 'scrape (curl time_total, 200 back to back): median %.2f ms, p95 %.2f ms, max %.2f ms\n' \
 	"$(awk '{print $1*1000}' "$T/times" | med)" "$(awk '{print $1*1000}' "$T/times" | pct 95)" \
 	"$(awk '{print $1*1000}' "$T/times" | sort -n | tail -1)"
 printf 'render inside ferryd (ferry_metrics_render_seconds): median %.2f ms\n' "$(awk -v r="$render" 'BEGIN{print r*1000}')"
+awk -v a="$c0" -v b="$c1" -v hz="$(getconf CLK_TCK)" \
+	'BEGIN{printf "ferryd CPU per scrape (user+sys over the 200, pairs cycling meanwhile): %.2f ms\n", (b-a)/hz/200*1000}'
 
 ticks() { awk '{print $14 + $15}' "/proc/$PID/stat"; }
 scrape_loop() { while :; do curl -s -o /dev/null "http://127.0.0.1:$MP/metrics"; sleep 1; done; }

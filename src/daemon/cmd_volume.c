@@ -8,6 +8,8 @@
 
 #include <openssl/evp.h>
 
+#include "repl/repl.h"
+
 static void json_vol(struct jw *w, const struct vol_info *vi)
 {
 	jw_obj_begin(w);
@@ -416,9 +418,20 @@ static int volume_resize(struct dreq *r)
 	if (e < 0)
 		return dreq_fail(r, "cannot resize volume '%s': %s", name, strerror(-e));
 	log_info("resized volume %s from %" PRIu64 " to %" PRIu64 " bytes", name, vi.size, size);
+	/* A primary's secondary follows with the next cycle: start it now
+	 * rather than a period later (until it commits, the two sides'
+	 * snapshots differ in size, and `pair verify` says so). */
 	bool paired = daemon_repl_needs(name, NULL);
+	if (paired) {
+		struct sbuf out;
+		sbuf_init(&out);
+		if (repl_pair_sync(daemon_repl(), name, false, &out) < 0)
+			log_warn("resize of %s: cannot start a cycle now: %s", name, out.p ? out.p : "");
+		sbuf_free(&out);
+	}
 	return dreq_printf(r, "volume %s: %s -> %s (%" PRIu64 " bytes)%s\n", name, s1, s2, size,
-	                   paired ? "; the secondary follows at the next cycle" : "") < 0;
+	                   paired ? "; the secondary follows with the next cycle (started now)"
+	                          : "") < 0;
 }
 
 const struct dgroup dgroup_volume = {

@@ -39,15 +39,14 @@ const char *metrics_addr(void)
 static void lv(struct sbuf *b, const char *s)
 {
 	sbuf_puts(b, "\"");
-	for (; *s; s++) {
-		if (*s == '\\')
-			sbuf_puts(b, "\\\\");
-		else if (*s == '"')
-			sbuf_puts(b, "\\\"");
-		else if (*s == '\n')
-			sbuf_puts(b, "\\n");
-		else
-			sbuf_add(b, s, 1);
+	while (*s) {
+		size_t n = strcspn(s, "\\\"\n");
+		sbuf_add(b, s, n);
+		s += n;
+		if (*s) {
+			sbuf_puts(b, *s == '\n' ? "\\n" : *s == '"' ? "\\\"" : "\\\\");
+			s++;
+		}
 	}
 	sbuf_puts(b, "\"");
 }

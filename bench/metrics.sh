@@ -138,6 +138,10 @@ for k in r w; do
 	echo "$name:"
 	echo "  A: $(tr '\n' ' ' <"$T/${k}A")-> median $ma (min $(sort -n "$T/${k}A" | head -1), max $(sort -n "$T/${k}A" | tail -1))"
 	echo "  B: $(tr '\n' ' ' <"$T/${k}B")-> median $mb (min $(sort -n "$T/${k}B" | head -1), max $(sort -n "$T/${k}B" | tail -1))"
-	awk -v a="$ma" -v b="$mb" 'BEGIN{printf "  B/A = %.3f (%+.1f%%)\n", b/a, (b/a-1)*100}'
+	awk -v a="$ma" -v b="$mb" 'BEGIN{printf "  B/A of the medians = %.3f (%+.1f%%)\n", b/a, (b/a-1)*100}'
+	# each round's B against its own A (run back to back): less exposed
+	# to load that changes over minutes
+	paste "$T/${k}A" "$T/${k}B" | awk '{print $2/$1}' >"$T/${k}ratio"
+	echo "  per-round B/A: $(awk '{printf "%.2f ", $1}' "$T/${k}ratio")-> median $(med <"$T/${k}ratio")"
 done
 echo "# load at end: $(cut -d' ' -f1-3 /proc/loadavg)"

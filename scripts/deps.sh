@@ -7,7 +7,10 @@
 # libguestfs-xfs.  Operations: libinih (ferryd --config), libsystemd
 # (sd_notify), systemd (systemd-analyze verify of the units), debhelper,
 # dpkg-dev, fakeroot and lintian (make deb), bash-completion, man-db (the
-# man pages are checked with man --warnings).
+# man pages are checked with man --warnings).  Metrics: libmicrohttpd serves /metrics; the tests run
+# promtool and a real Prometheus (package prometheus, which Debian would
+# start as a service: never here, policy-rc.d or no systemd) and validate
+# every --json output with python3-jsonschema.
 set -eu
 PKGS="build-essential cmake ninja-build clang libclang-rt-14-dev pkg-config
       libssl-dev libzstd-dev libxxhash-dev libcmocka-dev libisal-dev
@@ -15,6 +18,7 @@ PKGS="build-essential cmake ninja-build clang libclang-rt-14-dev pkg-config
       libiscsi-bin libiscsi-dev tgt qemu-utils qemu-block-extra
       python3 rsync e2fsprogs xfsprogs util-linux fio procps iproute2 xxd
       tshark tcpdump
+      libmicrohttpd-dev prometheus python3-jsonschema
       qemu-system-common libguestfs-tools libguestfs-xfs linux-image-amd64"
 missing=""
 for p in $PKGS; do
@@ -28,5 +32,15 @@ if [ "$(id -u)" -ne 0 ]; then
   exit 1
 fi
 export DEBIAN_FRONTEND=noninteractive
+# The tests start their own Prometheus on a free port; the package's
+# service must not start (it would take port 9090).  policy-rc.d is
+# Debian's switch for that, set only for this install.
+rcd=""
+if [ ! -e /usr/sbin/policy-rc.d ]; then
+  printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d
+  chmod 755 /usr/sbin/policy-rc.d
+  rcd=/usr/sbin/policy-rc.d
+fi
+trap '[ -z "$rcd" ] || rm -f "$rcd"' EXIT
 apt-get update -qq
 apt-get install -y -qq --no-install-recommends $missing

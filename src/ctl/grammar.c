@@ -46,6 +46,14 @@ static const struct ctl_cmd_spec volume_cmds[] = {
 	{"md5", "print the md5 of the image, like md5sum",
 	 {{"NAME[@SNAP]", CTL_A_VOL_OPT_SNAP, 0, NULL, NULL, "volume, or one of its snapshots"}},
 	 {{0}}},
+	{"resize", "change a volume's size: growing is online (iSCSI initiators are told; a "
+	 "pair's secondary follows at the next cycle)",
+	 {{"NAME", CTL_A_VOL, 0, NULL, NULL, "volume name"}},
+	 {{"size", CTL_A_SIZE, CTL_REQUIRED, "SIZE", NULL,
+	   "the new size in bytes or with a K/M/G/T suffix; a multiple of the block size"},
+	  {"shrink", CTL_A_BOOL, 0, NULL, NULL,
+	   "allow a smaller size: the data past it is dropped (refused for a volume that has "
+	   "snapshots, is exported or is in a pair)"}}},
 };
 
 static const struct ctl_cmd_spec snap_cmds[] = {
@@ -179,6 +187,15 @@ static const struct ctl_cmd_spec export_cmds[] = {
 /* clang-format on */
 static const struct ctl_group_spec group_export = {"export", "iSCSI exports of volumes",
                                                    export_cmds, ARRAY_SIZE(export_cmds)};
+/* clang-format off */
+static const struct ctl_cmd_spec status_cmds[] = {
+	{"", "the pool at a glance: daemon, volumes, exports, pairs",
+	 {{0}},
+	 {F_JSON}},
+};
+/* clang-format on */
+static const struct ctl_group_spec group_status = {"status", "the pool at a glance",
+                                                   status_cmds, ARRAY_SIZE(status_cmds)};
 static const struct ctl_group_spec group_volume = {"volume", "thin-provisioned volumes",
                                                    volume_cmds, ARRAY_SIZE(volume_cmds)};
 static const struct ctl_group_spec group_snap = {"snap", "snapshots and their differences",
@@ -190,6 +207,7 @@ static const struct ctl_group_spec *const groups[] = {
 	&group_snap,
 	&group_pair,
 	&group_export,
+	&group_status,
 };
 
 const struct ctl_group_spec *const *ctl_groups(size_t *n)
@@ -212,6 +230,12 @@ static size_t n_flags(const struct ctl_cmd_spec *s)
 	while (n < CTL_MAX_FLAGS && s->flag[n].name)
 		n++;
 	return n;
+}
+
+/* A group that is itself one command ("ferry status"): one spec, verb "". */
+static bool group_is_command(const struct ctl_group_spec *g)
+{
+	return g->n_cmds == 1 && !g->cmds[0].verb[0];
 }
 
 static const struct ctl_group_spec *find_group(const char *name)
@@ -391,30 +415,41 @@ int ctl_cmd_parse(int argc, const char *const argv[], struct ctl_cmd *cmd, char 
 		snprintf(err, errlen, "unknown command '%s' (see ferry --help)", argv[0]);
 		return -EINVAL;
 	}
-	if (argc < 2 || (cmd->help && is_help(argv[1]))) {
-		if (cmd->help)
-			return 0;
-		snprintf(err, errlen, "missing command after '%s' (see ferry %s --help)", argv[0],
-		         argv[0]);
-		return -EINVAL;
-	}
-	const struct ctl_cmd_spec *s = find_cmd(cmd->group, argv[1]);
-	if (!s) {
-		if (cmd->help)
-			return 0;
-		snprintf(err, errlen, "unknown command '%s %s' (see ferry %s --help)", argv[0],
-		         argv[1], argv[0]);
-		return -EINVAL;
+	const struct ctl_cmd_spec *s;
+	int first = 2; /* argv index of the first argument */
+	if (group_is_command(cmd->group)) {
+		s = &cmd->group->cmds[0];
+		first = 1;
+	} else {
+		if (argc < 2 || (cmd->help && is_help(argv[1]))) {
+			if (cmd->help)
+				return 0;
+			snprintf(err, errlen, "missing command after '%s' (see ferry %s --help)",
+			         argv[0], argv[0]);
+			return -EINVAL;
+		}
+		s = find_cmd(cmd->group, argv[1]);
+		if (!s) {
+			if (cmd->help)
+				return 0;
+			snprintf(err, errlen, "unknown command '%s %s' (see ferry %s --help)", argv[0],
+			         argv[1], argv[0]);
+			return -EINVAL;
+		}
 	}
 	cmd->spec = s;
 	if (cmd->help)
 		return 0;
+	/* "volume create", or "status" for a group that is one command */
+	char cname[2 * CTL_NAME_MAX + 2];
+	snprintf(cname, sizeof(cname), "%s%s%s", argv[0], first == 2 ? " " : "",
+	         first == 2 ? argv[1] : "");
 
 	size_t np = n_pos(s), nf = n_flags(s);
 	int posi[CTL_MAX_POS];
 	size_t ngiven = 0;
 	bool only_pos = false;
-	for (int i = 2; i < argc; i++) {
+	for (int i = first; i < argc; i++) {
 		const char *a = argv[i];
 		if (!only_pos && strcmp(a, "--") == 0) {
 			only_pos = true;
@@ -430,9 +465,8 @@ int ctl_cmd_parse(int argc, const char *const argv[], struct ctl_cmd *cmd, char 
 				    memcmp(s->flag[k].name, name, nl) == 0)
 					break;
 			if (k == nf) {
-				snprintf(err, errlen, "unknown option '%.*s' for '%s %s' (see ferry %s %s --help)",
-				         (int)(nl + (size_t)(name - a)), a, argv[0], argv[1], argv[0],
-				         argv[1]);
+				snprintf(err, errlen, "unknown option '%.*s' for '%s' (see ferry %s --help)",
+				         (int)(nl + (size_t)(name - a)), a, cname, cname);
 				return -EINVAL;
 			}
 			const struct ctl_arg_spec *f = &s->flag[k];
@@ -467,8 +501,7 @@ int ctl_cmd_parse(int argc, const char *const argv[], struct ctl_cmd *cmd, char 
 			continue;
 		}
 		if (ngiven >= np) {
-			snprintf(err, errlen, "unexpected argument '%s' for '%s %s'", a, argv[0],
-			         argv[1]);
+			snprintf(err, errlen, "unexpected argument '%s' for '%s'", a, cname);
 			return -EINVAL;
 		}
 		posi[ngiven++] = i;
@@ -486,8 +519,7 @@ int ctl_cmd_parse(int argc, const char *const argv[], struct ctl_cmd *cmd, char 
 			if (s->pos[k].flags & CTL_OPTIONAL)
 				continue;
 			if (used++ == ngiven) {
-				snprintf(err, errlen, "missing %s for '%s %s'", s->pos[k].name, argv[0],
-				         argv[1]);
+				snprintf(err, errlen, "missing %s for '%s'", s->pos[k].name, cname);
 				break;
 			}
 		}
@@ -510,8 +542,8 @@ int ctl_cmd_parse(int argc, const char *const argv[], struct ctl_cmd *cmd, char 
 	}
 	for (size_t k = 0; k < nf; k++) {
 		if ((s->flag[k].flags & CTL_REQUIRED) && !cmd->flag[k].set) {
-			snprintf(err, errlen, "missing --%s %s for '%s %s'", s->flag[k].name,
-			         s->flag[k].meta ? s->flag[k].meta : "VALUE", argv[0], argv[1]);
+			snprintf(err, errlen, "missing --%s %s for '%s'", s->flag[k].name,
+			         s->flag[k].meta ? s->flag[k].meta : "VALUE", cname);
 			return -EINVAL;
 		}
 	}
@@ -555,7 +587,7 @@ static bool is_file(const struct ctl_arg_spec *a)
 static void usage_line(const struct ctl_group_spec *g, const struct ctl_cmd_spec *s,
                        struct sbuf *b)
 {
-	sbuf_printf(b, "%s %s", g->name, s->verb);
+	sbuf_printf(b, "%s%s%s", g->name, s->verb[0] ? " " : "", s->verb);
 	for (size_t k = 0; k < n_pos(s); k++)
 		if (!is_file(&s->pos[k]))
 			sbuf_printf(b, (s->pos[k].flags & CTL_OPTIONAL) ? " [%s]" : " %s", s->pos[k].name);

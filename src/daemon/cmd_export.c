@@ -871,6 +871,34 @@ static const struct dgroup_cmd export_cmds[] = {
 
 const struct dgroup dgroup_export = {"export", export_cmds};
 
+void export_each(void (*fn)(void *ctx, const struct export_view *e), void *ctx)
+{
+	pthread_mutex_lock(&g.lock);
+	for (struct export *e = g.list; e; e = e->next) {
+		struct export_view x = {
+			.vol = e->vol, .snap = e->snap, .iqn = e->iqn, .lun = e->lun,
+			.read_only = e->ro || e->secondary_ro, .served = e->lu != NULL,
+			.sessions = g.srv && e->lu ? iscsi_target_sessions(g.srv, e->iqn) : 0,
+			.lu = e->lu,
+		};
+		fn(ctx, &x);
+	}
+	pthread_mutex_unlock(&g.lock);
+}
+
+void export_iscsi_addr(char *buf, size_t len)
+{
+	pthread_mutex_lock(&g.lock);
+	const char *hp = daemon_opt("iscsi");
+	char host[256], port[16];
+	if (!g.srv || !hp || net_split_hostport(hp, host, sizeof(host), port, sizeof(port)) < 0)
+		snprintf(buf, len, "%s", g.srv && hp ? hp : "");
+	else
+		snprintf(buf, len, strchr(host, ':') ? "[%s]:%d" : "%s:%d", host,
+		         iscsi_server_port(g.srv));
+	pthread_mutex_unlock(&g.lock);
+}
+
 void export_refresh_read_only(const char *vol)
 {
 	pthread_mutex_lock(&g.lock);

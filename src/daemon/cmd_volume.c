@@ -8,6 +8,8 @@
 
 #include <openssl/evp.h>
 
+#include "repl/repl.h"
+
 static void json_vol(struct jw *w, const struct vol_info *vi)
 {
 	jw_obj_begin(w);
@@ -371,6 +373,67 @@ static int volume_md5(struct dreq *r)
 	return st;
 }
 
+static int volume_resize(struct dreq *r)
+{
+	const char *name = ctl_pos(r->cmd, "NAME")->vol;
+	uint64_t size = ctl_flag(r->cmd, "size")->u64;
+	bool shrink = ctl_flag(r->cmd, "shrink")->set;
+	struct vol_info vi;
+	if (get_info(r, name, &vi))
+		return 1;
+	if (size == 0)
+		return dreq_usage(r, "--size must be greater than 0");
+	if (size % vi.block_size)
+		return dreq_usage(r, "--size %" PRIu64 " is not a multiple of the block size %" PRIu32,
+		                  size, vi.block_size);
+	if (size > STORE_MAX_SIZE)
+		return dreq_usage(r, "--size %" PRIu64 " is larger than the maximum (16 TiB)", size);
+	if (daemon_volume_is_secondary(name))
+		return dreq_fail(r, "volume '%s' is a replication secondary (or demoting): its size "
+		                 "follows the primary's", name);
+	char s1[32], s2[32];
+	fmt_bytes(vi.size, s1, sizeof(s1));
+	fmt_bytes(size, s2, sizeof(s2));
+	if (size == vi.size)
+		return dreq_printf(r, "volume %s: already %" PRIu64 " bytes (%s)\n", name, size, s2) < 0;
+	if (size < vi.size) {
+		if (!shrink)
+			return dreq_fail(r, "volume '%s' is %" PRIu64 " bytes (%s): shrinking drops the "
+			                 "data past %" PRIu64 "; add --shrink to do it", name, vi.size, s1,
+			                 size);
+		if (export_volume_in_use(name, NULL))
+			return dreq_fail(r, "volume '%s' is exported over iSCSI: it is never shrunk while "
+			                 "initiators may use it (ferry export rm it first)", name);
+		if (daemon_repl_needs(name, NULL))
+			return dreq_fail(r, "volume '%s' is in a replication pair: it is never shrunk "
+			                 "(ferry pair rm it first)", name);
+	}
+	struct vol *v;
+	if (dreq_open_vol(r, name, NULL, &v))
+		return 1;
+	int e = vol_resize(v, size);
+	vol_close(v);
+	if (e == -ENOTEMPTY)
+		return dreq_fail(r, "volume '%s' has snapshots: shrinking would cut them too "
+		                 "(delete them first)", name);
+	if (e < 0)
+		return dreq_fail(r, "cannot resize volume '%s': %s", name, strerror(-e));
+	log_info("resized volume %s from %" PRIu64 " to %" PRIu64 " bytes", name, vi.size, size);
+	/* A primary's secondary follows with the next cycle: start it now
+	 * rather than a period later (until it commits, the two sides'
+	 * snapshots differ in size, and `pair verify` says so). */
+	bool paired = daemon_repl_needs(name, NULL);
+	if (paired) {
+		struct repl_err err = { "" };
+		uint64_t ticket;
+		if (repl_pair_sync_request(daemon_repl(), name, &ticket, &err) < 0)
+			log_warn("resize of %s: cannot start a cycle now: %s", name, err.msg);
+	}
+	return dreq_printf(r, "volume %s: %s -> %s (%" PRIu64 " bytes)%s\n", name, s1, s2, size,
+	                   paired ? "; the secondary follows with the next cycle (started now)"
+	                          : "") < 0;
+}
+
 const struct dgroup dgroup_volume = {
 	"volume",
 	(const struct dgroup_cmd[]){
@@ -382,6 +445,7 @@ const struct dgroup dgroup_volume = {
 		{"discard", volume_discard},
 		{"export", volume_export},
 		{"md5", volume_md5},
+		{"resize", volume_resize},
 		{NULL, NULL},
 	},
 };

@@ -36,6 +36,7 @@ struct daemon {
 	char sock_path[108];
 	struct store *store;
 	atomic_bool stopping;
+	uint64_t start_mono_ns;   /* for the uptime in `ferry status` */
 };
 
 /* One command being served on one control connection. */
@@ -101,6 +102,24 @@ void export_service_stop(struct daemon *d);
 /* True while VOLUME (snap NULL: the volume or any of its snapshots;
  * otherwise that snapshot) is exported over iSCSI. */
 bool export_volume_in_use(const char *vol, const char *snap);
+/* What metrics and `ferry status` show of one export. */
+struct scsi_lu;
+struct export_view {
+	const char *vol, *snap;       /* snap "": the head */
+	const char *iqn;
+	uint64_t lun;
+	bool read_only, served;
+	unsigned sessions;            /* normal sessions on the target; 0 when not served */
+	const struct scsi_lu *lu;     /* NULL when not served (for scsi_lu_stats) */
+};
+/* Calls fn for every export, in `export list` order, with the exports'
+ * lock held: fn must be quick and must not call back into exports.  The
+ * view is valid during the call only.  The I/O path never waits on that
+ * lock. */
+void export_each(void (*fn)(void *ctx, const struct export_view *e), void *ctx);
+/* The address the iSCSI target listens on ("127.0.0.1:3260"), or "" without
+ * --iscsi. */
+void export_iscsi_addr(char *buf, size_t len);
 /* Re-applies the pair's write refusal (daemon_volume_is_secondary) to the
  * served LUNs of vol's head, at run time (after demote / promote). */
 void export_refresh_read_only(const char *vol);
@@ -122,6 +141,15 @@ bool daemon_volume_fenced(const char *name);
 bool daemon_repl_needs(const char *volume, const char *snap);
 struct repl;
 struct repl *daemon_repl(void); /* NULL when not running; owned by the service */
+
+/* The metrics service (metrics.c): GET /metrics on --metrics HOST:PORT. */
+int metrics_service_start(struct daemon *d);
+void metrics_service_stop(struct daemon *d);
+/* The address /metrics is served on, or "" without --metrics. */
+const char *metrics_addr(void);
+/* Appends the Prometheus text exposition of everything to b. */
+void metrics_render(struct daemon *d, struct sbuf *b);
+extern const struct dgroup dgroup_status;
 
 /* Serves one control connection until its EXIT is sent.  The caller
  * closes fd. */

@@ -15,6 +15,7 @@ static const struct dgroup *const groups[] = {
 	&dgroup_snap,
 	&dgroup_export,
 	&dgroup_pair,
+	&dgroup_status,
 };
 
 static int send_frame(struct dreq *r, uint8_t type, const void *p, size_t len, int timeout_ms)

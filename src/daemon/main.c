@@ -135,6 +135,7 @@ static struct dopt opts[] = {
 	 check_group, NULL},
 	{"max-transfers", "N", "replication cycles transferring at once (default 4)",
 	 check_max_transfers, NULL},
+	{"metrics", "HOST:PORT", "serve Prometheus metrics at http://HOST:PORT/metrics", NULL, NULL},
 	{"help", NULL, "show this help", NULL, NULL},
 	{"version", NULL, "show the version", NULL, NULL},
 };
@@ -219,6 +220,7 @@ struct dservice {
 static const struct dservice services[] = {
 	{"replication", repl_service_start, repl_service_stop},
 	{"iscsi", export_service_start, export_service_stop},
+	{"metrics", metrics_service_start, metrics_service_stop},
 	{NULL, NULL, NULL},
 };
 
@@ -790,6 +792,7 @@ static int serve(struct daemon *d, int lock_fd, sigset_t *sigs, bool *ready)
 	*ready = false;
 	if (write_pid(lock_fd) < 0)
 		log_warn("cannot record the pid in the lock file: %s", strerror(errno));
+	d->start_mono_ns = now_mono_ns();
 	int e = store_open(d->pool, &d->store);
 	if (e < 0) {
 		startup_fail("cannot open the store in %s: %s", d->pool, strerror(-e));

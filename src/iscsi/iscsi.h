@@ -125,5 +125,8 @@ struct iscsi_stats {
 	uint64_t write_buffered; /* bytes of WRITE data buffers now reserved */
 };
 void iscsi_server_stats(struct iscsi_server *srv, struct iscsi_stats *out);
+/* Live normal sessions (full feature phase) logged in to target iqn.  Takes
+ * only a statistics lock that no command waits on (for metrics scrapes). */
+unsigned iscsi_target_sessions(struct iscsi_server *srv, const char *iqn);
 
 #endif

@@ -1227,6 +1227,17 @@ static void conn_close(struct conn *c, const char *why)
 	}
 }
 
+unsigned iscsi_target_sessions(struct iscsi_server *srv, const char *iqn)
+{
+	/* the session registry's lock: never taken on the I/O path */
+	unsigned n = 0;
+	pthread_mutex_lock(&srv->sess_lock);
+	for (const struct sess_ent *e = srv->sessions; e; e = e->next)
+		n += !e->info.discovery && !strcasecmp(e->info.target, iqn);
+	pthread_mutex_unlock(&srv->sess_lock);
+	return n;
+}
+
 static void bury(struct iscsi_server *srv)
 {
 	while (srv->grave) {

@@ -546,6 +546,28 @@ static int handle_cycle(struct repl *r, struct link *l, const struct wire_msg *b
 		         "snapshot '%s'", b->u.cycle_begin.base, expect[0] ? expect : "(none)");
 		goto fail;
 	}
+	/* The primary's volume grew (`ferry volume resize`): this side grows
+	 * before applying, so that the records past the old end fit.  Never
+	 * smaller: a paired volume is not shrunk. */
+	uint64_t want = b->u.cycle_begin.size;
+	if (want && want != a.vi.size) {
+		if (want < a.vi.size) {
+			rc = -EINVAL;
+			snprintf(a.err, sizeof(a.err), "the primary volume (%" PRIu64 " bytes) is "
+			         "smaller than this secondary (%" PRIu64 " bytes)", want, a.vi.size);
+			goto fail;
+		}
+		rc = vol_resize(a.v, want);
+		if (rc == 0)
+			rc = vol_info(a.v, &a.vi);
+		if (rc < 0) {
+			snprintf(a.err, sizeof(a.err), "cannot grow %s to %" PRIu64 " bytes: %s",
+			         volume, want, strerror(-rc));
+			goto fail;
+		}
+		log_info("repl: pair %s: volume grown to %" PRIu64 " bytes, as on the primary",
+		         name, want);
+	}
 	struct ckpt ck;
 	int crc = ckpt_load(r, name, &ck);
 	if (crc == 0 && ck.cycle == b->u.cycle_begin.cycle &&

@@ -783,9 +783,11 @@ int send_cycle(struct pair *p)
 	struct link *l = NULL;
 	uint64_t t0 = now_mono_ns();
 
-	rc = vol_info(v, &pp.vi);
+	/* The size after the snapshot: a resize since the last cycle travels
+	 * with this one (CYCLE_BEGIN size). */
+	rc = cycle_snapshot(p, v);
 	if (rc == 0)
-		rc = cycle_snapshot(p, v);
+		rc = vol_info(v, &pp.vi);
 	if (rc < 0)
 		goto out;
 
@@ -871,6 +873,7 @@ int send_cycle(struct pair *p)
 	m.u.cycle_begin.objects = c.objects;
 	m.u.cycle_begin.bytes = c.bytes;
 	m.u.cycle_begin.time = ctime;
+	m.u.cycle_begin.size = pp.vi.size;
 	rc = link_send(l, &m);
 	if (rc == 0)
 		rc = link_expect(l, WIRE_CYCLE_READY, &m, 0);

@@ -223,6 +223,8 @@ static void encode_payload(struct wr *w, const struct wire_msg *m)
 		put_u64(w, m->u.cycle_begin.objects);
 		put_u64(w, m->u.cycle_begin.bytes);
 		put_u64(w, m->u.cycle_begin.time);
+		if (m->u.cycle_begin.size)
+			put_u64(w, m->u.cycle_begin.size);
 		break;
 	case WIRE_CYCLE_READY:
 		put_u64(w, m->u.cycle_ready.cycle);
@@ -460,6 +462,13 @@ static void decode_payload(struct rd *r, struct wire_msg *m)
 		m->u.cycle_begin.objects = get_u64(r);
 		m->u.cycle_begin.bytes = get_u64(r);
 		m->u.cycle_begin.time = get_u64(r);
+		/* size was added later: absent, or present and not 0 (so that
+		 * every frame has one encoding) */
+		if (!r->bad && r->len - r->off == 8) {
+			m->u.cycle_begin.size = get_u64(r);
+			if (!m->u.cycle_begin.size)
+				r->bad = true;
+		}
 		check_name(r, m->u.cycle_begin.volume, false);
 		check_name(r, m->u.cycle_begin.pair_id, false);
 		check_name(r, m->u.cycle_begin.base, true);

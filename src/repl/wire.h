@@ -160,6 +160,8 @@ struct wire_msg {
 			uint64_t objects;                 /* changed objects */
 			uint64_t bytes;                   /* changed bytes */
 			uint64_t time;                    /* target's unix time */
+			uint64_t size;                    /* primary volume's size; optional
+			                                   * on the wire (0 = not sent) */
 		} cycle_begin;
 		struct {
 			uint64_t cycle;

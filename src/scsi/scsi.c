@@ -1279,6 +1279,56 @@ static void cmd_report_tmf(struct scsi_lu *lu, struct scsi_cmd *c)
 
 /* ---- entry points ------------------------------------------------------- */
 
+/* ---- statistics --------------------------------------------------------- */
+
+const double scsi_lat_bounds[SCSI_LAT_BUCKETS] = {
+	0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 5,
+};
+
+const char *scsi_op_class_name(enum scsi_op_class c)
+{
+	static const char *const names[SCSI_OPC_N] = {"read", "write", "unmap", "flush", "other"};
+	return (unsigned)c < SCSI_OPC_N ? names[c] : "other";
+}
+
+static enum scsi_op_class op_class(const struct cmd_desc *cd)
+{
+	if (cd->fn == cmd_read)
+		return SCSI_OPC_READ;
+	if (cd->fn == cmd_write || cd->fn == cmd_write_same || cd->fn == cmd_compare_and_write ||
+	    cd->fn == cmd_orwrite)
+		return SCSI_OPC_WRITE;
+	if (cd->fn == cmd_unmap)
+		return SCSI_OPC_UNMAP;
+	if (cd->fn == cmd_sync_cache)
+		return SCSI_OPC_FLUSH;
+	return SCSI_OPC_OTHER;
+}
+
+static void stat_add(struct scsi_lu *lu, enum scsi_op_class k, uint64_t bytes, uint64_t ns)
+{
+	unsigned b = 0;
+	double s = (double)ns / 1e9;
+	while (b < SCSI_LAT_BUCKETS && s > scsi_lat_bounds[b])
+		b++;
+	atomic_fetch_add_explicit(&lu->st[k].ops, 1, memory_order_relaxed);
+	atomic_fetch_add_explicit(&lu->st[k].bytes, bytes, memory_order_relaxed);
+	atomic_fetch_add_explicit(&lu->st[k].lat_ns, ns, memory_order_relaxed);
+	atomic_fetch_add_explicit(&lu->st[k].lat[b], 1, memory_order_relaxed);
+}
+
+void scsi_lu_stats(const struct scsi_lu *lu, struct scsi_lu_stats *out)
+{
+	for (unsigned k = 0; k < SCSI_OPC_N; k++) {
+		struct scsi_op_stats *o = &out->op[k];
+		o->ops = atomic_load_explicit(&lu->st[k].ops, memory_order_relaxed);
+		o->bytes = atomic_load_explicit(&lu->st[k].bytes, memory_order_relaxed);
+		o->lat_ns = atomic_load_explicit(&lu->st[k].lat_ns, memory_order_relaxed);
+		for (unsigned b = 0; b <= SCSI_LAT_BUCKETS; b++)
+			o->lat[b] = atomic_load_explicit(&lu->st[k].lat[b], memory_order_relaxed);
+	}
+}
+
 void scsi_lu_exec(struct scsi_lu *lu, struct scsi_cmd *c)
 {
 	c->status = SCSI_STATUS_GOOD;
@@ -1310,11 +1360,23 @@ void scsi_lu_exec(struct scsi_lu *lu, struct scsi_cmd *c)
 		return;
 	}
 	pthread_mutex_lock(&lu->mu);
+	/* The volume was resized (ferry volume resize, or a replication
+	 * secondary following its primary): SBC-3 4.6, every I_T nexus
+	 * learns it from CAPACITY DATA HAS CHANGED. */
+	uint64_t nb = vol_size(lu->vol) / lu->block_size;
+	if (nb != lu->nblocks) {
+		log_info("scsi: %s: capacity now %llu blocks (was %llu)", lu->serial,
+		         (unsigned long long)nb, (unsigned long long)lu->nblocks);
+		lu->nblocks = nb;
+		scsi_ua_all(lu, ASC_CAPACITY_CHANGED, 0, false);
+	}
 	bool go = scsi_admit(lu, c, (enum scsi_access)cd->acc, !cd->no_ua);
 	pthread_mutex_unlock(&lu->mu);
 	if (!go)
 		return;
+	uint64_t t0 = now_mono_ns();
 	cd->fn(lu, c);
+	stat_add(lu, op_class(cd), (uint64_t)c->data_in_len + c->data_out_len, now_mono_ns() - t0);
 }
 
 void scsi_report_luns(const uint64_t *luns, size_t n, struct scsi_cmd *c)

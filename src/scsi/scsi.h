@@ -34,6 +34,39 @@ void scsi_lu_set_read_only(struct scsi_lu *lu, bool ro);
 
 enum scsi_dir { SCSI_DIR_NONE = 0, SCSI_DIR_READ = 1, SCSI_DIR_WRITE = 2 };
 
+/* I/O statistics per logical unit, for metrics.  Commands are counted
+ * when they execute (not those refused by a unit attention or a
+ * reservation conflict); bytes are what crossed the transport (data-in
+ * plus data-out); latency is the execution time in the LU (from the
+ * worker taking the command to its status), in a histogram whose bucket
+ * i counts the commands that took at most scsi_lat_bounds[i] seconds and
+ * more than the bound before (the last bucket: more than every bound). */
+enum scsi_op_class {
+	SCSI_OPC_READ,     /* READ(6..16) */
+	SCSI_OPC_WRITE,    /* WRITE, WRITE AND VERIFY, WRITE SAME, COMPARE AND WRITE, ORWRITE */
+	SCSI_OPC_UNMAP,    /* UNMAP */
+	SCSI_OPC_FLUSH,    /* SYNCHRONIZE CACHE */
+	SCSI_OPC_OTHER,    /* everything else */
+	SCSI_OPC_N
+};
+#define SCSI_LAT_BUCKETS 14
+extern const double scsi_lat_bounds[SCSI_LAT_BUCKETS];
+/* "read", "write", "unmap", "flush", "other" */
+const char *scsi_op_class_name(enum scsi_op_class c);
+
+struct scsi_op_stats {
+	uint64_t ops;
+	uint64_t bytes;
+	uint64_t lat_ns;                         /* sum of the latencies */
+	uint64_t lat[SCSI_LAT_BUCKETS + 1];      /* per bucket, not cumulative */
+};
+struct scsi_lu_stats {
+	struct scsi_op_stats op[SCSI_OPC_N];
+};
+/* Copies the counters out without a lock (each value is read atomically;
+ * a command completing meanwhile may be in some of them and not others). */
+void scsi_lu_stats(const struct scsi_lu *lu, struct scsi_lu_stats *out);
+
 /* SCSI status codes. */
 #define SCSI_STATUS_GOOD 0x00
 #define SCSI_STATUS_CHECK_CONDITION 0x02

@@ -35,6 +35,7 @@
 #define ASC_BUS_DEVICE_RESET 0x2903
 #define ASC_I_T_NEXUS_LOSS 0x2907
 #define ASC_MODE_PARAMS_CHANGED 0x2a01
+#define ASC_CAPACITY_CHANGED 0x2a09
 #define ASC_RESERVATIONS_PREEMPTED 0x2a03
 #define ASC_RESERVATIONS_RELEASED 0x2a04
 #define ASC_REGISTRATIONS_PREEMPTED 0x2a05
@@ -70,7 +71,9 @@ struct scsi_lu {
 	char serial[65];
 	uint8_t naa[8];
 	uint32_t block_size;
-	uint64_t nblocks;
+	/* Follows the volume's size: checked against vol_size() under mu by
+	 * every command, which then raises CAPACITY DATA HAS CHANGED. */
+	_Atomic uint64_t nblocks;
 	uint32_t object_size;
 
 	/* COMPARE AND WRITE / ORWRITE take it exclusively, every other
@@ -101,6 +104,13 @@ struct scsi_lu {
 
 	struct nexus_state nx[UA_MAX_NEXUS];
 	size_t n_nx;
+
+	/* I/O statistics (scsi_lu_stats): relaxed atomics, so that reading
+	 * them takes no lock the commands wait on. */
+	struct {
+		atomic_uint_fast64_t ops, bytes, lat_ns;
+		atomic_uint_fast64_t lat[SCSI_LAT_BUCKETS + 1];
+	} st[SCSI_OPC_N];
 };
 
 /* scsi.c: sense data helpers. */

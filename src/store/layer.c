@@ -57,15 +57,21 @@ int spath(char *buf, size_t n, const char *fmt, ...)
 	return 0;
 }
 
+size_t layer_map_len_for(const struct vol *v, uint64_t objects)
+{
+	uint64_t n = MAP_HDR + objects * v->rec;
+	return (size_t)((n + 4095) & ~4095ull);
+}
+
 size_t layer_map_len(const struct vol *v)
 {
-	uint64_t n = MAP_HDR + v->objects * v->rec;
-	return (size_t)((n + 4095) & ~4095ull);
+	return layer_map_len_for(v, v->objects);
 }
 
 /* The header records the tag the layer was created with; a snapshot delete
  * may later rename the layer, so the directory name is the truth. */
-static void layer_header_encode(const struct vol *v, uint64_t tag, uint8_t hdr[MAP_HDR])
+static void layer_header_encode(const struct vol *v, uint64_t tag, uint64_t objects,
+                                uint8_t hdr[MAP_HDR])
 {
 	memset(hdr, 0, MAP_HDR);
 	memcpy(hdr, MAP_MAGIC, 8);
@@ -74,18 +80,25 @@ static void layer_header_encode(const struct vol *v, uint64_t tag, uint8_t hdr[M
 	put_le64(hdr + 16, tag);
 	put_le32(hdr + 24, v->meta.object_size);
 	put_le32(hdr + 28, v->bpo);
-	put_le64(hdr + 32, v->objects);
+	put_le64(hdr + 32, objects);
 	put_le32(hdr + 40, crc32c(0, hdr, 40));
 }
 
-static int header_check(const struct vol *v, const uint8_t *hdr)
+/* The object count may exceed the volume's: a resize was interrupted
+ * (the layers are extended before volume.meta grows, and volume.meta
+ * shrinks before the layers do); the caller fits the layer to the volume
+ * (vol_load).  Fewer objects than the volume is corruption. */
+static int header_check(const struct vol *v, const uint8_t *hdr, uint64_t *objects)
 {
 	if (memcmp(hdr, MAP_MAGIC, 8) || get_le32(hdr + 40) != crc32c(0, hdr, 40))
 		return -EIO;
+	uint64_t n = get_le64(hdr + 32);
 	if (get_le32(hdr + 8) != MAP_VERSION || get_le32(hdr + 12) != v->rec ||
 	    get_le32(hdr + 24) != v->meta.object_size ||
-	    get_le32(hdr + 28) != v->bpo || get_le64(hdr + 32) != v->objects)
+	    get_le32(hdr + 28) != v->bpo || n < v->objects ||
+	    n > DIV_ROUND_UP(STORE_MAX_SIZE, v->meta.object_size))
 		return -EIO;
+	*objects = n;
 	return 0;
 }
 
@@ -135,7 +148,7 @@ void layer_sort(struct layer *l)
 	}
 }
 
-static struct layer *layer_alloc(struct vol *v, uint64_t tag)
+static struct layer *layer_alloc(struct vol *v, uint64_t tag, uint64_t objects)
 {
 	struct layer *l = calloc(1, sizeof(*l));
 	if (!l)
@@ -146,7 +159,8 @@ static struct layer *layer_alloc(struct vol *v, uint64_t tag)
 	for (unsigned i = 0; i < MAX_SEGS; i++)
 		l->seg_fd[i] = -1;
 	spath(l->path, sizeof(l->path), "%s/layers/%016llx", v->dir, (unsigned long long)tag);
-	l->map_len = layer_map_len(v);
+	l->objects = objects;
+	l->map_len = layer_map_len_for(v, objects);
 	size_t pages = l->map_len / 4096;
 	l->pages = calloc((pages + 63) / 64, sizeof(uint64_t));
 	if (!l->pages) {
@@ -184,8 +198,8 @@ static int layer_scan(struct vol *v, struct layer *l, int fd)
 			l->pages[pg / 64] |= 1ull << (pg % 64);
 		uint64_t first = ((uint64_t)d < MAP_HDR ? 0 : ((uint64_t)d - MAP_HDR) / v->rec);
 		uint64_t last = ((uint64_t)h - MAP_HDR + v->rec - 1) / v->rec;
-		if (last > v->objects)
-			last = v->objects;
+		if (last > l->objects)
+			last = l->objects;
 		for (uint64_t o = first; o < last; o++) {
 			if (rec_has_present(v, l->map + MAP_HDR + o * v->rec)) {
 				int rc = objs_push(l, o);
@@ -200,27 +214,31 @@ static int layer_scan(struct vol *v, struct layer *l, int fd)
 
 int layer_load(struct vol *v, uint64_t tag, struct layer **out)
 {
-	struct layer *l = layer_alloc(v, tag);
-	if (!l)
-		return -ENOMEM;
-	char p[4200];
-	spath(p, sizeof(p), "%s/map", l->path);
-	int rc;
+	char dir[4200], p[4200];
+	spath(dir, sizeof(dir), "%s/layers/%016llx", v->dir, (unsigned long long)tag);
+	spath(p, sizeof(p), "%s/map", dir);
 	int fd = open(p, O_RDWR | O_CLOEXEC);
 	if (fd < 0) {
-		rc = -errno;
+		int rc = -errno;
 		log_error("store: %s: open: %s", p, strerror(-rc));
-		goto fail;
+		return rc;
 	}
 	struct stat st;
 	uint8_t hdr[MAP_HDR];
-	if (fstat(fd, &st) < 0 || (uint64_t)st.st_size != l->map_len ||
-	    pread_full(fd, hdr, sizeof(hdr), 0) || header_check(v, hdr)) {
-		rc = -EIO;
+	uint64_t objects = 0;
+	if (fstat(fd, &st) < 0 || pread_full(fd, hdr, sizeof(hdr), 0) ||
+	    header_check(v, hdr, &objects) ||
+	    (uint64_t)st.st_size != layer_map_len_for(v, objects)) {
 		log_error("store: %s: bad layer map header or size", p);
 		close(fd);
-		goto fail;
+		return -EIO;
 	}
+	struct layer *l = layer_alloc(v, tag, objects);
+	if (!l) {
+		close(fd);
+		return -ENOMEM;
+	}
+	int rc;
 	l->map = mmap(NULL, l->map_len, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
 	if (l->map == MAP_FAILED) {
 		rc = -errno;
@@ -269,7 +287,7 @@ int layer_create(struct vol *v, uint64_t tag, struct layer **out)
 		rc = -errno;
 	} else {
 		uint8_t hdr[MAP_HDR];
-		layer_header_encode(v, tag, hdr);
+		layer_header_encode(v, tag, v->objects, hdr);
 		rc = pwrite_full(fd, hdr, sizeof(hdr), 0);
 		if (!rc && ftruncate(fd, (off_t)layer_map_len(v)) < 0)
 			rc = -errno;
@@ -420,5 +438,67 @@ int layer_rename(struct vol *v, struct layer *l, uint64_t tag)
 	}
 	spath(l->path, sizeof(l->path), "%s", p);
 	l->tag = tag;
+	return 0;
+}
+
+int layer_set_objects(struct vol *v, struct layer *l, uint64_t objects)
+{
+	if (objects == l->objects)
+		return 0;
+	int rc = layer_open_map_fd(l);
+	if (rc)
+		return rc;
+	size_t old_len = l->map_len, len = layer_map_len_for(v, objects);
+	size_t old_words = (old_len / 4096 + 63) / 64, words = (len / 4096 + 63) / 64;
+	if (words > old_words) {
+		uint64_t *pg = realloc(l->pages, words * sizeof(*pg));
+		if (!pg)
+			return -ENOMEM;
+		memset(pg + old_words, 0, (words - old_words) * sizeof(*pg));
+		l->pages = pg;
+	}
+	/* The mapping never reaches past the end of the file: a store there
+	 * would be a SIGBUS.  Growing: the file first; shrinking: the mapping. */
+	if (len > old_len && ftruncate(l->map_fd, (off_t)len) < 0) {
+		rc = -errno;
+		log_error("store: %s/map: ftruncate: %s", l->path, strerror(-rc));
+		return rc;
+	}
+	if (len != old_len) {
+		void *m = mremap(l->map, old_len, len, MREMAP_MAYMOVE);
+		if (m == MAP_FAILED) {
+			rc = -errno;
+			log_error("store: %s/map: mremap: %s", l->path, strerror(-rc));
+			return rc;
+		}
+		l->map = m;
+		l->map_len = len;
+	}
+	if (len < old_len) {
+		if (ftruncate(l->map_fd, (off_t)len) < 0) {
+			rc = -errno;
+			log_error("store: %s/map: ftruncate: %s", l->path, strerror(-rc));
+			return rc;
+		}
+		/* pages past the end are gone: forget them */
+		size_t np = len / 4096;
+		for (size_t pg = np; pg < (old_len / 4096); pg++)
+			l->pages[pg / 64] &= ~(1ull << (pg % 64));
+	}
+	size_t k = 0;
+	for (size_t i = 0; i < l->n_objs; i++)
+		if (l->objs[i] < objects)
+			l->objs[k++] = l->objs[i];
+	l->n_objs = k;
+	uint8_t hdr[MAP_HDR];
+	layer_header_encode(v, l->tag, objects, hdr);
+	rc = pwrite_full(l->map_fd, hdr, sizeof(hdr), 0);
+	if (!rc && fdatasync(l->map_fd) < 0)
+		rc = -errno;
+	if (rc) {
+		log_error("store: %s/map: header: %s", l->path, strerror(-rc));
+		return rc;
+	}
+	l->objects = objects;
 	return 0;
 }

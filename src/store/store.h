@@ -79,6 +79,21 @@ int vol_open(struct store *s, const char *name, struct vol **out);
 void vol_close(struct vol *v);
 int vol_info(struct vol *v, struct vol_info *out);
 
+/* The volume's size in bytes, without a lock (for a per-command check). */
+uint64_t vol_size(struct vol *v);
+/* Changes the volume's size to size (> 0, a multiple of the block size,
+ * at most STORE_MAX_SIZE).  Snapshots have the volume's size: after a
+ * grow, the head and every snapshot read zeros from the old end on, and
+ * diffs report nothing there until it is written.  A shrink drops what
+ * lies past the new end and is refused with -ENOTEMPTY while the volume
+ * has snapshots (they would lose data); policy beyond that (exports,
+ * pairs) is the caller's.  Atomic: after a crash the volume has the old
+ * or the new size, with the same content up to the smaller one, and zeros
+ * past the old end.  Concurrent readers and writers wait for it (a grow
+ * costs the number of layers, not the size).  0, -EINVAL, -ENOTEMPTY,
+ * -ENOSPC/-EIO. */
+int vol_resize(struct vol *v, uint64_t size);
+
 /* Reads len bytes at off from snapshot snap (NULL = the head).  off and
  * len need no alignment.  Unwritten ranges read as zeros. */
 int vol_read(struct vol *v, const char *snap, void *buf, uint64_t off, size_t len);

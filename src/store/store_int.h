@@ -63,6 +63,8 @@ struct layer {
 	char path[4096];       /* .../layers/<tag as 16 hex> */
 	uint8_t *map;          /* MAP_SHARED mapping of the whole map file */
 	size_t map_len;
+	uint64_t objects;      /* records in the map (the header's count): the
+	                          volume's, except while a resize runs */
 	int map_fd;            /* -1 until the layer is written to */
 	int seg_fd[MAX_SEGS];  /* -1 when the segment file does not exist */
 	uint32_t seg_dirty;    /* segments written since the last sync */
@@ -118,12 +120,17 @@ int vol_meta_save(struct vol *v);
  * file system would (leaving the merge half done).  Not thread-safe: set it
  * while no volume is busy. */
 extern int (*store_fold_fault)(uint64_t folded);
+/* Test hook, NULL otherwise: vol_resize calls it at each step (1: the
+ * layers are clipped, 2: the layers have their new size, 3: volume.meta
+ * holds the new size) so that a test can kill the process there. */
+extern void (*store_resize_hook)(int step);
 
 /* snprintf for paths: truncation is an error (-ENAMETOOLONG), not a
  * silently different file. */
 int spath(char *buf, size_t n, const char *fmt, ...) PRINTF_LIKE(3, 4);
 
 size_t layer_map_len(const struct vol *v);
+size_t layer_map_len_for(const struct vol *v, uint64_t objects);
 /* Loads an existing layer / creates a new empty one.  *out owned by the
  * caller (layer_free). */
 int layer_load(struct vol *v, uint64_t tag, struct layer **out);
@@ -139,6 +146,11 @@ int layer_seg_fd(struct layer *l, unsigned seg, bool create);
 /* fdatasync dirty data, msync the map, fsync new directory entries. */
 int layer_sync(struct layer *l);
 uint64_t layer_allocated(const struct layer *l);
+/* Gives the map room for exactly `objects` records: file, mapping, page
+ * bitmap, object index and header (made durable before it returns).
+ * Records of objects past the new count must be clear already when
+ * shrinking (vol_resize clips first). */
+int layer_set_objects(struct vol *v, struct layer *l, uint64_t objects);
 /* Renames the layer directory to tag (atomic). */
 int layer_rename(struct vol *v, struct layer *l, uint64_t tag);
 

@@ -20,6 +20,7 @@
 static const uint8_t zero_block[STORE_BLOCK];
 
 int (*store_fold_fault)(uint64_t folded);
+void (*store_resize_hook)(int step);
 
 /* ---- helpers ------------------------------------------------------------ */
 
@@ -459,6 +460,157 @@ int vol_meta_save(struct vol *v)
 	free(txt);
 	if (rc)
 		log_error("store: %s: %s", p, strerror(-rc));
+	return rc;
+}
+
+/* ---- resize ------------------------------------------------------------- */
+
+uint64_t vol_size(struct vol *v)
+{
+	return __atomic_load_n(&v->meta.size, __ATOMIC_RELAXED);
+}
+
+/* Removes from layer l everything at or past byte `size`: the tail of the
+ * 4 KiB block that holds `size`, the bits of later blocks in the object
+ * that straddles it, the records of later objects and the data past the
+ * block.  Nobody reads there (reads stop at the volume size), so this may
+ * run in any order and be cut anywhere; it matters for what a later grow
+ * would otherwise expose.  Called with wmu and the write lock held. */
+static int layer_clip(struct vol *v, struct layer *l, uint64_t size)
+{
+	const uint64_t bpo = v->bpo;
+	uint64_t fb = DIV_ROUND_UP(size, STORE_BLOCK);     /* first block wholly past */
+	int rc;
+	if (size % STORE_BLOCK) {
+		uint64_t b = size / STORE_BLOCK, objno = b / bpo;
+		uint32_t i = (uint32_t)(b % bpo);
+		if (objno < l->objects && layer_has_page(v, l, objno)) {
+			const uint8_t *r = layer_rec(v, l, objno);
+			int fd = l->seg_fd[size >> SEG_SHIFT];
+			if (rec_bit(r, i) && rec_bit(r + bpo / 8, i) && fd >= 0) {
+				uint64_t n = (b + 1) * STORE_BLOCK - size;
+				rc = pwrite_full(fd, zero_block, n, size & SEG_MASK);
+				if (rc) {
+					log_error("store: %s: clip: %s", l->path, strerror(-rc));
+					return rc;
+				}
+				l->seg_dirty |= 1u << (size >> SEG_SHIFT);
+			}
+		}
+	}
+	/* the rest of the object that holds block fb */
+	uint64_t objno = fb / bpo;
+	if (fb % bpo && objno < l->objects && layer_has_page(v, l, objno)) {
+		uint8_t *pr = layer_rec(v, l, objno), *dr = pr + bpo / 8;
+		for (uint32_t i = (uint32_t)(fb % bpo); i < bpo; i++) {
+			uint8_t m = (uint8_t)~(1u << (i & 7));
+			__atomic_fetch_and(&pr[i >> 3], m, __ATOMIC_RELEASE);
+			__atomic_fetch_and(&dr[i >> 3], m, __ATOMIC_RELEASE);
+		}
+		l->map_dirty = true;
+	}
+	/* whole objects past it: their records (a map page holds several) */
+	uint64_t first = DIV_ROUND_UP(fb, bpo);
+	for (size_t k = 0; k < l->n_objs; k++) {
+		uint64_t o = l->objs[k];
+		if (o >= first && o < l->objects && layer_has_page(v, l, o)) {
+			memset(layer_rec(v, l, o), 0, v->rec);
+			l->map_dirty = true;
+		}
+	}
+	/* data past the block */
+	uint64_t keep = fb * STORE_BLOCK;
+	for (unsigned sg = 0; sg < MAX_SEGS; sg++) {
+		int fd = l->seg_fd[sg];
+		uint64_t start = (uint64_t)sg << SEG_SHIFT;
+		if (fd < 0)
+			continue;
+		uint64_t k = keep <= start ? 0 : MIN(keep - start, 1ull << SEG_SHIFT);
+		struct stat st;
+		if (fstat(fd, &st) == 0 && (uint64_t)st.st_size > k) {
+			if (ftruncate(fd, (off_t)k) < 0) {
+				rc = -errno;
+				log_error("store: %s/d%u: ftruncate: %s", l->path, sg, strerror(-rc));
+				return rc;
+			}
+			l->seg_dirty |= 1u << sg;
+		}
+	}
+	return layer_sync(l);
+}
+
+/* Fits l to the volume's size (an interrupted resize, see vol_resize). */
+static int layer_fit(struct vol *v, struct layer *l)
+{
+	log_info("store: %s: finishing an interrupted resize of layer %016llx", v->name,
+	         (unsigned long long)l->tag);
+	int rc = layer_clip(v, l, v->meta.size);
+	return rc ? rc : layer_set_objects(v, l, v->objects);
+}
+
+int vol_resize(struct vol *v, uint64_t size)
+{
+	if (size == 0 || size > STORE_MAX_SIZE || size % v->meta.block_size)
+		return -EINVAL;
+	pthread_mutex_lock(&v->wmu);
+	pthread_rwlock_wrlock(&v->lock);
+	int rc = 0;
+	uint64_t old = v->meta.size, old_objects = v->objects;
+	uint64_t objects = DIV_ROUND_UP(size, v->meta.object_size);
+	if (size == old)
+		goto out;
+	if (size < old && v->meta.n_snaps) {
+		rc = -ENOTEMPTY; /* they would lose what lies past the new end */
+		goto out;
+	}
+	/* Commit point: volume.meta.  Growing, every layer is made ready
+	 * first: cleared past the old end (what an earlier shrink may have
+	 * left there, maybe cut by a crash) and given room for the new
+	 * objects; a crash before the commit leaves layers longer than the
+	 * volume, which the next open fits back.  Shrinking, volume.meta
+	 * goes first; the layers follow, and an open finishes what a crash
+	 * interrupted (or the next grow clears it). */
+	if (size > old) {
+		for (size_t i = 0; i < v->n_layers && !rc; i++)
+			rc = layer_clip(v, v->layers[i], old);
+		if (store_resize_hook)
+			store_resize_hook(1);
+		for (size_t i = 0; i < v->n_layers && !rc; i++)
+			rc = layer_set_objects(v, v->layers[i], objects);
+		if (store_resize_hook)
+			store_resize_hook(2);
+		if (rc)
+			goto undo;
+	}
+	__atomic_store_n(&v->meta.size, size, __ATOMIC_RELAXED);
+	rc = vol_meta_save(v);
+	if (rc) {
+		__atomic_store_n(&v->meta.size, old, __ATOMIC_RELAXED);
+		goto undo;
+	}
+	v->objects = objects;
+	if (store_resize_hook)
+		store_resize_hook(3);
+	if (size < old) {
+		int e = 0;
+		for (size_t i = 0; i < v->n_layers && !e; i++) {
+			e = layer_clip(v, v->layers[i], size);
+			if (!e)
+				e = layer_set_objects(v, v->layers[i], objects);
+		}
+		if (e) /* done all the same: an open or the next grow finishes it */
+			log_warn("store: %s: shrunk, but the space past the end is not all back "
+			         "yet: %s", v->name, strerror(-e));
+	}
+	log_info("store: %s: resized from %llu to %llu bytes", v->name, (unsigned long long)old,
+	         (unsigned long long)size);
+	goto out;
+undo:
+	for (size_t i = 0; i < v->n_layers; i++)
+		(void)layer_set_objects(v, v->layers[i], old_objects);
+out:
+	pthread_rwlock_unlock(&v->lock);
+	pthread_mutex_unlock(&v->wmu);
 	return rc;
 }
 
@@ -1150,6 +1302,8 @@ static int load_layers(struct vol *v)
 		if (rc)
 			goto out;
 		v->layers[v->n_layers++] = l;
+		if (l->objects != v->objects && (rc = layer_fit(v, l)))
+			goto out;
 	}
 	if (removed && (rc = layers_dir_sync(v)))
 		goto out;

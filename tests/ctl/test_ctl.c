@@ -212,6 +212,14 @@ static void test_grammar_accepts(void **state)
 	assert_int_equal(PARSE(&c, err, "volume", "info", "db", "--json"), 0);
 	assert_int_equal(PARSE(&c, err, "volume", "rm", "db", "--force"), 0);
 	assert_true(ctl_flag(&c, "force")->set);
+	assert_int_equal(PARSE(&c, err, "volume", "resize", "db", "--size", "2G", "--shrink"), 0);
+	assert_int_equal(ctl_flag(&c, "size")->u64, 2ull << 30);
+	assert_true(ctl_flag(&c, "shrink")->set);
+	assert_int_equal(PARSE(&c, err, "status"), 0);
+	assert_string_equal(c.group->name, "status");
+	assert_false(ctl_flag(&c, "json")->set);
+	assert_int_equal(PARSE(&c, err, "status", "--json"), 0);
+	assert_true(ctl_flag(&c, "json")->set);
 
 	assert_int_equal(PARSE(&c, err, "volume", "write", "db", "--offset", "1M", "f.img"), 0);
 	const struct ctl_val *fin = ctl_file_arg(&c, CTL_A_FILE_IN);
@@ -275,6 +283,9 @@ static void test_grammar_rejects(void **state)
 	expect_usage(PARSE(&c, err, "volume"), err, "missing command after 'volume'");
 	expect_usage(PARSE(&c, err, "volume", "frob"), err, "unknown command 'volume frob'");
 	expect_usage(PARSE(&c, err, "volume", "create", "db"), err, "missing --size");
+	expect_usage(PARSE(&c, err, "volume", "resize", "db"), err, "missing --size");
+	expect_usage(PARSE(&c, err, "status", "extra"), err, "unexpected argument 'extra' for 'status'");
+	expect_usage(PARSE(&c, err, "status", "--frob"), err, "unknown option '--frob' for 'status'");
 	expect_usage(PARSE(&c, err, "volume", "create", "--size", "1G"), err, "missing NAME");
 	expect_usage(PARSE(&c, err, "volume", "create", "db", "--size"), err, "needs a value");
 	expect_usage(PARSE(&c, err, "volume", "create", "db", "--size", "1Q"), err, "bad size '1Q'");
@@ -359,6 +370,15 @@ static void test_grammar_help(void **state)
 	ctl_help(&c, "ferry", &b);
 	assert_non_null(strstr(b.p, "--block-size 512|4096"));
 	assert_non_null(strstr(b.p, "(required)"));
+	sbuf_free(&b);
+
+	/* A group that is one command: "status". */
+	assert_int_equal(PARSE(&c, err, "status", "--help"), 0);
+	assert_true(c.help);
+	assert_string_equal(c.spec->verb, "");
+	sbuf_init(&b);
+	ctl_help(&c, "ferry", &b);
+	assert_non_null(strstr(b.p, "usage: ferry --pool DIR status [--json]"));
 	sbuf_free(&b);
 
 	/* After "--", --help is a positional. */

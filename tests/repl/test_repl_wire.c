@@ -201,6 +201,24 @@ static void test_fields_survive(void **st)
 	assert_string_equal(d.u.cycle_begin.target, "ferry.db.000008");
 	assert_int_equal(d.u.cycle_begin.cycle, 8);
 	assert_int_equal(d.u.cycle_begin.bytes, 12345678);
+	assert_int_equal(d.u.cycle_begin.size, 0);
+	/* the optional volume size: present when set, and never 0 on the wire */
+	sample(9, &m);
+	m.u.cycle_begin.size = 3ull << 30;
+	int n2 = wire_encode(&m, buf, sizeof(buf));
+	assert_int_equal(n2, n + 8);
+	assert_int_equal(wire_decode(buf, (size_t)n2, &d), n2);
+	assert_int_equal(d.u.cycle_begin.size, 3ull << 30);
+	m.u.cycle_begin.size = 1;
+	n2 = wire_encode(&m, buf, sizeof(buf));
+	memset(buf + n2 - 8, 0, 8); /* size 0, CRC made valid again below */
+	{
+		uint32_t plen = (uint32_t)(n2 - WIRE_HDR_LEN);
+		uint32_t crc = crc32c(crc32c(0, buf, 12), buf + WIRE_HDR_LEN, plen);
+		for (int i = 0; i < 4; i++) /* little-endian, like every field */
+			buf[12 + i] = (uint8_t)(crc >> (8 * i));
+	}
+	assert_int_equal(wire_decode(buf, (size_t)n2, &d), -EPROTO);
 	sample(11, &m);
 	n = wire_encode(&m, buf, sizeof(buf));
 	assert_int_equal(wire_decode(buf, (size_t)n, &d), n);

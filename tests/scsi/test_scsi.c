@@ -1471,6 +1471,76 @@ static void test_cdb_xfer(void **state)
 	assert_int_equal(scsi_cdb_xfer(w10, 6, 512, &dir, &len), -EINVAL);
 }
 
+/* A grown volume: every nexus gets CAPACITY DATA HAS CHANGED once, and
+ * READ CAPACITY reports the new size (SBC-3 4.6). */
+static void test_capacity_change(void **state)
+{
+	struct fx *f = *state;
+	attach(f->lu, 1);
+	attach(f->lu, 2);
+	uint8_t tur[6] = { 0 }, rc16[16] = { 0x9e, 0x10 };
+	be32(rc16 + 10, 32);
+	assert_int_equal(vol_resize(f->vol, 2 * VOL_SIZE), 0);
+	for (uint64_t nx = 1; nx <= 2; nx++) {
+		struct scsi_cmd c = run(f->lu, nx, tur, 6, NULL, 0, 0);
+		assert_sense(c, 6, 0x2a, 0x09);
+		c = run(f->lu, nx, tur, 6, NULL, 0, 0);
+		assert_int_equal(c.status, SCSI_STATUS_GOOD);
+	}
+	struct scsi_cmd c = run(f->lu, 1, rc16, 16, NULL, 0, 32);
+	assert_int_equal(c.status, SCSI_STATUS_GOOD);
+	assert_int_equal(rd64(inbuf), 2 * f->nblocks - 1);
+	/* the new blocks are there */
+	uint8_t r10[10] = { 0x28 };
+	be32(r10 + 2, (uint32_t)(2 * f->nblocks - 1));
+	r10[8] = 1;
+	c = run(f->lu, 1, r10, 10, NULL, 0, f->bs);
+	assert_int_equal(c.status, SCSI_STATUS_GOOD);
+	/* no second attention for the same size */
+	c = run(f->lu, 2, tur, 6, NULL, 0, 0);
+	assert_int_equal(c.status, SCSI_STATUS_GOOD);
+}
+
+/* Counters and the latency histogram per class of command. */
+static void test_io_stats(void **state)
+{
+	struct fx *f = *state;
+	attach(f->lu, 1);
+	struct scsi_lu_stats st;
+	scsi_lu_stats(f->lu, &st);
+	assert_int_equal(st.op[SCSI_OPC_READ].ops, 0);
+	uint8_t *data = calloc(1, 8 * f->bs);
+	data[0] = 1;
+	uint8_t w10[10] = { 0x2a }, r10[10] = { 0x28 }, sc[10] = { 0x35 };
+	w10[8] = 8;
+	r10[8] = 8;
+	for (int i = 0; i < 3; i++)
+		assert_int_equal(run(f->lu, 1, w10, 10, data, 8 * f->bs, 0).status, SCSI_STATUS_GOOD);
+	for (int i = 0; i < 5; i++)
+		assert_int_equal(run(f->lu, 1, r10, 10, NULL, 0, 8 * f->bs).status, SCSI_STATUS_GOOD);
+	assert_int_equal(run(f->lu, 1, sc, 10, NULL, 0, 0).status, SCSI_STATUS_GOOD);
+	scsi_lu_stats(f->lu, &st);
+	assert_int_equal(st.op[SCSI_OPC_WRITE].ops, 3);
+	assert_int_equal(st.op[SCSI_OPC_WRITE].bytes, 3 * 8 * f->bs);
+	assert_int_equal(st.op[SCSI_OPC_READ].ops, 5);
+	assert_int_equal(st.op[SCSI_OPC_READ].bytes, 5 * 8 * f->bs);
+	assert_int_equal(st.op[SCSI_OPC_FLUSH].ops, 1);
+	assert_int_equal(st.op[SCSI_OPC_UNMAP].ops, 0);
+	/* the second TUR of attach() executed; its power-on UA did not */
+	assert_int_equal(st.op[SCSI_OPC_OTHER].ops, 1);
+	for (unsigned k = 0; k < SCSI_OPC_N; k++) {
+		uint64_t n = 0;
+		for (unsigned b = 0; b <= SCSI_LAT_BUCKETS; b++)
+			n += st.op[k].lat[b];
+		assert_int_equal(n, st.op[k].ops);
+		assert_true(st.op[k].ops == 0 || st.op[k].lat_ns > 0);
+	}
+	assert_string_equal(scsi_op_class_name(SCSI_OPC_UNMAP), "unmap");
+	for (unsigned b = 1; b < SCSI_LAT_BUCKETS; b++)
+		assert_true(scsi_lat_bounds[b] > scsi_lat_bounds[b - 1]);
+	free(data);
+}
+
 #define T(fn) cmocka_unit_test_setup_teardown(fn, setup512, teardown)
 #define T4(fn) cmocka_unit_test_setup_teardown(fn, setup4k, teardown)
 
@@ -1507,6 +1577,9 @@ int main(void)
 		T(test_pr_access_types),
 		T(test_pr_preempt_and_clear),
 		T(test_pr_read_full_status),
+		T(test_capacity_change),
+		T4(test_capacity_change),
+		T(test_io_stats),
 		cmocka_unit_test(test_cdb_xfer),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);

@@ -51,9 +51,6 @@ void log_set_hook(void (*fn)(void *ctx, enum log_level level, const char *msg), 
 /* Frees what the log holds (path copy) and goes back to stderr. */
 void log_shutdown(void);
 void log_msg(enum log_level level, const char *fmt, ...) PRINTF_LIKE(2, 3);
-/* The last message logged at LOG_ERROR ("" if none), e.g. to tell the
- * terminal why a start-up failed. */
-void log_last_error(char *buf, size_t cap);
 #define log_error(...) log_msg(LOG_ERROR, __VA_ARGS__)
 #define log_warn(...) log_msg(LOG_WARN, __VA_ARGS__)
 #define log_info(...) log_msg(LOG_INFO, __VA_ARGS__)

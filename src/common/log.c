@@ -13,7 +13,6 @@
 static atomic_int g_level = LOG_INFO;
 static char g_tag[32] = "ferry";
 static pthread_mutex_t g_log_lock = PTHREAD_MUTEX_INITIALIZER;
-static char g_last_error[1024]; /* under g_log_lock */
 /* Where lines go (under g_log_lock).  A log file is kept on fd 2, so that
  * whatever else writes to stderr (a sanitizer report, a library) lands in
  * the same file. */
@@ -119,8 +118,6 @@ void log_msg(enum log_level level, const char *fmt, ...)
 	va_end(ap);
 	/* One write per line so concurrent threads never interleave. */
 	pthread_mutex_lock(&g_log_lock);
-	if (level == LOG_ERROR)
-		memcpy(g_last_error, msg, sizeof(msg));
 	if (g_dest == LOG_TO_SYSLOG) {
 		syslog(prio[level], "%s", msg);
 	} else if (g_dest == LOG_TO_JOURNAL) {
@@ -153,12 +150,5 @@ void log_shutdown(void)
 	free(g_path);
 	g_path = NULL;
 	g_hook = NULL;
-	pthread_mutex_unlock(&g_log_lock);
-}
-
-void log_last_error(char *buf, size_t cap)
-{
-	pthread_mutex_lock(&g_log_lock);
-	snprintf(buf, cap, "%s", g_last_error);
 	pthread_mutex_unlock(&g_log_lock);
 }

@@ -800,10 +800,8 @@ static int serve(struct daemon *d, int lock_fd, sigset_t *sigs, bool *ready)
 	}
 	for (; services[started].name; started++) {
 		if (services[started].start(d) < 0) {
-			char why[1024];
-			log_last_error(why, sizeof(why));
-			startup_fail("cannot start %s%s%s", services[started].name, why[0] ? ": " : "",
-			             why);
+			/* the service logged why; start_report() tells the terminal */
+			startup_fail("cannot start %s", services[started].name);
 			goto out;
 		}
 	}

@@ -428,10 +428,10 @@ int metrics_service_start(struct daemon *d)
 	}
 	g_m.d = d;
 	g_m.mhd = MHD_start_daemon(MHD_USE_AUTO_INTERNAL_THREAD | MHD_USE_ERROR_LOG, 0, NULL, NULL,
-	                           answer, d, MHD_OPTION_LISTEN_SOCKET, (MHD_socket)fd,
+	                           answer, d, MHD_OPTION_EXTERNAL_LOGGER, mhd_log, NULL,
+	                           MHD_OPTION_LISTEN_SOCKET, (MHD_socket)fd,
 	                           MHD_OPTION_CONNECTION_LIMIT, (unsigned)32,
-	                           MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)10,
-	                           MHD_OPTION_EXTERNAL_LOGGER, mhd_log, NULL, MHD_OPTION_END);
+	                           MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)10, MHD_OPTION_END);
 	if (!g_m.mhd) {
 		log_error("--metrics %s: cannot start the HTTP server", hp);
 		close(fd);

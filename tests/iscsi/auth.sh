@@ -37,9 +37,9 @@ expect_err 2 "bad --iqn" "a bad month is refused" -- ferry export add open --iqn
 expect_err 2 "bad --iqn" "an eui. name needs 16 hex digits" -- ferry export add open --iqn eui.12345
 expect_err 2 "bad --iqn" "a name without a naming authority is refused" -- ferry export add open --iqn iqn.2026-11.
 expect_err 2 "at most 16383" "a LUN beyond the flat space is refused" -- ferry export add open --lun 16384
-expect_err 1 "at least 12" "a short CHAP secret is refused" -- ferry export add open --chap u:short
+expect_err 2 "at least 12" "a short CHAP secret is refused" -- ferry export add open --chap u:short
 expect_err 2 "USER:SECRET" "CHAP without a user is refused" -- ferry export add open --chap :long-enough-secret
-expect_err 1 "must differ" "the same mutual secret is refused" -- \
+expect_err 2 "must differ" "the same mutual secret is refused" -- \
 	ferry export add open --chap u:long-enough-secret --mutual-chap t:long-enough-secret
 check "nothing was recorded" test "$(ferry export list --json)" = "[]"
 expect 0 "eui. name accepted" -- ferry export add open --iqn eui.0123456789ABCDEF
@@ -62,7 +62,7 @@ cred "$T/three.cred" 600 "a:aaaaaaaaaaaaaaaa" "b:bbbbbbbbbbbbbbbbb" "c:ccccccccc
 expect_err 1 "more than two" "three credential lines are refused" -- \
 	ferry export add alice --chap-file "$T/three.cred"
 cred "$T/short.cred" 600 "# a comment" "alice:short"
-expect_err 1 "at least 12" "a short secret from a file is refused" -- \
+expect_err 2 "at least 12" "a short secret from a file is refused" -- \
 	ferry export add alice --chap-file "$T/short.cred"
 expect 0 "export alice with --chap-file" -- ferry export add alice --chap-file "$T/alice.cred"
 cred "$T/bob.cred" 600 "# initiator, then target (mutual)" "bob:bob-secret-0001" "tgt:target-secret-02"

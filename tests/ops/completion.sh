@@ -46,15 +46,15 @@ is() {
 }
 
 for m in fw raw; do
-	is $m "export pair snap volume" ferry ""
+	is $m "export pair snap status volume" ferry ""
 	is $m "volume" ferry vo
 	is $m "--help --pool --version" ferry --
-	is $m "create discard export info list md5 rm write" ferry volume ""
+	is $m "create discard export info list md5 resize rm write" ferry volume ""
 	is $m "demote" ferry pair de
 	is $m "--block-size --help --object-size --size" ferry volume create x --
 	is $m "--block-size --help --object-size" ferry volume create x --size 1M --
 	is $m "4096 512" ferry volume create x --block-size ""
-	is $m "none zstd" ferry pair create db --compress ""
+	is $m "off on" ferry pair create db --compress ""
 	is $m "--help --json" ferry pair status db --
 	# names from the daemon
 	is $m "db logs web" ferry --pool "$POOL" volume info ""

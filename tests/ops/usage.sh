@@ -30,7 +30,7 @@ usage "bad --peer ':7450'" "peer without a host" -- ferry pair create db --peer 
 usage "bad --peer '127.0.0.1:99999'" "peer port out of range" -- ferry pair create db --peer 127.0.0.1:99999
 usage "--period must be at least 1" "period 0" -- ferry pair create db --peer 127.0.0.1:1 --period 0
 usage "--max-inflight must be 1..1024" "max-inflight 0" -- ferry pair create db --peer 127.0.0.1:1 --max-inflight 0
-usage "bad number" "period not a number" -- ferry pair create db --peer 127.0.0.1:1 --period soon
+usage "bad duration" "period not a duration" -- ferry pair create db --peer 127.0.0.1:1 --period soon
 usage "at least 12" "short CHAP secret" -- ferry export add db --chap user:short
 usage "must differ" "mutual CHAP secret equal" -- \
 	ferry export add db --chap user:aaaaaaaaaaaaaa --mutual-chap t:aaaaaaaaaaaaaa

@@ -33,6 +33,9 @@ CASES = [
     ("snap-diff.json",     "a", "snap diff db@s1 --json",                1),  # from creation
     ("export-list.json",   "a", "export list --json",                    1),
     ("export-list.json",   "c", "export list --json",                    1),
+    ("export-sessions.json", "a", "export sessions --json",              1),
+    ("export-sessions.json", "a", "export sessions db --json",           1),
+    ("export-sessions.json", "c", "export sessions --json",              1),  # none
     ("pair-list.json",     "a", "pair list --json",                      1),
     ("pair-list.json",     "b", "pair list --json",                      1),
     ("pair-status.json",   "a", "pair status pv --json",                 1),

@@ -403,7 +403,14 @@ int repl_pair_verify(struct repl *r, const char *name, const char *snap,
 			rc = verb_fail(err, -EAGAIN, "pair %s: nothing synced yet", name);
 		char s[REC_NAME_MAX + 1] = "", pname[REC_NAME_MAX + 1] = "";
 		if (rc == 0) {
-			snprintf(s, sizeof(s), "%s", snap ? snap : p->rec.last_snap);
+			/* A cycle the primary gave up on (pause, lost link) may
+			 * have committed on the secondary, which then holds the
+			 * in-flight snapshot and no longer the last synced one:
+			 * every other attempt tries the in-flight one. */
+			const char *pick = p->rec.last_snap;
+			if (attempt % 2 == 1 && p->rec.cur_cycle && p->rec.cur_snap[0])
+				pick = p->rec.cur_snap;
+			snprintf(s, sizeof(s), "%s", snap ? snap : pick);
 			snprintf(pname, sizeof(pname), "%s", p->rec.name);
 			rc = pair_hold(p, s);
 			if (rc < 0)

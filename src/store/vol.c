@@ -380,24 +380,24 @@ static int do_write(struct vol *v, const void *buf, uint64_t off, uint64_t len)
 	return rc;
 }
 
-int vol_write(struct vol *v, const void *buf, uint64_t off, size_t len)
+int local_vol_write(struct vol *v, const void *buf, uint64_t off, size_t len)
 {
 	if (!buf && len)
 		return -EINVAL;
 	return do_write(v, buf, off, len);
 }
 
-int vol_write_zeroes(struct vol *v, uint64_t off, uint64_t len)
+int local_vol_write_zeroes(struct vol *v, uint64_t off, uint64_t len)
 {
 	return do_write(v, NULL, off, len);
 }
 
-int vol_discard(struct vol *v, uint64_t off, uint64_t len)
+int local_vol_discard(struct vol *v, uint64_t off, uint64_t len)
 {
 	return do_write(v, NULL, off, len);
 }
 
-int vol_read(struct vol *v, const char *snap, void *buf, uint64_t off, size_t len)
+int local_vol_read(struct vol *v, const char *snap, void *buf, uint64_t off, size_t len)
 {
 	int rc = check_range(v, off, len);
 	if (rc || !len)
@@ -422,7 +422,7 @@ static int flush_locked(struct vol *v)
 	return 0;
 }
 
-int vol_flush(struct vol *v)
+int local_vol_flush(struct vol *v)
 {
 	pthread_mutex_lock(&v->wmu);
 	int rc = flush_locked(v);
@@ -430,7 +430,7 @@ int vol_flush(struct vol *v)
 	return rc;
 }
 
-int vol_info(struct vol *v, struct vol_info *out)
+int local_vol_info(struct vol *v, struct vol_info *out)
 {
 	memset(out, 0, sizeof(*out));
 	pthread_rwlock_rdlock(&v->lock);
@@ -464,7 +464,7 @@ int vol_meta_save(struct vol *v)
 
 /* ---- snapshots ---------------------------------------------------------- */
 
-int vol_snap_create(struct vol *v, const char *name)
+int local_snap_create(struct vol *v, const char *name)
 {
 	if (!name_valid(name))
 		return -EINVAL;
@@ -727,7 +727,7 @@ static bool fold_can_wait(int rc)
 	return rc == -ENOSPC || rc == -EDQUOT;
 }
 
-int vol_snap_delete(struct vol *v, const char *name)
+int local_snap_delete(struct vol *v, const char *name)
 {
 	pthread_mutex_lock(&v->wmu);
 	pthread_rwlock_wrlock(&v->lock);
@@ -769,7 +769,7 @@ out:
 	return rc;
 }
 
-int vol_snap_list(struct vol *v, struct snap_info **out, size_t *n)
+int local_snap_list(struct vol *v, struct snap_info **out, size_t *n)
 {
 	pthread_rwlock_rdlock(&v->lock);
 	size_t k = v->meta.n_snaps;
@@ -789,7 +789,7 @@ int vol_snap_list(struct vol *v, struct snap_info **out, size_t *n)
 	return 0;
 }
 
-int vol_snap_get(struct vol *v, const char *name, struct snap_info *out)
+int local_snap_get(struct vol *v, const char *name, struct snap_info *out)
 {
 	pthread_rwlock_rdlock(&v->lock);
 	const struct meta_snap *s = name ? snap_find(v, name, NULL) : NULL;
@@ -803,7 +803,7 @@ int vol_snap_get(struct vol *v, const char *name, struct snap_info *out)
 	return s ? 0 : -ENOENT;
 }
 
-int vol_rollback(struct vol *v, const char *name)
+int local_rollback(struct vol *v, const char *name)
 {
 	pthread_mutex_lock(&v->wmu);
 	pthread_rwlock_wrlock(&v->lock);
@@ -893,7 +893,7 @@ static int diff_object(struct vol *v, size_t lo, size_t hi, uint64_t objno,
 	return cb(ctx, &d);
 }
 
-int vol_diff(struct vol *v, const char *from, const char *to, diff_cb cb, void *ctx)
+int local_diff(struct vol *v, const char *from, const char *to, diff_cb cb, void *ctx)
 {
 	struct diff_scratch sc = {
 		.owner = malloc(v->bpo * sizeof(int32_t)),
@@ -967,7 +967,7 @@ out_free:
 	return rc;
 }
 
-int vol_object_is_zero(struct vol *v, const char *snap, uint64_t objno, bool *zero)
+int local_object_is_zero(struct vol *v, const char *snap, uint64_t objno, bool *zero)
 {
 	if (objno >= v->objects)
 		return -ERANGE;

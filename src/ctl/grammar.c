@@ -46,6 +46,11 @@ static const struct ctl_cmd_spec volume_cmds[] = {
 	{"md5", "print the md5 of the image, like md5sum",
 	 {{"NAME[@SNAP]", CTL_A_VOL_OPT_SNAP, 0, NULL, NULL, "volume, or one of its snapshots"}},
 	 {{0}}},
+	{"takeover", "shared (RBD) pool: serve here a volume whose holding ferryd is dead; "
+	 "its client is fenced (blocklisted) first",
+	 {{"NAME", CTL_A_VOL, 0, NULL, NULL, "volume name"}},
+	 {{"wait", CTL_A_U64, 0, "SECONDS", NULL,
+	   "wait this long for a killed holder's cluster session to lapse (default 60)"}}},
 };
 
 static const struct ctl_cmd_spec snap_cmds[] = {

@@ -370,6 +370,31 @@ static int volume_md5(struct dreq *r)
 	return st;
 }
 
+static int volume_takeover(struct dreq *r)
+{
+	const char *name = ctl_pos(r->cmd, "NAME")->vol;
+	const struct ctl_val *w = ctl_flag(r->cmd, "wait");
+	uint64_t wait_s = w->set ? w->u64 : 60;
+	struct store_caps caps;
+	store_get_caps(r->store, &caps);
+	if (!caps.shared)
+		return dreq_fail(r, "volume takeover needs a shared pool (ferryd --backend rbd); this "
+		                 "pool is %s", caps.backend);
+	if (wait_s > 3600)
+		return dreq_fail(r, "--wait is at most 3600 seconds");
+	if (!store_vol_exists(r->store, name))
+		return dreq_fail(r, "no such volume '%s'", name);
+	char msg[2048];
+	int e = store_vol_takeover(r->store, name, (unsigned)(wait_s * 1000), msg, sizeof(msg));
+	if (e == -ENOENT)
+		return dreq_fail(r, "no such volume '%s'", name);
+	if (e < 0)
+		return dreq_fail(r, "cannot take volume '%s' over: %s", name,
+		                 msg[0] ? msg : strerror(-e));
+	log_info("%s", msg);
+	return dreq_printf(r, "%s\n", msg) < 0 ? 1 : 0;
+}
+
 const struct dgroup dgroup_volume = {
 	"volume",
 	(const struct dgroup_cmd[]){
@@ -381,6 +406,7 @@ const struct dgroup dgroup_volume = {
 		{"discard", volume_discard},
 		{"export", volume_export},
 		{"md5", volume_md5},
+		{"takeover", volume_takeover},
 		{NULL, NULL},
 	},
 };

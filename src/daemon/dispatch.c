@@ -154,6 +154,13 @@ int dreq_open_vol(struct dreq *r, const char *name, const char *snap, struct vol
 	int e = vol_open(r->store, name, v);
 	if (e == -ENOENT)
 		return dreq_fail(r, "no such volume '%s'", name);
+	char who[1536];
+	if (e == -EBUSY && store_vol_holder(r->store, name, who, sizeof(who)) == 0)
+		return dreq_fail(r, "volume '%s' is held by another gateway: %s (if it is dead: "
+		                 "ferry volume takeover %s)", name, who, name);
+	if (e == -ESHUTDOWN)
+		return dreq_fail(r, "volume '%s': this ferryd was fenced by the cluster (another "
+		                 "gateway took its volumes over); restart it", name);
 	if (e < 0)
 		return dreq_fail(r, "cannot open volume '%s': %s", name, strerror(-e));
 	if (snap && *snap) {

@@ -42,6 +42,20 @@ static int check_level(const char *v)
 	return 0;
 }
 
+static int check_backend(const char *v)
+{
+	if (strcmp(v, "local") && strcmp(v, "rbd")) {
+		fprintf(stderr, "ferryd: bad --backend '%s' (local or rbd)\n", v);
+		return -EINVAL;
+	}
+	if (!store_backend_available(v)) {
+		fprintf(stderr, "ferryd: this ferryd was built without the %s backend "
+		        "(librbd-dev was missing at build time)\n", v);
+		return -EINVAL;
+	}
+	return 0;
+}
+
 /* The daemon's options: one line each. */
 static struct dopt opts[] = {
 	{"pool", "DIR", "the pool directory (created if missing); required", NULL, NULL},
@@ -56,6 +70,11 @@ static struct dopt opts[] = {
 	{"tls-ca", "FILE", "CA certificate(s) (PEM) that the peer's certificate must chain to", NULL, NULL},
 	{"socket-group", "GROUP", "control socket mode 0660 with this group (default 0600)", NULL, NULL},
 	{"max-transfers", "N", "replication cycles transferring at once (default 4)", NULL, NULL},
+	{"backend", "NAME", "where volumes live: local (default: DIR/volumes) or rbd (a Ceph pool)", check_backend, NULL},
+	{"rbd-pool", "NAME", "rbd: the RADOS pool holding the volumes' images (required with rbd)", NULL, NULL},
+	{"rbd-namespace", "NS", "rbd: the pool's RBD namespace (default: none)", NULL, NULL},
+	{"ceph-conf", "FILE", "rbd: Ceph configuration (default: $CEPH_CONF, /etc/ceph/ceph.conf)", NULL, NULL},
+	{"ceph-id", "ID", "rbd: Ceph client name without 'client.' (default: admin)", NULL, NULL},
 	{"help", NULL, "show this help", NULL, NULL},
 	{"version", NULL, "show the version", NULL, NULL},
 };
@@ -92,7 +111,10 @@ static void usage(FILE *f)
 	           "once it is ready.  SIGTERM or SIGINT stop it cleanly.  One ferryd per\n"
 	           "pool (lock: DIR/ferryd.lock).  The replication link is TLS 1.3 keyed\n"
 	           "from the secret file unless --tls-cert/--tls-key/--tls-ca give\n"
-	           "certificates, or --plaintext (on both sites) turns TLS off.\n\n"
+	           "certificates, or --plaintext (on both sites) turns TLS off.\n"
+	           "With --backend rbd the volumes are images of a Ceph RBD pool and DIR\n"
+	           "keeps only this ferryd's own state (socket, pairs, exports, log,\n"
+	           "gateway.id); several ferryd may share one RBD pool (docs/CEPH.md).\n\n"
 	           "Options:\n");
 	for (size_t i = 0; i < ARRAY_SIZE(opts); i++) {
 		char lhs[64];
@@ -387,9 +409,22 @@ static int serve(struct daemon *d, int lock_fd, sigset_t *sigs)
 	size_t started = 0;
 	if (write_pid(lock_fd) < 0)
 		log_warn("cannot record the pid in the lock file: %s", strerror(errno));
-	int e = store_open(d->pool, &d->store);
+	struct store_config sc = {
+		.backend = daemon_opt("backend"),
+		.dir = d->pool,
+		.rbd_pool = daemon_opt("rbd-pool"),
+		.rbd_namespace = daemon_opt("rbd-namespace"),
+		.ceph_conf = daemon_opt("ceph-conf"),
+		.ceph_id = daemon_opt("ceph-id"),
+	};
+	int e = store_open_config(&sc, &d->store);
 	if (e < 0) {
-		startup_fail("cannot open the store in %s: %s", d->pool, strerror(-e));
+		if (sc.backend && !strcmp(sc.backend, "rbd"))
+			startup_fail("cannot open RBD pool %s%s%s: %s (details in the log)",
+			             sc.rbd_pool, sc.rbd_namespace ? "/" : "",
+			             sc.rbd_namespace ? sc.rbd_namespace : "", strerror(-e));
+		else
+			startup_fail("cannot open the store in %s: %s", d->pool, strerror(-e));
 		return 1;
 	}
 	for (; services[started].name; started++) {
@@ -539,6 +574,19 @@ int main(int argc, char **argv)
 		fprintf(stderr, "ferryd: --pool DIR is required (see ferryd --help)\n");
 		return 2;
 	}
+	const char *be = daemon_opt("backend");
+	bool rbd = be && !strcmp(be, "rbd");
+	if (rbd && !daemon_opt("rbd-pool")) {
+		fprintf(stderr, "ferryd: --backend rbd needs --rbd-pool NAME (see ferryd --help)\n");
+		return 2;
+	}
+	static const char *const rbd_only[] = { "rbd-pool", "rbd-namespace", "ceph-conf", "ceph-id" };
+	for (size_t i = 0; i < ARRAY_SIZE(rbd_only); i++) {
+		if (!rbd && daemon_opt(rbd_only[i])) {
+			fprintf(stderr, "ferryd: --%s needs --backend rbd\n", rbd_only[i]);
+			return 2;
+		}
+	}
 	const char *lv = daemon_opt("log-level");
 	if (lv) {
 		enum log_level l;
@@ -578,7 +626,8 @@ int main(int argc, char **argv)
 
 	/* The daemon works from "/": file options given relative to where it
 	 * was started must keep meaning those files. */
-	static const char *const file_opts[] = { "secret-file", "tls-cert", "tls-key", "tls-ca" };
+	static const char *const file_opts[] = { "secret-file", "tls-cert", "tls-key", "tls-ca",
+	                                          "ceph-conf" };
 	static char abs_paths[ARRAY_SIZE(file_opts)][4096];
 	char cwd[2048];
 	for (size_t i = 0; i < ARRAY_SIZE(file_opts); i++) {

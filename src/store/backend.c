@@ -108,9 +108,10 @@ void store_close(struct store *s)
 {
 	if (!s)
 		return;
+	/* a backend's close drops the volumes it keeps open itself */
+	s->ops->close(s);
 	if (s->open)
 		log_error("store: closing %s with volume %s still open", s->dir, s->open->name);
-	s->ops->close(s);
 	pthread_mutex_destroy(&s->mu);
 	free(s);
 }

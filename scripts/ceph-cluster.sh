@@ -19,7 +19,9 @@
 #
 # Knobs: CEPH_CLUSTER_OSD_SIZE (sparse block file, default 20G),
 # CEPH_CLUSTER_MEM (osd_memory_target, default 512M), CEPH_CLUSTER_TIMEOUT
-# (seconds to wait for the cluster, default 120).
+# (seconds to wait for the cluster, default 120), CEPH_CLUSTER_PAXOS (mon
+# paxos propose interval, default 0.05 s so that snapshot creates and
+# deletes take milliseconds in tests; Ceph's default, 1 s, for benchmarks).
 set -u
 cmd=${1:-}
 dir=${2:-}
@@ -128,9 +130,7 @@ auth service required = cephx
 auth client required = cephx
 keyring = $dir/keyring
 run dir = $dir/run
-admin socket = $dir/run/\$name.asok
 pid file = $dir/run/\$name.pid
-log file = $dir/log/\$name.log
 mon cluster log file = $dir/log/cluster.log
 crash dir = $dir/crash
 osd pool default size = 1
@@ -142,14 +142,28 @@ mon warn on pool no redundancy = false
 osd crush chooseleaf type = 0
 # a killed client's watch lapses after this (takeover tests wait for it)
 osd client watch timeout = 10
+mon warn on insecure global id reclaim allowed = false
+[client]
+# clients (ferryd, rbd, tests) run many at once: no admin socket, one log
+admin socket =
+log file = $dir/log/client.log
 [mon]
+admin socket = $dir/run/\$name.asok
+log file = $dir/log/\$name.log
+# how long a map change (a snapshot's id, a blocklist entry) waits to be
+# proposed: Ceph's default is 1 s; CEPH_CLUSTER_PAXOS sets it
+paxos propose interval = ${CEPH_CLUSTER_PAXOS:-0.05}
 mon data = $dir/mon/\$name
 mon data avail warn = 2
 mon data avail crit = 1
 [mgr]
+admin socket = $dir/run/\$name.asok
+log file = $dir/log/\$name.log
 mgr data = $dir/mgr/\$name
 keyring = $dir/mgr/\$name/keyring
 [osd]
+admin socket = $dir/run/\$name.asok
+log file = $dir/log/\$name.log
 osd data = $dir/osd/\$name
 keyring = $dir/osd/\$name/keyring
 osd objectstore = bluestore
@@ -177,13 +191,13 @@ EOF
 	ceph-mon --conf "$dir/ceph.conf" --mkfs -i a --monmap "$dir/monmap" \
 		--keyring "$dir/mon.keyring" >"$dir/log/mkfs-mon.log" 2>&1 ||
 		{ log "ceph-mon --mkfs failed (see $dir/log/mkfs-mon.log)"; return 1; }
-	ceph-mon --conf "$dir/ceph.conf" -i a || { log "ceph-mon did not start"; return 1; }
+	ceph-mon --conf "$dir/ceph.conf" -i a 2>>"$dir/log/start.log" || { log "ceph-mon did not start"; return 1; }
 	wait_until "$TIMEOUT" answers || { log "mon does not answer on port $port"; return 1; }
 
 	mkdir -p "$dir/mgr/mgr.x"
 	c auth get-or-create mgr.x mon 'allow profile mgr' osd 'allow *' mds 'allow *' \
 		-o "$dir/mgr/mgr.x/keyring" >/dev/null || { log "mgr key"; return 1; }
-	ceph-mgr --conf "$dir/ceph.conf" -i x || { log "ceph-mgr did not start"; return 1; }
+	ceph-mgr --conf "$dir/ceph.conf" -i x 2>>"$dir/log/start.log" || { log "ceph-mgr did not start"; return 1; }
 
 	osd_uuid=$(cat /proc/sys/kernel/random/uuid)
 	local id
@@ -193,7 +207,7 @@ EOF
 		-o "$dir/osd/osd.$id/keyring" >/dev/null || { log "osd key"; return 1; }
 	ceph-osd --conf "$dir/ceph.conf" -i "$id" --mkfs --osd-uuid "$osd_uuid" \
 		>"$dir/log/mkfs-osd.log" 2>&1 || { log "ceph-osd --mkfs failed (see $dir/log/mkfs-osd.log)"; return 1; }
-	ceph-osd --conf "$dir/ceph.conf" -i "$id" || { log "ceph-osd did not start"; return 1; }
+	ceph-osd --conf "$dir/ceph.conf" -i "$id" 2>>"$dir/log/start.log" || { log "ceph-osd did not start"; return 1; }
 	wait_until "$TIMEOUT" osd_up || { log "osd.$id is not up (see $dir/log)"; return 1; }
 	make_pools "${pools[@]}" || return 1
 	wait_until "$TIMEOUT" pgs_clean || { log "PGs not active (see $dir/log)"; return 1; }

@@ -78,8 +78,11 @@ wait_for() { # wait_for SECONDS CMD...
 	done
 }
 
+# FERRY_DAEMON_ARGS: extra ferryd options for every daemon a test starts
+# (the RBD runs of the tests give the backend there, see tests/rbd_lib.sh).
 start_daemon() { # start_daemon [POOL]: returns once the socket is ready
-	"$FERRYD" --pool "${1:-$POOL}" --log-level debug
+	# shellcheck disable=SC2086
+	"$FERRYD" --pool "${1:-$POOL}" --log-level debug ${FERRY_DAEMON_ARGS:-}
 }
 
 daemon_pid() { cat "${1:-$POOL}/ferryd.lock"; }

@@ -245,8 +245,7 @@ static int serve_export(struct export *e, char *err, size_t errlen)
 {
 	int r = vol_open(g.d->store, e->vol, &e->v);
 	if (r < 0) {
-		snprintf(err, errlen, r == -ENOENT ? "no such volume '%s'" : "cannot open volume '%s'",
-		         e->vol);
+		daemon_open_error(g.d->store, e->vol, r, err, errlen);
 		e->v = NULL;
 		return r;
 	}

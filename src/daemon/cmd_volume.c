@@ -162,6 +162,9 @@ static int volume_rm(struct dreq *r)
 		return dreq_fail(r, "no such volume '%s'", name);
 	if (e == -ENOTEMPTY)
 		return dreq_fail(r, "volume '%s' has snapshots (use --force to remove them too)", name);
+	char who[1536];
+	if (e == -EBUSY && store_vol_holder(r->store, name, who, sizeof(who)) == 0)
+		return dreq_fail(r, "volume '%s' is held by another gateway: %s", name, who);
 	if (e == -EBUSY)
 		return dreq_fail(r, "volume '%s' is in use", name);
 	if (e < 0)

@@ -213,7 +213,7 @@ static int owner_put(rbd_image_t img, const struct owner *o)
 
 /* Lock owner of img ("" when unlocked) and whether it has a watch on the
  * image (a live client keeps one; a dead one's lapses after the OSDs'
- * watch timeout). */
+ * watch timeout).  img must be open read-write. */
 static int lock_state(rbd_image_t img, char *owner, size_t n, bool *alive)
 {
 	owner[0] = '\0';
@@ -1440,14 +1440,16 @@ static int rbd_vol_holder_op(struct store *s, const char *name, char *buf, size_
 		return rc;
 	if (!rec.gw[0] || !strcmp(rec.gw, rs->gw))
 		return -ENOENT;
-	rbd_image_t ro;
-	rc = rbd_open_read_only(rs->io, name, &ro, NULL);
+	/* lock owners are only known to a read-write handle (it does not
+	 * take the lock by being open) */
+	rbd_image_t img;
+	rc = rbd_open(rs->io, name, &img, NULL);
 	if (rc < 0)
 		return seen(s, rc);
 	char lo[256];
 	bool alive;
-	rc = lock_state(ro, lo, sizeof(lo), &alive);
-	rbd_close(ro);
+	rc = lock_state(img, lo, sizeof(lo), &alive);
+	rbd_close(img);
 	if (rc < 0)
 		return seen(s, rc);
 	holder_describe(&rec, lo, alive, buf, n);

@@ -44,6 +44,8 @@ rbd_purge_ns() { # CONF NS
 
 rbd_cleanup() {
 	local e
+	# FERRY_TEST_KEEP=1: keep the namespaces (and images) for a post-mortem
+	[ -n "${FERRY_TEST_KEEP:-}" ] && { echo "kept RBD namespaces: ${RBD_NSS[*]}" >&2; return; }
 	for e in "${RBD_NSS[@]}"; do
 		rbd_purge_ns "${e%%|*}" "${e#*|}"
 	done

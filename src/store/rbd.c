@@ -295,10 +295,11 @@ static int snap_handle(struct vol *v, const char *name, rbd_image_t *out)
 	}
 	struct rbd_snap *p = calloc(1, sizeof(*p));
 	int rc = p ? 0 : -ENOMEM;
-	if (!rc)
-		rc = rbd_snap_get_id(rv->img, name, &p->id);
-	if (!rc)
-		rc = rbd_open_read_only(RS(v->store)->io, v->name, &p->img, name);
+	if (!rc && (rc = rbd_snap_get_id(rv->img, name, &p->id)) < 0)
+		log_debug("store: rbd: %s: no snapshot %s: %s", v->name, name, strerror(-rc));
+	if (!rc && (rc = rbd_open_read_only(RS(v->store)->io, v->name, &p->img, name)) < 0)
+		log_error("store: rbd: %s: cannot open snapshot %s: %s", v->name, name,
+		          strerror(-rc));
 	if (rc) {
 		free(p);
 		pthread_mutex_unlock(&rv->mu);
@@ -391,6 +392,43 @@ static void vol_free_rbd(struct vol *v)
 		free(rv);
 	}
 	free(v);
+}
+
+/* A snapshot delete cut by a crash leaves the snapshot in RBD's trash
+ * namespace (librbd moves it there first); removing it again finishes the
+ * delete, as the local backend finishes its folds at open.  One that
+ * cannot go yet (a clone still depends on it) stays, invisible. */
+static void finish_snap_deletes(struct vol *v)
+{
+	struct rbd_vol *rv = RV(v);
+	int max = 16, rc;
+	rbd_snap_info_t *si;
+	for (;;) {
+		si = calloc((size_t)max, sizeof(*si));
+		if (!si)
+			return;
+		rc = rbd_snap_list(rv->img, si, &max);
+		if (rc != -ERANGE)
+			break;
+		free(si);
+	}
+	for (int i = 0; i < rc; i++) {
+		rbd_snap_namespace_type_t t;
+		if (rbd_snap_get_namespace_type(rv->img, si[i].id, &t) < 0 ||
+		    t != RBD_SNAP_NAMESPACE_TYPE_TRASH)
+			continue;
+		char orig[STORE_NAME_MAX + 64] = "";
+		rbd_snap_get_trash_namespace(rv->img, si[i].id, orig, sizeof(orig));
+		int e = rbd_snap_remove_by_id(rv->img, si[i].id);
+		if (e < 0)
+			log_warn("store: rbd: %s: snapshot %s (deleted, in the trash) cannot be removed "
+			         "yet: %s", v->name, orig, strerror(-e));
+		else
+			log_info("store: rbd: %s: finished the delete of snapshot %s", v->name, orig);
+	}
+	if (rc > 0)
+		rbd_snap_list_end(si);
+	free(si);
 }
 
 /* Takes the exclusive lock of img (opened read-write) for this gateway.
@@ -501,6 +539,7 @@ static int rbd_vol_load(struct store *s, const char *name, struct vol **out)
 		if (rc < 0)
 			goto fail;
 	}
+	finish_snap_deletes(v);
 	rbd_image_info_t st;
 	rc = rbd_stat(rv->img, &st, sizeof(st));
 	if (rc < 0)
@@ -667,18 +706,26 @@ static int snaps_get(struct vol *v, struct snap_info **out, size_t *n)
 		free(si);
 		return -ENOMEM;
 	}
+	size_t u = 0;
 	for (size_t i = 0; i < k; i++) {
-		snprintf(a[i].name, sizeof(a[i].name), "%s", si[i].name);
-		a[i].id = si[i].id;
+		/* only the user's: a delete in progress (or cut by a crash)
+		 * parks its snapshot in the trash namespace */
+		rbd_snap_namespace_type_t t;
+		if (rbd_snap_get_namespace_type(rv->img, si[i].id, &t) < 0 ||
+		    t != RBD_SNAP_NAMESPACE_TYPE_USER)
+			continue;
+		snprintf(a[u].name, sizeof(a[u].name), "%s", si[i].name);
+		a[u].id = si[i].id;
 		struct timespec ts = {0};
 		if (rbd_snap_get_timestamp(rv->img, si[i].id, &ts) == 0)
-			a[i].ctime = (uint64_t)ts.tv_sec;
+			a[u].ctime = (uint64_t)ts.tv_sec;
+		u++;
 	}
 	rbd_snap_list_end(si);
 	free(si);
-	qsort(a, k, sizeof(*a), cmp_snap_id);
+	qsort(a, u, sizeof(*a), cmp_snap_id);
 	*out = a;
-	*n = k;
+	*n = u;
 	return 0;
 }
 
@@ -1169,17 +1216,21 @@ static int rbd_vol_info(struct vol *v, struct vol_info *out)
 	out->object_size = rv->osz;
 	out->block_size = rv->bs;
 	out->objects = DIV_ROUND_UP(rv->size, rv->osz);
+	/* Snapshot deletes wait for the read lock: the list stays true. */
+	pthread_rwlock_rdlock(&rv->lock);
 	struct snap_info *a;
 	size_t n;
 	int rc = snaps_get(v, &a, &n);
-	if (rc)
+	if (rc) {
+		pthread_rwlock_unlock(&rv->lock);
 		return rc;
+	}
 	out->snapshots = (uint32_t)n;
 	/* Allocation at object granularity (fast-diff): the head's objects
 	 * plus those each snapshot's successor rewrote. */
 	uint64_t bytes = 0;
-	pthread_rwlock_rdlock(&rv->lock);
-	for (size_t i = 0; i <= n && !rc; i++) {
+	size_t i = 0;
+	for (; i <= n && !rc; i++) {
 		rbd_image_t img;
 		rc = snap_handle(v, i < n ? a[i].name : NULL, &img);
 		if (!rc)
@@ -1187,6 +1238,9 @@ static int rbd_vol_info(struct vol *v, struct vol_info *out)
 			                       &bytes);
 	}
 	pthread_rwlock_unlock(&rv->lock);
+	if (rc < 0)
+		log_error("store: rbd: %s: allocation of %s: %s", v->name,
+		          i < n ? a[i].name : "the head", strerror(-rc));
 	free(a);
 	out->allocated_bytes = MIN(bytes, rv->size * (n + 1));
 	return seen(v->store, rc < 0 ? rc : 0);

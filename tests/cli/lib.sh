@@ -19,6 +19,8 @@ cleanup() {
 		pid=$(cat "$lock" 2>/dev/null)
 		[ -n "$pid" ] && kill -KILL "$pid" 2>/dev/null
 	done
+	# FERRY_TEST_KEEP=1: leave the pools and logs for a post-mortem
+	[ -n "${FERRY_TEST_KEEP:-}" ] && { echo "kept $T" >&2; return; }
 	rm -rf "$T"
 }
 trap cleanup EXIT

@@ -1,8 +1,8 @@
 #!/bin/bash
-# Runs a replication test (tests/repl/*.sh) with its sites' volumes on
-# RBD: each of A and B is "local", or "a"/"b" for a namespace of its own on
-# test cluster a or b.
-#   rbd_run.sh SCRIPT SITE_A SITE_B
+# Runs a two-site test (tests/repl/*.sh, tests/e2e/*.sh) with its sites'
+# volumes on RBD: each of A and B is "local", or "a"/"b" for a namespace of
+# its own on test cluster a or b.
+#   rbd_run.sh SCRIPT SITE_A SITE_B      (SCRIPT relative to tests/)
 set -u
 here=$(cd "$(dirname "$0")" && pwd)
 script=$1 sa=$2 sb=$3
@@ -24,4 +24,4 @@ args_b=$(site_args b "$sb") || exit 1
 [ "$sa" = local ] || RBD_NSS+=("$([ "$sa" = a ] && echo "$FERRY_CEPH_A" || echo "$FERRY_CEPH_B")|ferry-repl-a-$$")
 [ "$sb" = local ] || RBD_NSS+=("$([ "$sb" = a ] && echo "$FERRY_CEPH_A" || echo "$FERRY_CEPH_B")|ferry-repl-b-$$")
 echo "sites: a=$sa ${args_a:+($args_a)} b=$sb ${args_b:+($args_b)}"
-FERRY_SITE_ARGS_a=$args_a FERRY_SITE_ARGS_b=$args_b bash "$here/$script"
+FERRY_SITE_ARGS_a=$args_a FERRY_SITE_ARGS_b=$args_b bash "$here/../$script"

@@ -4,14 +4,18 @@
 # End-to-end tests and the demo: qemu-system-common has qemu-storage-daemon
 # (the LUN as a FUSE file); guestfish (libguestfs-tools) boots a kernel
 # from /boot (linux-image-amd64), and its appliance makes XFS only with
-# libguestfs-xfs.
+# libguestfs-xfs.  Ceph (mon, mgr, osd, the rbd tool, rbd-mirror), librbd
+# for the RBD backend, and tgt's RBD backing store: the RBD tests bring up
+# throw-away clusters (scripts/ceph-cluster.sh) and skip only where these
+# cannot be installed.
 set -eu
 PKGS="build-essential cmake ninja-build clang libclang-rt-14-dev pkg-config
       libssl-dev libzstd-dev libxxhash-dev libcmocka-dev libisal-dev
       libiscsi-bin libiscsi-dev tgt qemu-utils qemu-block-extra
       python3 rsync e2fsprogs xfsprogs util-linux fio procps iproute2 xxd
       tshark tcpdump
-      qemu-system-common libguestfs-tools libguestfs-xfs linux-image-amd64"
+      qemu-system-common libguestfs-tools libguestfs-xfs linux-image-amd64
+      ceph ceph-mon ceph-osd ceph-mgr librbd-dev librados-dev rbd-mirror tgt-rbd"
 missing=""
 for p in $PKGS; do
   st=$(dpkg-query -W -f='${Status}' "$p" 2>/dev/null || true)

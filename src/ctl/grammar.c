@@ -51,6 +51,10 @@ static const struct ctl_cmd_spec volume_cmds[] = {
 	 {{"NAME", CTL_A_VOL, 0, NULL, NULL, "volume name"}},
 	 {{"wait", CTL_A_U64, 0, "SECONDS", NULL,
 	   "wait this long for a killed holder's cluster session to lapse (default 60)"}}},
+	{"release", "shared (RBD) pool: stop serving a volume and give it up, so that another "
+	 "ferryd can take it (planned move)",
+	 {{"NAME", CTL_A_VOL, 0, NULL, NULL, "volume name"}},
+	 {{0}}},
 };
 
 static const struct ctl_cmd_spec snap_cmds[] = {

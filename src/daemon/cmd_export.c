@@ -347,7 +347,10 @@ int export_service_start(struct daemon *d)
 	g.d = d;
 	const char *hp = daemon_opt("iscsi");
 	if (hp) {
-		int r = iscsi_server_create(hp, &g.srv);
+		/* as many workers as the store keeps I/O in flight usefully */
+		struct store_caps caps;
+		store_get_caps(d->store, &caps);
+		int r = iscsi_server_create_workers(hp, caps.io_depth, &g.srv);
 		if (r < 0) {
 			pthread_mutex_unlock(&g.lock);
 			log_error("cannot serve iSCSI on %s: %s", hp, strerror(-r));

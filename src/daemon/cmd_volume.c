@@ -398,6 +398,33 @@ static int volume_takeover(struct dreq *r)
 	return dreq_printf(r, "%s\n", msg) < 0 ? 1 : 0;
 }
 
+static int volume_release(struct dreq *r)
+{
+	const char *name = ctl_pos(r->cmd, "NAME")->vol;
+	struct store_caps caps;
+	store_get_caps(r->store, &caps);
+	if (!caps.shared)
+		return dreq_fail(r, "volume release needs a shared pool (ferryd --backend rbd); this "
+		                 "pool is %s", caps.backend);
+	if (!store_vol_exists(r->store, name))
+		return dreq_fail(r, "no such volume '%s'", name);
+	if (export_volume_in_use(name, NULL))
+		return dreq_fail(r, "volume '%s' is exported over iSCSI (ferry export rm it first)", name);
+	if (daemon_repl_needs(name, NULL))
+		return dreq_fail(r, "volume '%s' is in a replication pair (ferry pair rm it first)", name);
+	int e = store_vol_release(r->store, name);
+	char who[1536];
+	if (e == -EBUSY && store_vol_holder(r->store, name, who, sizeof(who)) == 0)
+		return dreq_fail(r, "volume '%s' is held by another gateway: %s", name, who);
+	if (e == -EBUSY)
+		return dreq_fail(r, "volume '%s' is in use", name);
+	if (e < 0)
+		return dreq_fail(r, "cannot release volume '%s': %s", name, strerror(-e));
+	log_info("released volume %s", name);
+	return dreq_printf(r, "volume %s released: another ferryd on this pool can serve it now\n",
+	                   name) < 0 ? 1 : 0;
+}
+
 const struct dgroup dgroup_volume = {
 	"volume",
 	(const struct dgroup_cmd[]){
@@ -410,6 +437,7 @@ const struct dgroup dgroup_volume = {
 		{"export", volume_export},
 		{"md5", volume_md5},
 		{"takeover", volume_takeover},
+		{"release", volume_release},
 		{NULL, NULL},
 	},
 };

@@ -152,9 +152,13 @@ bool dreq_aborted(struct dreq *r)
 void daemon_open_error(struct store *s, const char *name, int e, char *buf, size_t n)
 {
 	char who[1536];
+	int h = e == -EBUSY ? store_vol_holder(s, name, who, sizeof(who)) : -ENOENT;
 	if (e == -ENOENT)
 		snprintf(buf, n, "no such volume '%s'", name);
-	else if (e == -EBUSY && store_vol_holder(s, name, who, sizeof(who)) == 0)
+	else if (h == -ENODATA)
+		snprintf(buf, n, "volume '%s' was released by its gateway: `ferry volume takeover %s` "
+		         "serves it here", name, name);
+	else if (h == 0)
 		snprintf(buf, n, "volume '%s' is held by another gateway: %s (if it is dead: ferry "
 		         "volume takeover %s)", name, who, name);
 	else if (e == -ESHUTDOWN)

@@ -171,6 +171,15 @@ int store_vol_takeover(struct store *s, const char *name, unsigned wait_ms, char
 	return s->ops->vol_takeover(s, name, wait_ms, msg, n);
 }
 
+int store_vol_release(struct store *s, const char *name)
+{
+	if (!name_valid(name))
+		return -EINVAL;
+	if (!s->ops->vol_release)
+		return -EOPNOTSUPP;
+	return s->ops->vol_release(s, name);
+}
+
 /* ---- the open volumes --------------------------------------------------- */
 
 struct vol *store_find_open(struct store *s, const char *name)

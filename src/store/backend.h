@@ -40,6 +40,7 @@ struct store_ops {
 	int (*vol_holder)(struct store *s, const char *name, char *buf, size_t n);
 	int (*vol_takeover)(struct store *s, const char *name, unsigned wait_ms, char *msg,
 	                    size_t n);
+	int (*vol_release)(struct store *s, const char *name);
 
 	/* volume */
 	int (*info)(struct vol *v, struct vol_info *out);

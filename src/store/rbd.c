@@ -509,9 +509,13 @@ static int rbd_vol_load(struct store *s, const char *name, struct vol **out)
 			log_debug("store: rbd: image %s is not a ferry volume", name);
 		goto fail;
 	}
-	if (rec.gw[0] && strcmp(rec.gw, rs->gw)) {
-		log_error("store: rbd: volume %s is held by gateway %.8s on host %s (%s)", name, rec.gw,
-		          rec.host, rec.dir);
+	if (strcmp(rec.gw, rs->gw)) {
+		if (rec.gw[0])
+			log_error("store: rbd: volume %s is held by gateway %.8s on host %s (%s)", name,
+			          rec.gw, rec.host, rec.dir);
+		else
+			log_error("store: rbd: volume %s was released: `ferry volume takeover %s` "
+			          "serves it here", name, name);
 		rc = -EBUSY;
 		goto fail;
 	}
@@ -525,7 +529,7 @@ static int rbd_vol_load(struct store *s, const char *name, struct vol **out)
 	rc = owner_get(rv->img, &rec);
 	if (rc < 0 && rc != -ENOENT)
 		goto fail;
-	if (rec.gw[0] && strcmp(rec.gw, rs->gw)) {
+	if (strcmp(rec.gw, rs->gw)) {
 		log_error("store: rbd: volume %s was taken over by gateway %.8s on host %s", name,
 		          rec.gw, rec.host);
 		rbd_lock_release(rv->img);
@@ -1492,7 +1496,9 @@ static int rbd_vol_holder_op(struct store *s, const char *name, char *buf, size_
 	int rc = peek(s, name, NULL, 0, &rec);
 	if (rc < 0)
 		return rc;
-	if (!rec.gw[0] || !strcmp(rec.gw, rs->gw))
+	if (!rec.gw[0])
+		return -ENODATA;
+	if (!strcmp(rec.gw, rs->gw))
 		return -ENOENT;
 	/* lock owners are only known to a read-write handle (it does not
 	 * take the lock by being open) */
@@ -1521,13 +1527,12 @@ static int rbd_vol_takeover_op(struct store *s, const char *name, unsigned wait_
 	rc = peek(s, name, NULL, 0, &rec);
 	if (rc < 0)
 		return rc;
-	if (!rec.gw[0] || !strcmp(rec.gw, rs->gw)) {
-		/* nobody else holds it: an open claims it */
+	if (!strcmp(rec.gw, rs->gw)) {
 		struct vol *v;
 		rc = vol_open(s, name, &v);
 		if (rc == 0) {
 			vol_close(v);
-			snprintf(msg, n, "volume %s is held by this gateway", name);
+			snprintf(msg, n, "volume %s is held by this gateway already", name);
 		}
 		return rc;
 	}
@@ -1587,11 +1592,17 @@ static int rbd_vol_takeover_op(struct store *s, const char *name, unsigned wait_
 	rc = owner_put(img, &me);
 	if (rc < 0)
 		goto out;
-	log_warn("store: rbd: volume %s taken over from gateway %.8s (host %s, %s)%s%s", name,
-	         rec.gw, rec.host, rec.dir, fenced_addr[0] ? "; fenced client " : "",
-	         fenced_addr);
-	snprintf(msg, n, "volume %s taken over from ferryd on host %s (%s)%s%s", name, rec.host,
-	         rec.dir, fenced_addr[0] ? "; its client was blocklisted: " : "", fenced_addr);
+	if (!rec.gw[0]) {
+		log_info("store: rbd: claimed released volume %s", name);
+		snprintf(msg, n, "volume %s (released) is served here now", name);
+	} else {
+		log_warn("store: rbd: volume %s taken over from gateway %.8s (host %s, %s)%s%s",
+		         name, rec.gw, rec.host, rec.dir, fenced_addr[0] ? "; fenced client " : "",
+		         fenced_addr);
+		snprintf(msg, n, "volume %s taken over from ferryd on host %s (%s)%s%s", name,
+		         rec.host, rec.dir, fenced_addr[0] ? "; its client was blocklisted: " : "",
+		         fenced_addr);
+	}
 out:
 	rbd_close(img);
 	if (rc == 0) {
@@ -1603,6 +1614,51 @@ out:
 			vol_close(v);
 	}
 	return seen(s, rc);
+}
+
+static int rbd_vol_release_op(struct store *s, const char *name)
+{
+	int rc = fenced(s);
+	if (rc)
+		return rc;
+	pthread_mutex_lock(&s->mu);
+	struct vol *v = store_find_open(s, name);
+	if (!v) {
+		/* not pinned: only ours if the record says so */
+		struct owner rec;
+		rc = peek(s, name, NULL, 0, &rec);
+		pthread_mutex_unlock(&s->mu);
+		if (rc < 0)
+			return rc;
+		if (rec.gw[0] && strcmp(rec.gw, RS(s)->gw))
+			return -EBUSY;
+		return 0; /* nobody holds it */
+	}
+	if (v->refs > 1) {
+		pthread_mutex_unlock(&s->mu);
+		return -EBUSY;
+	}
+	for (struct vol **pp = &s->open; *pp; pp = &(*pp)->next) {
+		if (*pp == v) {
+			*pp = v->next;
+			break;
+		}
+	}
+	/* Cleared under our lock; the unload then flushes and lets go. */
+	rc = rbd_metadata_remove(RV(v)->img, KEY_OWNER);
+	if (rc == -ENOENT)
+		rc = 0;
+	if (rc < 0) {
+		v->next = s->open;
+		s->open = v;
+		pthread_mutex_unlock(&s->mu);
+		log_error("store: rbd: %s: cannot clear its ownership record: %s", name, strerror(-rc));
+		return seen(s, rc);
+	}
+	rbd_vol_unload(v);
+	pthread_mutex_unlock(&s->mu);
+	log_info("store: rbd: released volume %s", name);
+	return 0;
 }
 
 /* ---- open / close ------------------------------------------------------------ */
@@ -1832,6 +1888,7 @@ const struct store_ops store_rbd_ops = {
 	.vol_unload = rbd_vol_unload,
 	.vol_holder = rbd_vol_holder_op,
 	.vol_takeover = rbd_vol_takeover_op,
+	.vol_release = rbd_vol_release_op,
 	.info = rbd_vol_info,
 	.read = rbd_read_op,
 	.write = rbd_write_op,

@@ -130,15 +130,21 @@ bool store_vol_exists(struct store *s, const char *name);
  * created or took it over; other gateways cannot open it (-EBUSY).
  * store_vol_holder: 0 with a one-line description of the gateway that
  * holds name (host, state directory, pid, client address, and whether it
- * looks alive) in buf when another gateway holds it; -ENOENT when nobody
- * else does (or no such volume); -EOPNOTSUPP when the pool is not shared.
- * store_vol_takeover: makes this gateway the holder of a volume whose
- * holder is dead: waits (at most wait_ms) for the holder's session to
+ * looks alive) in buf when another gateway holds it; -ENODATA when nobody
+ * does (it was released: takeover claims it); -ENOENT when this gateway
+ * does (or no such volume); -EOPNOTSUPP when the pool is not shared.
+ * store_vol_takeover: makes this gateway the holder of a volume that was
+ * released or whose holder is dead: waits (at most wait_ms) for the holder's session to
  * lapse, fences (blocklists) it so that it can never write again, takes
  * the volume's lock and rewrites the ownership record.  0 (msg says what
  * was done), -EBUSY (holder alive; msg says who), -ENOENT, -EOPNOTSUPP,
  * or the cluster's error.  msg may be NULL. */
 int store_vol_holder(struct store *s, const char *name, char *buf, size_t n);
+/* Gives a volume this gateway holds back to the pool: its ownership record
+ * is cleared and its lock released, so that another gateway's open claims
+ * it (a planned move).  -EBUSY while it is open here (beyond the store's
+ * own reference), -ENOENT, -EOPNOTSUPP when the pool is not shared. */
+int store_vol_release(struct store *s, const char *name);
 int store_vol_takeover(struct store *s, const char *name, unsigned wait_ms, char *msg, size_t n);
 
 /* ---- volume ----------------------------------------------------------- */

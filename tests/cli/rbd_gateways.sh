@@ -3,9 +3,10 @@
 # namespace of test cluster a; each serves its own volumes and refuses the
 # other's with a message naming the holder; after kill -9 of A, `volume
 # takeover` on B fences A's client and serves A's volume (data intact,
-# writable, exportable over iSCSI); a restarted A no longer gets it.  Then
-# a frozen (SIGSTOP) gateway whose session lapsed is taken over, and once
-# it runs again it can never write: it was blocklisted.
+# writable, exportable over iSCSI); a restarted A no longer gets it.  A
+# planned move (release, takeover).  Then a frozen (SIGSTOP) gateway whose
+# session lapsed is taken over, and once it runs again it can never write:
+# it was blocklisted.
 . "$(dirname "$0")/lib.sh"
 . "$(dirname "$0")/../rbd_lib.sh"
 rbd_require a
@@ -69,6 +70,24 @@ expect 0 "A lists" -- fa volume list --json
 check "A no longer serves va" python3 -c 'import json,sys; assert json.loads(sys.argv[1]) == []' "$OUT"
 expect_err 1 "held by another gateway: ferryd on host .*state directory $PB" "A: va is B's now" -- \
 	fa volume info va
+
+# ---- a planned move: release on one gateway, takeover on the other ----------------------
+expect 0 "B creates vd" -- fb volume create vd --size 16M
+expect 0 "B writes vd" -- fb volume write vd --offset 0 "$T/da"
+wantd=$(fb volume md5 vd | cut -d' ' -f1)
+expect 0 "B exports vd" -- fb export add vd
+expect_err 1 "exported over iSCSI" "release refused while exported" -- fb volume release vd
+expect 0 "B unexports vd" -- fb export rm vd
+expect 0 "B releases vd" -- fb volume release vd
+expect_err 1 "released by its gateway: .ferry volume takeover vd" "B: vd released" -- fb volume md5 vd
+expect 0 "A lists after the release" -- fa volume list --json
+check "a released volume is nobody's" python3 -c 'import json,sys; assert "vd" not in [v["name"] for v in json.loads(sys.argv[1])]' "$OUT"
+expect 0 "A takes vd" -- fa volume takeover vd --wait 5
+check "takeover of a released volume says so" grep -q "released" <<<"$OUT"
+expect 0 "A: md5 of vd" -- fa volume md5 vd
+check "vd moved intact" test "$OUT" = "$wantd  vd"
+expect_err 1 "held by another gateway: ferryd on host .*state directory $PA" "B: vd is A's now" -- \
+	fb volume info vd
 
 # ---- a frozen gateway is fenced for good ----------------------------------------------
 expect 0 "A creates vc" -- fa volume create vc --size 16M

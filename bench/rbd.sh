@@ -244,7 +244,8 @@ if [[ $PARTS == *repl* ]]; then
 			RB mirror image enable rbd/mv snapshot
 		) >"$T/mirror-setup.log" 2>&1 && MIRROR=1
 		if [ $MIRROR = 1 ]; then
-			rbd-mirror --conf "$CB" --id admin -f >"$T/rbd-mirror.log" 2>&1 &
+			# (its pool replayers find their own cluster through CEPH_CONF)
+			CEPH_CONF=$CB rbd-mirror --conf "$CB" --id admin -f >"$T/rbd-mirror.log" 2>&1 &
 			MIRROR_PID=$!
 		fi
 	fi
@@ -265,7 +266,7 @@ sys.exit(0 if j.get("replay_state") == "idle" and j.get("local_snapshot_timestam
 	}
 	if [ $MIRROR = 1 ]; then
 		t0=$(now)
-		if wait_mirror 1800; then
+		if wait_mirror 900; then
 			echo "repl: rbd-mirror initial sync $(since "$t0") s"
 		else
 			MIRROR=0

@@ -303,6 +303,13 @@ int scsi_lu_create(const struct scsi_lu_params *p, struct scsi_lu **out)
 	lu->block_size = vi.block_size;
 	lu->nblocks = vi.size / vi.block_size;
 	lu->object_size = vi.object_size;
+	/* Where zeros are known from metadata, reading to classify is cheap
+	 * (the page cache); where they are found by reading over the network
+	 * (RBD), an initiator that asks before each read (qemu does) would pay
+	 * many times its reads: one chunk per command there. */
+	struct store_caps caps;
+	vol_get_caps(lu->vol, &caps);
+	lu->lba_scan = caps.zero_exact ? LBA_STATUS_SCAN : (1u << 20);
 	atomic_init(&lu->wce, true);
 	atomic_init(&lu->swp, false);
 	lu->dexcpt = true;
@@ -915,7 +922,7 @@ static int lba_status_scan(struct scsi_lu *lu, uint64_t lba, struct lba_run *run
 {
 	uint32_t bs = lu->block_size;
 	uint64_t end = lu->nblocks;
-	uint64_t read_budget = LBA_STATUS_SCAN, skip_budget = LBA_STATUS_SKIP;
+	uint64_t read_budget = lu->lba_scan, skip_budget = LBA_STATUS_SKIP;
 	size_t nr = 0;
 	uint8_t *buf = malloc(1u << 20);
 	if (!buf)

@@ -121,6 +121,11 @@ void store_get_caps(const struct store *s, struct store_caps *out)
 	*out = s->ops->caps;
 }
 
+void vol_get_caps(const struct vol *v, struct store_caps *out)
+{
+	*out = v->store->ops->caps;
+}
+
 int store_vol_create(struct store *s, const char *name, const struct vol_params *p)
 {
 	if (!name_valid(name)) {

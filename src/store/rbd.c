@@ -30,8 +30,11 @@
  *    reports: cost ~ what changed since the snapshot (rbd_snap_rollback
  *    touches every object of the image), not atomic, repeatable.
  *
- *  - librbd's cache is off: a gateway acknowledges writes the cluster has,
- *    and a takeover must find every acknowledged write in the cluster.
+ *  - librbd's cache is off: what a takeover finds in the cluster is every
+ *    write this gateway acknowledged before its last flush, and no other
+ *    gateway ever reads stale cached data.  Writes are written behind
+ *    (wb_submit): a bounded number in flight, each overlap ordered, all of
+ *    them drained by flush, snapshot, rollback and diffs to the head.
  */
 #include "store/store_int.h"
 
@@ -63,6 +66,8 @@
 #define DIFF_THREADS 4
 #define DIFF_WINDOW 16                 /* objects narrowed ahead of the caller */
 #define DIFF_BUF_BUDGET (64u << 20)    /* narrowing buffers of all threads */
+#define WB_MAX_OPS 32                  /* writes in flight per volume */
+#define WB_MAX_BYTES (32u << 20)       /* ... and their bytes */
 
 struct rbd_store {
 	rados_t cluster;
@@ -94,6 +99,23 @@ struct rbd_vol {
 	pthread_rwlock_t lock;
 	pthread_mutex_t mu;    /* the list of open snapshots (insertions) */
 	struct rbd_snap *snaps;
+	/* Write-behind (see wb_submit): writes in flight, under wb_mu. */
+	pthread_mutex_t wb_mu;
+	pthread_cond_t wb_cv;
+	struct wb_req *wb[WB_MAX_OPS];
+	unsigned wb_n;
+	uint64_t wb_bytes;
+	int wb_err;            /* first failure since the last flush */
+};
+
+/* One write in flight: its own copy of the data (the caller's buffer is
+ * reused as soon as vol_write returns). */
+struct wb_req {
+	struct rbd_vol *rv;
+	rbd_completion_t c;
+	uint64_t off, len;
+	uint64_t charge;       /* bytes held: len for data, 0 for zeroes */
+	uint8_t data[];
 };
 
 static struct rbd_store *RS(const struct store *s)
@@ -375,6 +397,102 @@ static int zero_at(rbd_image_t img, uint64_t off, uint64_t len)
 	return 0;
 }
 
+/* ---- write-behind -------------------------------------------------------------
+ * vol_write returns once librbd has a write (up to WB_MAX_OPS / WB_MAX_BYTES
+ * in flight per volume), not once the cluster has it: the store's contract
+ * ("not durable until vol_flush") and the LUNs' write-back cache (WCE=1;
+ * FUA, SYNCHRONIZE CACHE and WCE=0 flush) allow it, as the local backend's
+ * page cache does, and the cluster's round trip then overlaps the next
+ * write.  A request that overlaps one in flight waits for it (librbd does
+ * not order a read after a write still updating the object map), as do
+ * flush, snapshots, rollback and diffs to the head (wb_drain).  A failure
+ * is kept and returned by the next flush. */
+
+static bool wb_overlaps(const struct rbd_vol *rv, uint64_t off, uint64_t len)
+{
+	for (unsigned i = 0; i < rv->wb_n; i++)
+		if (off < rv->wb[i]->off + rv->wb[i]->len && rv->wb[i]->off < off + len)
+			return true;
+	return false;
+}
+
+static void wb_done(rbd_completion_t c, void *arg)
+{
+	struct wb_req *r = arg;
+	struct rbd_vol *rv = r->rv;
+	ssize_t ret = rbd_aio_get_return_value(c);
+	pthread_mutex_lock(&rv->wb_mu);
+	if (ret < 0 && !rv->wb_err)
+		rv->wb_err = (int)ret;
+	for (unsigned i = 0; i < rv->wb_n; i++) {
+		if (rv->wb[i] == r) {
+			rv->wb[i] = rv->wb[--rv->wb_n];
+			break;
+		}
+	}
+	rv->wb_bytes -= r->charge;
+	pthread_cond_broadcast(&rv->wb_cv);
+	pthread_mutex_unlock(&rv->wb_mu);
+	rbd_aio_release(c);
+	free(r);
+}
+
+/* Waits until nothing in flight overlaps [off, off+len). */
+static void wb_wait_range(struct rbd_vol *rv, uint64_t off, uint64_t len)
+{
+	pthread_mutex_lock(&rv->wb_mu);
+	while (wb_overlaps(rv, off, len))
+		pthread_cond_wait(&rv->wb_cv, &rv->wb_mu);
+	pthread_mutex_unlock(&rv->wb_mu);
+}
+
+/* Waits for every write in flight; returns (and clears) the first failure. */
+static int wb_drain(struct rbd_vol *rv)
+{
+	pthread_mutex_lock(&rv->wb_mu);
+	while (rv->wb_n)
+		pthread_cond_wait(&rv->wb_cv, &rv->wb_mu);
+	int rc = rv->wb_err;
+	rv->wb_err = 0;
+	pthread_mutex_unlock(&rv->wb_mu);
+	return rc;
+}
+
+/* Starts a write of len bytes of buf (NULL: zeroes) at off. */
+static int wb_submit(struct rbd_vol *rv, const uint8_t *buf, uint64_t off, uint64_t len)
+{
+	struct wb_req *r = malloc(sizeof(*r) + (buf ? len : 0));
+	if (!r)
+		return -ENOMEM;
+	r->rv = rv;
+	r->off = off;
+	r->len = len;
+	r->charge = buf ? len : 0;
+	if (buf)
+		memcpy(r->data, buf, len);
+	uint64_t charge = r->charge;
+	pthread_mutex_lock(&rv->wb_mu);
+	while (rv->wb_n == WB_MAX_OPS || (rv->wb_n && rv->wb_bytes + charge > WB_MAX_BYTES) ||
+	       wb_overlaps(rv, off, len))
+		pthread_cond_wait(&rv->wb_cv, &rv->wb_mu);
+	int rc = rbd_aio_create_completion(r, wb_done, &r->c);
+	if (rc == 0) {
+		rv->wb[rv->wb_n++] = r;
+		rv->wb_bytes += charge;
+		rc = buf ? rbd_aio_write(rv->img, off, (size_t)len, (const char *)r->data, r->c)
+		         : rbd_aio_write_zeroes(rv->img, off, (size_t)len, r->c, 0, 0);
+		if (rc < 0) {
+			rv->wb[--rv->wb_n] = NULL;
+			rv->wb_bytes -= charge;
+			rbd_aio_release(r->c);
+		}
+	}
+	pthread_mutex_unlock(&rv->wb_mu);
+	if (rc < 0)
+		free(r);
+	return rc;
+}
+
 static void vol_free_rbd(struct vol *v)
 {
 	struct rbd_vol *rv = RV(v);
@@ -389,6 +507,8 @@ static void vol_free_rbd(struct vol *v)
 			rbd_close(rv->img);
 		pthread_rwlock_destroy(&rv->lock);
 		pthread_mutex_destroy(&rv->mu);
+		pthread_mutex_destroy(&rv->wb_mu);
+		pthread_cond_destroy(&rv->wb_cv);
 		free(rv);
 	}
 	free(v);
@@ -489,6 +609,8 @@ static int rbd_vol_load(struct store *s, const char *name, struct vol **out)
 	snprintf(v->name, sizeof(v->name), "%s", name);
 	pthread_rwlock_init(&rv->lock, NULL);
 	pthread_mutex_init(&rv->mu, NULL);
+	pthread_mutex_init(&rv->wb_mu, NULL);
+	pthread_cond_init(&rv->wb_cv, NULL);
 
 	/* A look first, without a watch: a volume held elsewhere is refused
 	 * without disturbing its holder. */
@@ -567,7 +689,11 @@ static void rbd_vol_unload(struct vol *v)
 {
 	struct rbd_vol *rv = RV(v);
 	if (rv->img) {
-		int rc = rbd_flush(rv->img);
+		int rc = wb_drain(rv);
+		if (rc < 0)
+			log_error("store: rbd: %s: a write failed before close: %s", v->name,
+			          strerror(-rc));
+		rc = rbd_flush(rv->img);
 		if (rc < 0)
 			log_error("store: rbd: %s: flush at close: %s", v->name, strerror(-rc));
 		rbd_lock_release(rv->img);
@@ -588,6 +714,8 @@ static int rbd_read_op(struct vol *v, const char *snap, void *buf, uint64_t off,
 	pthread_rwlock_rdlock(&rv->lock);
 	rbd_image_t img;
 	rc = snap_handle(v, snap, &img);
+	if (!rc && !snap)
+		wb_wait_range(rv, off, len);
 	if (!rc)
 		rc = read_at(img, buf, off, len);
 	pthread_rwlock_unlock(&rv->lock);
@@ -604,7 +732,7 @@ static int write_locked(struct vol *v, const uint8_t *buf, uint64_t off, size_t 
 {
 	struct rbd_vol *rv = RV(v);
 	if (buf_is_zero(buf, len))
-		return zero_at(rv->img, off, len);
+		return wb_submit(rv, NULL, off, len);
 	size_t data = 0; /* start of the data not written yet */
 	size_t pos = (size_t)((STORE_BLOCK - off % STORE_BLOCK) % STORE_BLOCK);
 	while (pos + STORE_BLOCK <= len) {
@@ -616,16 +744,16 @@ static int write_locked(struct vol *v, const uint8_t *buf, uint64_t off, size_t 
 		while (z + STORE_BLOCK <= len && buf_is_zero(buf + z, STORE_BLOCK))
 			z += STORE_BLOCK;
 		if (z - pos >= ZERO_RUN) {
-			int rc = pos > data ? write_at(rv->img, buf + data, off + data, pos - data) : 0;
+			int rc = pos > data ? wb_submit(rv, buf + data, off + data, pos - data) : 0;
 			if (!rc)
-				rc = zero_at(rv->img, off + pos, z - pos);
+				rc = wb_submit(rv, NULL, off + pos, z - pos);
 			if (rc)
 				return rc;
 			data = z;
 		}
 		pos = z;
 	}
-	return len > data ? write_at(rv->img, buf + data, off + data, len - data) : 0;
+	return len > data ? wb_submit(rv, buf + data, off + data, len - data) : 0;
 }
 
 static int rbd_write_op(struct vol *v, const void *buf, uint64_t off, size_t len)
@@ -656,7 +784,7 @@ static int rbd_zero_op(struct vol *v, uint64_t off, uint64_t len)
 	if ((rc = fenced(v->store)))
 		return rc;
 	pthread_rwlock_rdlock(&rv->lock);
-	rc = zero_at(rv->img, off, len);
+	rc = wb_submit(rv, NULL, off, len);
 	pthread_rwlock_unlock(&rv->lock);
 	if (rc < 0)
 		log_error("store: rbd: %s: zero %" PRIu64 "+%" PRIu64 ": %s", v->name, off, len,
@@ -669,7 +797,10 @@ static int rbd_flush_op(struct vol *v)
 	int rc = fenced(v->store);
 	if (rc)
 		return rc;
-	rc = rbd_flush(RV(v)->img);
+	rc = wb_drain(RV(v));
+	int rc2 = rbd_flush(RV(v)->img);
+	if (!rc)
+		rc = rc2;
 	if (rc < 0)
 		log_error("store: rbd: %s: flush: %s", v->name, strerror(-rc));
 	return seen(v->store, rc);
@@ -764,7 +895,13 @@ static int rbd_snap_create_op(struct vol *v, const char *name)
 	int rc = fenced(v->store);
 	if (rc)
 		return rc;
-	/* librbd quiesces and flushes in-flight writes itself */
+	/* what was written before belongs to the snapshot: in the cluster */
+	rc = wb_drain(rv);
+	if (rc < 0) {
+		log_error("store: rbd: %s: snapshot %s: a write failed: %s", v->name, name,
+		          strerror(-rc));
+		return seen(v->store, rc);
+	}
 	rc = rbd_snap_create(rv->img, name);
 	if (rc < 0 && rc != -EEXIST)
 		log_error("store: rbd: %s: snapshot %s: %s", v->name, name, strerror(-rc));
@@ -1087,6 +1224,8 @@ static int rbd_diff_op(struct vol *v, const char *from, const char *to, diff_cb 
 		return rc;
 	uint64_t r0 = atomic_load(&diff_reported), k0 = atomic_load(&diff_kept);
 	uint64_t t0 = now_mono_ns();
+	if (!to && (rc = wb_drain(rv)) < 0)
+		return seen(v->store, rc);
 	pthread_rwlock_rdlock(&rv->lock);
 	rc = diff_locked(v, from, to, cb, ctx);
 	pthread_rwlock_unlock(&rv->lock);
@@ -1097,15 +1236,24 @@ static int rbd_diff_op(struct vol *v, const char *from, const char *to, diff_cb 
 	return rc;
 }
 
+static int sum_cb(uint64_t off, size_t len, int exists, void *arg);
+
 static int object_zero(struct vol *v, rbd_image_t img, uint64_t objno, bool *zero)
 {
 	struct rbd_vol *rv = RV(v);
 	uint64_t o0 = objno * rv->osz, o1 = MIN(o0 + rv->osz, rv->size);
+	/* An object the object map knows absent is all zero (one small read
+	 * of the map, not of the object). */
+	uint64_t exists = 0;
+	int rc = rbd_diff_iterate2(img, NULL, o0, o1 - o0, 1, 1, sum_cb, &exists);
+	if (rc == 0 && exists == 0) {
+		*zero = true;
+		return 0;
+	}
 	uint8_t *buf = malloc(rv->osz);
 	if (!buf)
 		return -ENOMEM;
-	/* objects the object map knows absent read as zeros without I/O */
-	int rc = read_at(img, buf, o0, (size_t)(o1 - o0));
+	rc = read_at(img, buf, o0, (size_t)(o1 - o0));
 	if (!rc)
 		*zero = buf_is_zero(buf, o1 - o0);
 	free(buf);
@@ -1123,6 +1271,8 @@ static int rbd_object_is_zero_op(struct vol *v, const char *snap, uint64_t objno
 	pthread_rwlock_rdlock(&rv->lock);
 	rbd_image_t img;
 	rc = snap_handle(v, snap, &img);
+	if (!rc && !snap)
+		wb_wait_range(rv, objno * rv->osz, rv->osz);
 	if (!rc)
 		rc = object_zero(v, img, objno, zero);
 	pthread_rwlock_unlock(&rv->lock);
@@ -1184,6 +1334,7 @@ static int rbd_rollback_op(struct vol *v, const char *name)
 	uint64_t t0 = now_mono_ns();
 	/* Writers wait; diff workers only read. */
 	pthread_rwlock_wrlock(&rv->lock);
+	(void)wb_drain(rv); /* what it failed to write is rolled back anyway */
 	rc = snap_handle(v, name, &c.snap_img);
 	if (!rc)
 		rc = diff_locked(v, name, NULL, rollback_cb, &c);

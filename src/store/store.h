@@ -112,8 +112,9 @@ struct store_caps {
 	                                   have holders (store_vol_holder/takeover) */
 	unsigned io_depth;              /* concurrent I/O callers worth running */
 };
-/* Fills *out for store s.  Never fails. */
+/* Fills *out for store s (or the store of volume v).  Never fails. */
 void store_get_caps(const struct store *s, struct store_caps *out);
+void vol_get_caps(const struct vol *v, struct store_caps *out);
 /* Closes the store.  All volumes must have been closed. */
 void store_close(struct store *s);
 

@@ -92,7 +92,7 @@ up() { # DIR
 }
 if [ -z "$CA" ]; then up "$T/ca"; CA=$T/ca/ceph.conf; fi
 if [[ $PARTS == *repl* ]] && [ -z "$CB" ]; then up "$T/cb"; CB=$T/cb/ceph.conf; fi
-RB() { timeout 600 rbd --conf "$CA" "$@"; }
+RB() { timeout 600 rbd --conf "$CA" --no-progress "$@"; }
 echo "# bench/rbd.sh: $(nproc) cores, $(free -g | awk '/Mem/{print $2}') GiB, $(uname -r), Ceph $(ceph --version | awk '{print $3}'), $(date -u +%Y-%m-%dT%H:%MZ); load at start $(load)"
 FEAT="--image-feature layering,exclusive-lock,object-map,fast-diff"
 RES=$T/results.md
@@ -205,7 +205,7 @@ fi
 
 # ---- 2. replication between two clusters --------------------------------------------
 if [[ $PARTS == *repl* ]]; then
-	RBB() { timeout 600 rbd --conf "$CB" "$@"; }
+	RBB() { timeout 600 rbd --conf "$CB" --no-progress "$@"; }
 	SZ=${REPL_GB}G
 	secret=$T/secret; head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n' >"$secret"; chmod 600 "$secret"
 	BP=$(free_port)
@@ -230,8 +230,28 @@ if [[ $PARTS == *repl* ]]; then
 	init_rbd=$(since "$t0")
 	echo "repl: initial copy: ferry ${init_ferry} s, export-diff|import-diff ${init_rbd} s"
 
-	# rbd-mirror, snapshot mode (B pulls from A), if it can be set up here
+	# rbd-mirror, snapshot mode (B pulls from A), if it can be set up here.
+	# Completion: B holds a complete non-primary copy of A's newest mirror
+	# snapshot (rbd-mirror's status reporting did not work here).
 	MIRROR=0
+	primary_snap() { # newest mirror snapshot id of A's mv
+		RB snap ls --all rbd/mv --format json | python3 -c '
+import json, sys
+ids = [s["id"] for s in json.load(sys.stdin) if s["namespace"].get("type") == "mirror"]
+print(max(ids) if ids else "")'
+	}
+	mirror_done() { # SNAP_ID
+		RBB snap ls --all rbd/mv --format json 2>/dev/null | python3 -c '
+import json, sys
+sid = int(sys.argv[1])
+ok = any(s["namespace"].get("type") == "mirror" and s["namespace"].get("primary_snap_id") == sid
+         and s["namespace"].get("complete") for s in json.load(sys.stdin))
+sys.exit(0 if ok else 1)' "$1"
+	}
+	wait_mirror() { # SNAP_ID SECONDS
+		local end=$((SECONDS + $2))
+		until mirror_done "$1"; do [ $SECONDS -ge $end ] && return 1; sleep 0.1; done
+	}
 	if command -v rbd-mirror >/dev/null; then
 		(
 			set -e
@@ -241,40 +261,30 @@ if [[ $PARTS == *repl* ]]; then
 			RBB mirror pool peer bootstrap import --site-name site-b --direction rx-only rbd "$T/token"
 			RB create --size $SZ $FEAT rbd/mv
 			"$B/bench/rbd_change" "$CA" rbd mv --fill --seed 7 >/dev/null
-			RB mirror image enable rbd/mv snapshot
 		) >"$T/mirror-setup.log" 2>&1 && MIRROR=1
 		if [ $MIRROR = 1 ]; then
 			# (its pool replayers find their own cluster through CEPH_CONF)
 			CEPH_CONF=$CB rbd-mirror --conf "$CB" --id admin -f >"$T/rbd-mirror.log" 2>&1 &
 			MIRROR_PID=$!
+			# rbd-mirror registers itself on A as a peer; mirror snapshots
+			# made before that name no peer and are never copied
+			end=$((SECONDS + 120))
+			until RB mirror pool info rbd 2>/dev/null | grep -q 'Direction: tx-only'; do
+				[ $SECONDS -ge $end ] && { MIRROR=0; break; }
+				sleep 0.5
+			done
 		fi
-	fi
-	# mirror_synced: the secondary replayed the primary's newest mirror snapshot
-	mirror_synced() {
-		RBB mirror image status rbd/mv --format json 2>/dev/null | python3 -c '
-import json, sys
-s = json.load(sys.stdin)
-d = s.get("description", "")
-if not d.startswith("replaying"):
-    sys.exit(1)
-j = json.loads(d[d.index("{"):])
-sys.exit(0 if j.get("replay_state") == "idle" and j.get("local_snapshot_timestamp") == j.get("remote_snapshot_timestamp") else 1)'
-	}
-	wait_mirror() { # seconds
-		local end=$((SECONDS + $1))
-		until mirror_synced; do [ $SECONDS -ge $end ] && return 1; sleep 0.1; done
-	}
-	if [ $MIRROR = 1 ]; then
-		t0=$(now)
-		if wait_mirror 900; then
-			echo "repl: rbd-mirror initial sync $(since "$t0") s"
+		if [ $MIRROR = 1 ]; then
+			t0=$(now)
+			if RB mirror image enable rbd/mv snapshot >/dev/null && wait_mirror "$(primary_snap)" 900; then
+				echo "repl: rbd-mirror initial sync $(since "$t0") s"
+			else
+				MIRROR=0
+				echo "repl: rbd-mirror did not sync; left out" >&2
+			fi
 		else
-			MIRROR=0
-			echo "repl: rbd-mirror did not sync (see the log below); left out" >&2
-			tail -5 "$T/rbd-mirror.log" >&2
+			echo "repl: rbd-mirror could not be set up:" >&2; tail -3 "$T/mirror-setup.log" >&2
 		fi
-	else
-		echo "repl: rbd-mirror could not be set up:" >&2; tail -3 "$T/mirror-setup.log" >&2
 	fi
 
 	declare -A RT RW
@@ -306,7 +316,7 @@ sys.exit(0 if j.get("replay_state") == "idle" and j.get("local_snapshot_timestam
 				[ $MIRROR = 1 ] || continue
 				"$B/bench/rbd_change" "$CA" rbd mv --blocks $CHG --seed $seed >/dev/null || exit 1
 				t0=$(now)
-				if RB mirror image snapshot rbd/mv >/dev/null && wait_mirror 600; then
+				if RB mirror image snapshot rbd/mv >/dev/null && wait_mirror "$(primary_snap)" 600; then
 					t=$(since "$t0")
 				else
 					echo "rbd-mirror round failed" >&2

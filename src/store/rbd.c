@@ -106,6 +106,7 @@ struct rbd_vol {
 	unsigned wb_n;
 	uint64_t wb_bytes;
 	int wb_err;            /* first failure since the last flush */
+	struct dcache *dc;     /* the last diff between two snapshots (under mu) */
 };
 
 /* One write in flight: its own copy of the data (the caller's buffer is
@@ -493,6 +494,8 @@ static int wb_submit(struct rbd_vol *rv, const uint8_t *buf, uint64_t off, uint6
 	return rc;
 }
 
+static void dcache_free(struct dcache *d);
+
 static void vol_free_rbd(struct vol *v)
 {
 	struct rbd_vol *rv = RV(v);
@@ -503,6 +506,7 @@ static void vol_free_rbd(struct vol *v)
 			rbd_close(p->img);
 			free(p);
 		}
+		dcache_free(rv->dc);
 		if (rv->img)
 			rbd_close(rv->img);
 		pthread_rwlock_destroy(&rv->lock);
@@ -1216,6 +1220,90 @@ static int diff_locked(struct vol *v, const char *from, const char *to, diff_cb 
 	return seen(v->store, rc);
 }
 
+/* The last diff between two snapshots, kept for its repeat: snapshots do
+ * not change, and the replication engine enumerates a cycle's diff before
+ * it transfers it (two calls), which would otherwise read everything RBD
+ * reports twice.  Keyed by snapshot ids (never reused); bounded. */
+#define DCACHE_MAX_EXTENTS (1u << 20)
+struct cobj {
+	uint64_t objno;
+	size_t first;
+	uint32_t n;
+	bool all_zero;
+};
+struct dcache {
+	uint64_t from_id, to_id;
+	int refs;                 /* under rv->mu */
+	struct cobj *o;
+	size_t n, cap;
+	struct extent *e;
+	size_t ne, cape;
+	bool over;                /* too big: not kept */
+};
+
+static void dcache_free(struct dcache *d)
+{
+	if (d) {
+		free(d->o);
+		free(d->e);
+		free(d);
+	}
+}
+
+static void dcache_put(struct rbd_vol *rv, struct dcache *d)
+{
+	if (!d)
+		return;
+	pthread_mutex_lock(&rv->mu);
+	bool last = --d->refs == 0;
+	pthread_mutex_unlock(&rv->mu);
+	if (last)
+		dcache_free(d);
+}
+
+struct rec_ctx {
+	struct dcache *d;
+	diff_cb cb;
+	void *ctx;
+};
+
+static int rec_cb(void *arg, const struct diff_object *o)
+{
+	struct rec_ctx *r = arg;
+	struct dcache *d = r->d;
+	if (!d->over) {
+		if (d->ne + o->n_extents > DCACHE_MAX_EXTENTS) {
+			d->over = true;
+		} else {
+			if (d->n == d->cap) {
+				size_t cap = d->cap ? d->cap * 2 : 256;
+				struct cobj *n = realloc(d->o, cap * sizeof(*n));
+				if (n) {
+					d->o = n;
+					d->cap = cap;
+				}
+			}
+			while (d->ne + o->n_extents > d->cape) {
+				size_t cap = d->cape ? d->cape * 2 : 1024;
+				struct extent *n = realloc(d->e, cap * sizeof(*n));
+				if (!n)
+					break;
+				d->e = n;
+				d->cape = cap;
+			}
+			if (d->n < d->cap && d->ne + o->n_extents <= d->cape) {
+				d->o[d->n++] = (struct cobj){o->objno, d->ne, (uint32_t)o->n_extents,
+				                             o->all_zero};
+				memcpy(d->e + d->ne, o->extents, o->n_extents * sizeof(*o->extents));
+				d->ne += o->n_extents;
+			} else {
+				d->over = true;
+			}
+		}
+	}
+	return r->cb(r->ctx, o);
+}
+
 static int rbd_diff_op(struct vol *v, const char *from, const char *to, diff_cb cb, void *ctx)
 {
 	struct rbd_vol *rv = RV(v);
@@ -1227,7 +1315,51 @@ static int rbd_diff_op(struct vol *v, const char *from, const char *to, diff_cb 
 	if (!to && (rc = wb_drain(rv)) < 0)
 		return seen(v->store, rc);
 	pthread_rwlock_rdlock(&rv->lock);
-	rc = diff_locked(v, from, to, cb, ctx);
+	struct snap_info fi = {0}, ti;
+	struct dcache *d = NULL;
+	if (to && (!from || rbd_snap_get_op(v, from, &fi) == 0) && rbd_snap_get_op(v, to, &ti) == 0 &&
+	    fi.id <= ti.id) {
+		pthread_mutex_lock(&rv->mu);
+		if (rv->dc && rv->dc->from_id == fi.id && rv->dc->to_id == ti.id) {
+			d = rv->dc;
+			d->refs++;
+		}
+		pthread_mutex_unlock(&rv->mu);
+		if (d) {
+			/* a repeat: no I/O */
+			for (size_t i = 0; i < d->n && !rc; i++) {
+				struct diff_object o = {.objno = d->o[i].objno, .extents = d->e + d->o[i].first,
+				                        .n_extents = d->o[i].n, .all_zero = d->o[i].all_zero};
+				rc = cb(ctx, &o);
+			}
+			dcache_put(rv, d);
+			pthread_rwlock_unlock(&rv->lock);
+			log_debug("store: rbd: %s: diff %s..%s again, from memory", v->name,
+			          from ? from : "-", to);
+			return rc;
+		}
+		d = calloc(1, sizeof(*d));
+		if (d) {
+			d->from_id = fi.id;
+			d->to_id = ti.id;
+			d->refs = 1;
+		}
+	}
+	if (d) {
+		struct rec_ctx r = {.d = d, .cb = cb, .ctx = ctx};
+		rc = diff_locked(v, from, to, rec_cb, &r);
+		if (rc == 0 && !d->over) {
+			pthread_mutex_lock(&rv->mu);
+			struct dcache *old = rv->dc;
+			rv->dc = d;
+			pthread_mutex_unlock(&rv->mu);
+			dcache_put(rv, old);
+		} else {
+			dcache_put(rv, d);
+		}
+	} else {
+		rc = diff_locked(v, from, to, cb, ctx);
+	}
 	pthread_rwlock_unlock(&rv->lock);
 	log_debug("store: rbd: %s: diff %s..%s: RBD reported %" PRIu64 " blocks, %" PRIu64
 	          " changed, %.1f ms",

@@ -12,6 +12,11 @@ RBD_NSS=()
 
 rbd_require() {
 	local c conf
+	# The longest RBD runs repeat, under ASan+UBSan, code that the shorter
+	# ones already cover there (ctest marks them FERRY_RBD_HEAVY).
+	if [ -n "${FERRY_SANITIZED:-}" ] && [ -n "${FERRY_RBD_HEAVY:-}" ]; then
+		echo "SKIP: long RBD run, not repeated in the sanitizer build"; exit 77
+	fi
 	command -v ceph >/dev/null 2>&1 && command -v rbd >/dev/null 2>&1 ||
 		{ echo "SKIP: Ceph is not installed (scripts/deps.sh installs it)"; exit 77; }
 	if [ -n "${FERRY_BUILD:-}" ] && [ -x "$FERRY_BUILD/ferryd" ] &&

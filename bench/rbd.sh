@@ -143,7 +143,7 @@ if [[ $PARTS == *iscsi* ]]; then
 		timeout 600 qemu-img bench -f raw -t none "$@" 2>&1 | sed -n 's/^Run completed in \([0-9.]*\) seconds\./\1/p'
 	}
 	rbdb() { # ARGS: ops/sec
-		RB bench rbd/rlun "$@" 2>&1 | sed -n 's/^elapsed: *[0-9.]* *ops: *[0-9]* *ops\/sec: *\([0-9.]*\).*/\1/p'
+		timeout 600 rbd --conf "$CA" bench rbd/rlun "$@" 2>&1 | tr '\r' '\n' | sed -n 's/^elapsed: *[0-9.]* *ops: *[0-9]* *ops\/sec: *\([0-9.]*\).*/\1/p'
 	}
 	run() { # WHO WORKLOAD -> MB/s or IOPS
 		local who=$1 w=$2 s

@@ -476,21 +476,34 @@ static int wb_submit(struct rbd_vol *rv, const uint8_t *buf, uint64_t off, uint6
 	while (rv->wb_n == WB_MAX_OPS || (rv->wb_n && rv->wb_bytes + charge > WB_MAX_BYTES) ||
 	       wb_overlaps(rv, off, len))
 		pthread_cond_wait(&rv->wb_cv, &rv->wb_mu);
+	/* Registered before it is submitted (its completion removes it), and
+	 * submitted without wb_mu (a completion may run at once). */
 	int rc = rbd_aio_create_completion(r, wb_done, &r->c);
 	if (rc == 0) {
 		rv->wb[rv->wb_n++] = r;
 		rv->wb_bytes += charge;
-		rc = buf ? rbd_aio_write(rv->img, off, (size_t)len, (const char *)r->data, r->c)
-		         : rbd_aio_write_zeroes(rv->img, off, (size_t)len, r->c, 0, 0);
-		if (rc < 0) {
-			rv->wb[--rv->wb_n] = NULL;
-			rv->wb_bytes -= charge;
-			rbd_aio_release(r->c);
-		}
 	}
 	pthread_mutex_unlock(&rv->wb_mu);
-	if (rc < 0)
+	if (rc < 0) {
 		free(r);
+		return rc;
+	}
+	rc = buf ? rbd_aio_write(rv->img, off, (size_t)len, (const char *)r->data, r->c)
+	         : rbd_aio_write_zeroes(rv->img, off, (size_t)len, r->c, 0, 0);
+	if (rc < 0) {
+		pthread_mutex_lock(&rv->wb_mu);
+		for (unsigned i = 0; i < rv->wb_n; i++) {
+			if (rv->wb[i] == r) {
+				rv->wb[i] = rv->wb[--rv->wb_n];
+				break;
+			}
+		}
+		rv->wb_bytes -= charge;
+		pthread_cond_broadcast(&rv->wb_cv);
+		pthread_mutex_unlock(&rv->wb_mu);
+		rbd_aio_release(r->c);
+		free(r);
+	}
 	return rc;
 }
 

@@ -92,7 +92,7 @@ up() { # DIR
 }
 if [ -z "$CA" ]; then up "$T/ca"; CA=$T/ca/ceph.conf; fi
 if [[ $PARTS == *repl* ]] && [ -z "$CB" ]; then up "$T/cb"; CB=$T/cb/ceph.conf; fi
-RB() { timeout 600 rbd --conf "$CA" --no-progress "$@"; }
+RB() { timeout 600 rbd --conf "$CA" "$@"; }
 echo "# bench/rbd.sh: $(nproc) cores, $(free -g | awk '/Mem/{print $2}') GiB, $(uname -r), Ceph $(ceph --version | awk '{print $3}'), $(date -u +%Y-%m-%dT%H:%MZ); load at start $(load)"
 FEAT="--image-feature layering,exclusive-lock,object-map,fast-diff"
 RES=$T/results.md
@@ -205,7 +205,7 @@ fi
 
 # ---- 2. replication between two clusters --------------------------------------------
 if [[ $PARTS == *repl* ]]; then
-	RBB() { timeout 600 rbd --conf "$CB" --no-progress "$@"; }
+	RBB() { timeout 600 rbd --conf "$CB" "$@"; }
 	SZ=${REPL_GB}G
 	secret=$T/secret; head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n' >"$secret"; chmod 600 "$secret"
 	BP=$(free_port)
@@ -226,7 +226,8 @@ if [[ $PARTS == *repl* ]]; then
 	timeout 3600 "$B/ferry" --pool "$T/fa" pair sync rv --wait >/dev/null || { echo "initial sync failed" >&2; exit 1; }
 	init_ferry=$(since "$t0")
 	t0=$(now)
-	RB snap create rbd/xv@s0 && RB export-diff rbd/xv@s0 - | RBB import-diff - rbd/xv || exit 1
+	RB snap create --no-progress rbd/xv@s0 &&
+		RB export-diff --no-progress rbd/xv@s0 - | RBB import-diff --no-progress - rbd/xv || exit 1
 	init_rbd=$(since "$t0")
 	echo "repl: initial copy: ferry ${init_ferry} s, export-diff|import-diff ${init_rbd} s"
 
@@ -305,9 +306,10 @@ sys.exit(0 if ok else 1)' "$1"
 			rbd)
 				"$B/bench/rbd_change" "$CA" rbd xv --blocks $CHG --seed $seed >/dev/null || exit 1
 				t0=$(now)
-				RB snap create rbd/xv@s$r &&
-					RB export-diff --from-snap s$((r - 1)) rbd/xv@s$r - | tee >(wc -c >"$T/wb") |
-					RBB import-diff - rbd/xv || { echo "export-diff failed" >&2; exit 1; }
+				RB snap create --no-progress rbd/xv@s$r &&
+					RB export-diff --no-progress --from-snap s$((r - 1)) rbd/xv@s$r - |
+					tee >(wc -c >"$T/wb") | RBB import-diff --no-progress - rbd/xv ||
+					{ echo "export-diff failed" >&2; exit 1; }
 				t=$(since "$t0")
 				sleep 0.2
 				wb=$(cat "$T/wb")

@@ -72,7 +72,7 @@ struct scsi_lu {
 	uint32_t block_size;
 	uint64_t nblocks;
 	uint32_t object_size;
-	uint64_t lba_scan;   /* GET LBA STATUS: bytes read at most per command */
+	bool zero_exact;     /* the store knows zeros from metadata (caps) */
 
 	/* COMPARE AND WRITE / ORWRITE take it exclusively, every other
 	 * write shared, so a read-compare-write never interleaves with a

@@ -305,3 +305,14 @@ int vol_object_is_zero(struct vol *v, const char *snap, uint64_t objno, bool *ze
 {
 	return v->store->ops->object_is_zero(v, snap, objno, zero);
 }
+
+int vol_object_mapped(struct vol *v, const char *snap, uint64_t objno, bool *mapped)
+{
+	if (v->store->ops->object_mapped)
+		return v->store->ops->object_mapped(v, snap, objno, mapped);
+	bool zero;
+	int rc = v->store->ops->object_is_zero(v, snap, objno, &zero);
+	if (!rc)
+		*mapped = !zero;
+	return rc;
+}

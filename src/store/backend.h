@@ -58,6 +58,8 @@ struct store_ops {
 	int (*rollback)(struct vol *v, const char *name);
 	int (*diff)(struct vol *v, const char *from, const char *to, diff_cb cb, void *ctx);
 	int (*object_is_zero)(struct vol *v, const char *snap, uint64_t objno, bool *zero);
+	/* optional: NULL where object_is_zero is cheap (zero_exact) */
+	int (*object_mapped)(struct vol *v, const char *snap, uint64_t objno, bool *mapped);
 
 	/* optional, with their capability flag (none of them public yet) */
 	int (*resize)(struct vol *v, uint64_t new_size);                   /* caps.resize */

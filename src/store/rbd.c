@@ -63,7 +63,7 @@
 #define KEY_OWNER "ferry.owner"
 #define NEW_PREFIX ".ferry-new-"       /* images being created */
 #define OWNER_MAX 1024
-#define DIFF_THREADS 4
+#define DIFF_THREADS 8
 #define DIFF_WINDOW 16                 /* objects narrowed ahead of the caller */
 #define DIFF_BUF_BUDGET (64u << 20)    /* narrowing buffers of all threads */
 #define WB_MAX_OPS 32                  /* writes in flight per volume */
@@ -998,19 +998,9 @@ struct dctx {
 	pthread_cond_t cv;
 };
 
-/* Reads [a, b) of the object at off0 from img into buf + (a - off0). */
-static int obj_read(rbd_image_t img, uint8_t *buf, uint64_t off0, uint64_t a, uint64_t b)
-{
-	if (!img) {
-		memset(buf + (a - off0), 0, b - a);
-		return 0;
-	}
-	return read_at(img, buf + (a - off0), a, (size_t)(b - a));
-}
-
 /* Narrows object objno: RBD's extents for it, then the exact blocks. */
 static int narrow(struct dctx *c, uint8_t *tob, uint8_t *fromb, uint8_t *rep, struct extv *ev,
-                  struct dobj *d)
+                  rbd_completion_t *comp, struct dobj *d)
 {
 	struct rbd_vol *rv = RV(c->v);
 	const uint64_t osz = rv->osz, size = rv->size;
@@ -1035,7 +1025,10 @@ static int narrow(struct dctx *c, uint8_t *tob, uint8_t *fromb, uint8_t *rep, st
 	for (uint32_t k = 0; k < nb; k++)
 		nrep += rep[k];
 	atomic_fetch_add(&diff_reported, nrep);
-	/* Read what was reported, at both ends, one run of blocks at a time. */
+	/* Read what was reported, at both ends: every run of the object at
+	 * once (aio), the cluster's latency paid once per object, not per run. */
+	rc = 0;
+	size_t nc = 0;
 	for (uint32_t k = 0; k < nb;) {
 		if (!rep[k]) {
 			k++;
@@ -1045,13 +1038,36 @@ static int narrow(struct dctx *c, uint8_t *tob, uint8_t *fromb, uint8_t *rep, st
 		while (j < nb && rep[j])
 			j++;
 		uint64_t a = o0 + (uint64_t)k * STORE_BLOCK, b = MIN(o0 + (uint64_t)j * STORE_BLOCK, o1);
-		rc = obj_read(c->to_img, tob, o0, a, b);
-		if (!rc)
-			rc = obj_read(c->from_img, fromb, o0, a, b);
+		for (int side = 0; side < 2 && !rc; side++) {
+			rbd_image_t img = side ? c->from_img : c->to_img;
+			uint8_t *dst = (side ? fromb : tob) + (a - o0);
+			if (!img) {
+				memset(dst, 0, b - a);
+				continue;
+			}
+			rc = rbd_aio_create_completion(NULL, NULL, &comp[nc]);
+			if (rc)
+				break;
+			rc = rbd_aio_read(img, a, (size_t)(b - a), (char *)dst, comp[nc]);
+			if (rc < 0) {
+				rbd_aio_release(comp[nc]);
+				break;
+			}
+			nc++;
+		}
 		if (rc)
-			return rc;
+			break;
 		k = j;
 	}
+	for (size_t i = 0; i < nc; i++) {
+		rbd_aio_wait_for_complete(comp[i]);
+		ssize_t r = rbd_aio_get_return_value(comp[i]);
+		if (r < 0 && !rc)
+			rc = (int)r;
+		rbd_aio_release(comp[i]);
+	}
+	if (rc)
+		return rc;
 	size_t ne = 0;
 	bool any_data = false;
 	for (uint32_t k = 0; k < nb; k++) {
@@ -1089,6 +1105,8 @@ static void *diff_worker(void *arg)
 	struct rbd_vol *rv = RV(c->v);
 	uint32_t bpo = rv->osz / STORE_BLOCK;
 	uint8_t *tob = malloc(rv->osz), *fromb = malloc(rv->osz), *rep = malloc(bpo);
+	/* at most one run per two blocks, read at both ends */
+	rbd_completion_t *comp = malloc((bpo + 1) * sizeof(*comp));
 	struct extv ev = {0};
 	pthread_mutex_lock(&c->mu);
 	for (;;) {
@@ -1102,7 +1120,8 @@ static void *diff_worker(void *arg)
 		d->done = false;
 		d->n_ext = 0;
 		pthread_mutex_unlock(&c->mu);
-		int rc = (!tob || !fromb || !rep) ? -ENOMEM : narrow(c, tob, fromb, rep, &ev, d);
+		int rc = (!tob || !fromb || !rep || !comp) ? -ENOMEM
+		                                           : narrow(c, tob, fromb, rep, &ev, comp, d);
 		pthread_mutex_lock(&c->mu);
 		d->rc = rc;
 		d->done = true;
@@ -1113,6 +1132,7 @@ static void *diff_worker(void *arg)
 	free(tob);
 	free(fromb);
 	free(rep);
+	free(comp);
 	return NULL;
 }
 
@@ -1383,15 +1403,25 @@ static int rbd_diff_op(struct vol *v, const char *from, const char *to, diff_cb 
 
 static int sum_cb(uint64_t off, size_t len, int exists, void *arg);
 
+/* Whether the object exists at img (the object map: one small read of the
+ * map, not of the object); an absent one reads as zeros. */
+static int object_exists(struct vol *v, rbd_image_t img, uint64_t objno, bool *exists)
+{
+	struct rbd_vol *rv = RV(v);
+	uint64_t o0 = objno * rv->osz, o1 = MIN(o0 + rv->osz, rv->size), bytes = 0;
+	int rc = rbd_diff_iterate2(img, NULL, o0, o1 - o0, 1, 1, sum_cb, &bytes);
+	if (!rc)
+		*exists = bytes != 0;
+	return rc;
+}
+
 static int object_zero(struct vol *v, rbd_image_t img, uint64_t objno, bool *zero)
 {
 	struct rbd_vol *rv = RV(v);
 	uint64_t o0 = objno * rv->osz, o1 = MIN(o0 + rv->osz, rv->size);
-	/* An object the object map knows absent is all zero (one small read
-	 * of the map, not of the object). */
-	uint64_t exists = 0;
-	int rc = rbd_diff_iterate2(img, NULL, o0, o1 - o0, 1, 1, sum_cb, &exists);
-	if (rc == 0 && exists == 0) {
+	bool exists = true;
+	int rc = object_exists(v, img, objno, &exists);
+	if (rc == 0 && !exists) {
 		*zero = true;
 		return 0;
 	}
@@ -1420,6 +1450,25 @@ static int rbd_object_is_zero_op(struct vol *v, const char *snap, uint64_t objno
 		wb_wait_range(rv, objno * rv->osz, rv->osz);
 	if (!rc)
 		rc = object_zero(v, img, objno, zero);
+	pthread_rwlock_unlock(&rv->lock);
+	return seen(v->store, rc);
+}
+
+static int rbd_object_mapped_op(struct vol *v, const char *snap, uint64_t objno, bool *mapped)
+{
+	struct rbd_vol *rv = RV(v);
+	if (objno >= DIV_ROUND_UP(rv->size, rv->osz))
+		return -ERANGE;
+	int rc = fenced(v->store);
+	if (rc)
+		return rc;
+	pthread_rwlock_rdlock(&rv->lock);
+	rbd_image_t img;
+	rc = snap_handle(v, snap, &img);
+	if (!rc && !snap)
+		wb_wait_range(rv, objno * rv->osz, rv->osz);
+	if (!rc)
+		rc = object_exists(v, img, objno, mapped);
 	pthread_rwlock_unlock(&rv->lock);
 	return seen(v->store, rc);
 }
@@ -2198,4 +2247,5 @@ const struct store_ops store_rbd_ops = {
 	.rollback = rbd_rollback_op,
 	.diff = rbd_diff_op,
 	.object_is_zero = rbd_object_is_zero_op,
+	.object_mapped = rbd_object_mapped_op,
 };

@@ -223,5 +223,9 @@ int vol_diff(struct vol *v, const char *from, const char *to, diff_cb cb, void *
 
 /* True when the whole object reads as zeros at snap (NULL = head). */
 int vol_object_is_zero(struct vol *v, const char *snap, uint64_t objno, bool *zero);
+/* False when the whole object reads as zeros at snap (NULL = head); true
+ * when it may hold data.  From metadata only: cheap on every backend (the
+ * exact vol_object_is_zero reads data where caps.zero_exact is false). */
+int vol_object_mapped(struct vol *v, const char *snap, uint64_t objno, bool *mapped);
 
 #endif

@@ -11,6 +11,10 @@
 # promtool and a real Prometheus (package prometheus, which Debian would
 # start as a service: never here, policy-rc.d or no systemd) and validate
 # every --json output with python3-jsonschema.
+# libguestfs-xfs.  Ceph (mon, mgr, osd, the rbd tool, rbd-mirror), librbd
+# for the RBD backend, and tgt's RBD backing store: the RBD tests bring up
+# throw-away clusters (scripts/ceph-cluster.sh) and skip only where these
+# cannot be installed.
 set -eu
 PKGS="build-essential cmake ninja-build clang libclang-rt-14-dev pkg-config
       libssl-dev libzstd-dev libxxhash-dev libcmocka-dev libisal-dev
@@ -19,7 +23,8 @@ PKGS="build-essential cmake ninja-build clang libclang-rt-14-dev pkg-config
       python3 rsync e2fsprogs xfsprogs util-linux fio procps iproute2 xxd
       tshark tcpdump
       libmicrohttpd-dev prometheus python3-jsonschema
-      qemu-system-common libguestfs-tools libguestfs-xfs linux-image-amd64"
+      qemu-system-common libguestfs-tools libguestfs-xfs linux-image-amd64
+      ceph ceph-mon ceph-osd ceph-mgr librbd-dev librados-dev rbd-mirror tgt-rbd"
 missing=""
 for p in $PKGS; do
   st=$(dpkg-query -W -f='${Status}' "$p" 2>/dev/null || true)

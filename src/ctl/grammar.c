@@ -54,6 +54,15 @@ static const struct ctl_cmd_spec volume_cmds[] = {
 	  {"shrink", CTL_A_BOOL, 0, NULL, NULL,
 	   "allow a smaller size: the data past it is dropped (refused for a volume that has "
 	   "snapshots, is exported or is in a pair)"}}},
+	{"takeover", "shared (RBD) pool: serve here a volume whose holding ferryd is dead; "
+	 "its client is fenced (blocklisted) first",
+	 {{"NAME", CTL_A_VOL, 0, NULL, NULL, "volume name"}},
+	 {{"wait", CTL_A_U64, 0, "SECONDS", NULL,
+	   "wait this long for a killed holder's cluster session to lapse (default 60)"}}},
+	{"release", "shared (RBD) pool: stop serving a volume and give it up, so that another "
+	 "ferryd can take it (planned move)",
+	 {{"NAME", CTL_A_VOL, 0, NULL, NULL, "volume name"}},
+	 {{0}}},
 };
 
 static const struct ctl_cmd_spec snap_cmds[] = {

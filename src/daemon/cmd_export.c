@@ -246,8 +246,7 @@ static int serve_export(struct export *e, char *err, size_t errlen)
 {
 	int r = vol_open(g.d->store, e->vol, &e->v);
 	if (r < 0) {
-		snprintf(err, errlen, r == -ENOENT ? "no such volume '%s'" : "cannot open volume '%s'",
-		         e->vol);
+		daemon_open_error(g.d->store, e->vol, r, err, errlen);
 		e->v = NULL;
 		return r;
 	}
@@ -389,7 +388,10 @@ int export_service_start(struct daemon *d)
 		return -EINVAL;
 	}
 	if (hp) {
-		int r = iscsi_server_create(hp, &g.srv);
+		/* as many workers as the store keeps I/O in flight usefully */
+		struct store_caps caps;
+		store_get_caps(d->store, &caps);
+		int r = iscsi_server_create_workers(hp, caps.io_depth, &g.srv);
 		if (r < 0) {
 			pthread_mutex_unlock(&g.lock);
 			log_error("cannot serve iSCSI on %s: %s", hp, strerror(-r));

@@ -167,6 +167,9 @@ static int volume_rm(struct dreq *r)
 		return dreq_fail(r, "no such volume '%s'", name);
 	if (e == -ENOTEMPTY)
 		return dreq_fail(r, "volume '%s' has snapshots (use --force to remove them too)", name);
+	char who[1536];
+	if (e == -EBUSY && store_vol_holder(r->store, name, who, sizeof(who)) == 0)
+		return dreq_fail(r, "volume '%s' is held by another gateway: %s", name, who);
 	if (e == -EBUSY)
 		return dreq_fail(r, "volume '%s' is in use", name);
 	if (e < 0)
@@ -416,6 +419,12 @@ static int volume_resize(struct dreq *r)
 	if (e == -ENOTEMPTY)
 		return dreq_fail(r, "volume '%s' has snapshots: shrinking would cut them too "
 		                 "(delete them first)", name);
+	if (e == -EOPNOTSUPP) {
+		struct store_caps caps;
+		store_get_caps(r->store, &caps);
+		return dreq_fail(r, "cannot resize volume '%s': the %s backend does not resize "
+		                 "volumes yet", name, caps.backend);
+	}
 	if (e < 0)
 		return dreq_fail(r, "cannot resize volume '%s': %s", name, strerror(-e));
 	log_info("resized volume %s from %" PRIu64 " to %" PRIu64 " bytes", name, vi.size, size);
@@ -434,6 +443,58 @@ static int volume_resize(struct dreq *r)
 	                          : "") < 0;
 }
 
+static int volume_takeover(struct dreq *r)
+{
+	const char *name = ctl_pos(r->cmd, "NAME")->vol;
+	const struct ctl_val *w = ctl_flag(r->cmd, "wait");
+	uint64_t wait_s = w->set ? w->u64 : 60;
+	struct store_caps caps;
+	store_get_caps(r->store, &caps);
+	if (!caps.shared)
+		return dreq_fail(r, "volume takeover needs a shared pool (ferryd --backend rbd); this "
+		                 "pool is %s", caps.backend);
+	if (wait_s > 3600)
+		return dreq_fail(r, "--wait is at most 3600 seconds");
+	if (!store_vol_exists(r->store, name))
+		return dreq_fail(r, "no such volume '%s'", name);
+	char msg[2048];
+	int e = store_vol_takeover(r->store, name, (unsigned)(wait_s * 1000), msg, sizeof(msg));
+	if (e == -ENOENT)
+		return dreq_fail(r, "no such volume '%s'", name);
+	if (e < 0)
+		return dreq_fail(r, "cannot take volume '%s' over: %s", name,
+		                 msg[0] ? msg : strerror(-e));
+	log_info("%s", msg);
+	return dreq_printf(r, "%s\n", msg) < 0 ? 1 : 0;
+}
+
+static int volume_release(struct dreq *r)
+{
+	const char *name = ctl_pos(r->cmd, "NAME")->vol;
+	struct store_caps caps;
+	store_get_caps(r->store, &caps);
+	if (!caps.shared)
+		return dreq_fail(r, "volume release needs a shared pool (ferryd --backend rbd); this "
+		                 "pool is %s", caps.backend);
+	if (!store_vol_exists(r->store, name))
+		return dreq_fail(r, "no such volume '%s'", name);
+	if (export_volume_in_use(name, NULL))
+		return dreq_fail(r, "volume '%s' is exported over iSCSI (ferry export rm it first)", name);
+	if (daemon_repl_needs(name, NULL))
+		return dreq_fail(r, "volume '%s' is in a replication pair (ferry pair rm it first)", name);
+	int e = store_vol_release(r->store, name);
+	char who[1536];
+	if (e == -EBUSY && store_vol_holder(r->store, name, who, sizeof(who)) == 0)
+		return dreq_fail(r, "volume '%s' is held by another gateway: %s", name, who);
+	if (e == -EBUSY)
+		return dreq_fail(r, "volume '%s' is in use", name);
+	if (e < 0)
+		return dreq_fail(r, "cannot release volume '%s': %s", name, strerror(-e));
+	log_info("released volume %s", name);
+	return dreq_printf(r, "volume %s released: another ferryd on this pool can serve it now\n",
+	                   name) < 0 ? 1 : 0;
+}
+
 const struct dgroup dgroup_volume = {
 	"volume",
 	(const struct dgroup_cmd[]){
@@ -446,6 +507,8 @@ const struct dgroup dgroup_volume = {
 		{"export", volume_export},
 		{"md5", volume_md5},
 		{"resize", volume_resize},
+		{"takeover", volume_takeover},
+		{"release", volume_release},
 		{NULL, NULL},
 	},
 };

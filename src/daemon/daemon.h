@@ -77,6 +77,9 @@ int dreq_in(struct dreq *r, const uint8_t **data, size_t *len);
 /* True when the handler should stop early: the client is gone or the
  * daemon is shutting down. */
 bool dreq_aborted(struct dreq *r);
+/* Why vol_open(s, name) failed with e, in one line for the CLI (naming the
+ * gateway that holds the volume on a shared pool). */
+void daemon_open_error(struct store *s, const char *name, int e, char *buf, size_t n);
 /* Opens volume name (checking that snap exists when non-empty).  Returns
  * 0 with *v (caller closes with vol_close), or 1 after telling the CLI. */
 int dreq_open_vol(struct dreq *r, const char *name, const char *snap, struct vol **v);

@@ -169,13 +169,33 @@ bool dreq_aborted(struct dreq *r)
 	return r->io_err != 0 || atomic_load(&r->d->stopping);
 }
 
+void daemon_open_error(struct store *s, const char *name, int e, char *buf, size_t n)
+{
+	char who[1536];
+	int h = e == -EBUSY ? store_vol_holder(s, name, who, sizeof(who)) : -ENOENT;
+	if (e == -ENOENT)
+		snprintf(buf, n, "no such volume '%s'", name);
+	else if (h == -ENODATA)
+		snprintf(buf, n, "volume '%s' was released by its gateway: `ferry volume takeover %s` "
+		         "serves it here", name, name);
+	else if (h == 0)
+		snprintf(buf, n, "volume '%s' is held by another gateway: %s (if it is dead: ferry "
+		         "volume takeover %s)", name, who, name);
+	else if (e == -ESHUTDOWN)
+		snprintf(buf, n, "volume '%s': this ferryd was fenced by the cluster (another gateway "
+		         "took its volumes over); restart it", name);
+	else
+		snprintf(buf, n, "cannot open volume '%s': %s", name, strerror(-e));
+}
+
 int dreq_open_vol(struct dreq *r, const char *name, const char *snap, struct vol **v)
 {
 	int e = vol_open(r->store, name, v);
-	if (e == -ENOENT)
-		return dreq_fail(r, "no such volume '%s'", name);
-	if (e < 0)
-		return dreq_fail(r, "cannot open volume '%s': %s", name, strerror(-e));
+	if (e < 0) {
+		char msg[2048];
+		daemon_open_error(r->store, name, e, msg, sizeof(msg));
+		return dreq_fail(r, "%s", msg);
+	}
 	if (snap && *snap) {
 		struct snap_info si;
 		e = vol_snap_get(*v, snap, &si);

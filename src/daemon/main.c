@@ -40,6 +40,20 @@ static int check_level(const char *label, const char *v, char *err, size_t errle
 	return 0;
 }
 
+static int check_backend(const char *label, const char *v, char *err, size_t errlen)
+{
+	if (strcmp(v, "local") && strcmp(v, "rbd")) {
+		snprintf(err, errlen, "bad %s '%s' (local or rbd)", label, v);
+		return 2;
+	}
+	if (!store_backend_available(v)) {
+		snprintf(err, errlen, "this ferryd was built without the %s backend "
+		         "(librbd-dev was missing at build time)", v);
+		return 2;
+	}
+	return 0;
+}
+
 static int check_max_transfers(const char *label, const char *v, char *err, size_t errlen)
 {
 	uint64_t n;
@@ -136,6 +150,14 @@ static struct dopt opts[] = {
 	{"max-transfers", "N", "replication cycles transferring at once (default 4)",
 	 check_max_transfers, NULL},
 	{"metrics", "HOST:PORT", "serve Prometheus metrics at http://HOST:PORT/metrics", NULL, NULL},
+	{"backend", "NAME", "where volumes live: local (default: DIR/volumes) or rbd (a Ceph pool)",
+	 check_backend, NULL},
+	{"rbd-pool", "NAME", "rbd: the RADOS pool holding the volumes' images (required with rbd)",
+	 NULL, NULL},
+	{"rbd-namespace", "NS", "rbd: the pool's RBD namespace (default: none)", NULL, NULL},
+	{"ceph-conf", "FILE", "rbd: Ceph configuration (default: $CEPH_CONF, /etc/ceph/ceph.conf)",
+	 check_readable, NULL},
+	{"ceph-id", "ID", "rbd: Ceph client name without 'client.' (default: admin)", NULL, NULL},
 	{"help", NULL, "show this help", NULL, NULL},
 	{"version", NULL, "show the version", NULL, NULL},
 };
@@ -153,7 +175,7 @@ const char *daemon_opt(const char *name)
 	return o ? o->value : NULL;
 }
 
-/* Checks between options.  0, or 1 after printing why. */
+/* Checks between options.  0, or 1 (2: a usage error) after printing why. */
 static int check_combos(struct dopts *s, const char *config)
 {
 	struct dopt *listen = dopt_find(s, "listen", 6), *sfile = dopt_find(s, "secret-file", 11);
@@ -181,6 +203,22 @@ static int check_combos(struct dopts *s, const char *config)
 		        dopt_where(s, sys, config, w1, sizeof(w1)),
 		        dopt_where(s, lfile, config, w2, sizeof(w2)));
 		return 1;
+	}
+	const char *be = dopt_find(s, "backend", 7)->value;
+	bool rbd = be && !strcmp(be, "rbd");
+	if (rbd && !dopt_find(s, "rbd-pool", 8)->value) {
+		fprintf(stderr, "ferryd: backend rbd needs --rbd-pool NAME (rbd-pool in a "
+		                "configuration file)\n");
+		return 2;
+	}
+	static const char *const rbd_only[] = {"rbd-pool", "rbd-namespace", "ceph-conf", "ceph-id"};
+	for (size_t i = 0; i < ARRAY_SIZE(rbd_only); i++) {
+		struct dopt *o = dopt_find(s, rbd_only[i], strlen(rbd_only[i]));
+		if (!rbd && o->value) {
+			fprintf(stderr, "ferryd: %s needs --backend rbd (backend = rbd)\n",
+			        dopt_where(s, o, config, w1, sizeof(w1)));
+			return 2;
+		}
 	}
 	return 0;
 }
@@ -793,9 +831,22 @@ static int serve(struct daemon *d, int lock_fd, sigset_t *sigs, bool *ready)
 	if (write_pid(lock_fd) < 0)
 		log_warn("cannot record the pid in the lock file: %s", strerror(errno));
 	d->start_mono_ns = now_mono_ns();
-	int e = store_open(d->pool, &d->store);
+	struct store_config sc = {
+		.backend = daemon_opt("backend"),
+		.dir = d->pool,
+		.rbd_pool = daemon_opt("rbd-pool"),
+		.rbd_namespace = daemon_opt("rbd-namespace"),
+		.ceph_conf = daemon_opt("ceph-conf"),
+		.ceph_id = daemon_opt("ceph-id"),
+	};
+	int e = store_open_config(&sc, &d->store);
 	if (e < 0) {
-		startup_fail("cannot open the store in %s: %s", d->pool, strerror(-e));
+		if (sc.backend && !strcmp(sc.backend, "rbd"))
+			startup_fail("cannot open RBD pool %s%s%s: %s (details in the log)",
+			             sc.rbd_pool, sc.rbd_namespace ? "/" : "",
+			             sc.rbd_namespace ? sc.rbd_namespace : "", strerror(-e));
+		else
+			startup_fail("cannot open the store in %s: %s", d->pool, strerror(-e));
 		return 1;
 	}
 	for (; services[started].name; started++) {
@@ -990,8 +1041,9 @@ static int run(int argc, char **argv)
 			fprintf(stderr, "ferryd: --pool DIR is required (see ferryd --help)\n");
 		return check_only ? 1 : 2;
 	}
-	if (check_combos(&g_opts, config))
-		return 1;
+	int cc = check_combos(&g_opts, config);
+	if (cc)
+		return cc;
 	if (check_only) {
 		printf("ferryd: %s: configuration OK\n", config ? config : "command line");
 		return 0;

@@ -42,6 +42,11 @@ struct iscsi_chap {
  * iscsi_server_destroy().  Returns 0, -EINVAL for a bad address, or the
  * socket error (e.g. -EADDRINUSE). */
 int iscsi_server_create(const char *listen_hostport, struct iscsi_server **out);
+/* The same with `workers` threads running commands (0: the default, 4; at
+ * most 64).  A store that waits on the network (RBD) keeps a queue depth
+ * busy only with as many threads as commands in flight. */
+int iscsi_server_create_workers(const char *listen_hostport, unsigned workers,
+                                struct iscsi_server **out);
 /* Closes every connection, waits for in-flight commands and frees srv.
  * The logical units handed in stay the caller's. */
 void iscsi_server_destroy(struct iscsi_server *srv);

@@ -22,7 +22,8 @@
 #include "common/common.h"
 #include "iscsi/internal.h"
 
-#define N_WORKERS 4
+#define N_WORKERS 4                 /* default worker threads */
+#define MAX_WORKERS 64
 #define TX_HIGH (8u << 20)          /* stop reading a conn above this backlog */
 #define TX_LOW (1u << 20)
 #define LOGIN_TIMEOUT_S 30
@@ -178,7 +179,8 @@ struct iscsi_server {
 	int lfd, efd, done_fd, ctl_fd;
 	int port;
 	pthread_t loop;
-	pthread_t workers[N_WORKERS];
+	pthread_t workers[MAX_WORKERS];
+	unsigned n_workers;
 	struct task *wq_head, *wq_tail;
 	struct task *dq_head, *dq_tail;
 	bool wstop;
@@ -2317,6 +2319,12 @@ static void *worker_main(void *arg)
 /* ---- public API ---------------------------------------------------------- */
 int iscsi_server_create(const char *listen_hostport, struct iscsi_server **out)
 {
+	return iscsi_server_create_workers(listen_hostport, 0, out);
+}
+
+int iscsi_server_create_workers(const char *listen_hostport, unsigned workers,
+                                struct iscsi_server **out)
+{
 	char host[256], port[16];
 	if (!listen_hostport || split_hostport(listen_hostport, host, sizeof(host), port,
 	                                       sizeof(port)) < 0) {
@@ -2374,11 +2382,12 @@ int iscsi_server_create(const char *listen_hostport, struct iscsi_server **out)
 	pthread_cond_init(&srv->cond, NULL);
 	pthread_cond_init(&srv->wcond, NULL);
 	srv->next_tsih = (uint16_t)(now_mono_ns() & 0x7fff);
+	srv->n_workers = workers ? MIN(workers, MAX_WORKERS) : N_WORKERS;
 	int nw = 0;
-	for (; nw < N_WORKERS; nw++)
+	for (; nw < (int)srv->n_workers; nw++)
 		if (pthread_create(&srv->workers[nw], NULL, worker_main, srv) != 0)
 			break;
-	if (nw < N_WORKERS || pthread_create(&srv->loop, NULL, loop_main, srv) != 0) {
+	if (nw < (int)srv->n_workers || pthread_create(&srv->loop, NULL, loop_main, srv) != 0) {
 		pthread_mutex_lock(&srv->lock);
 		srv->wstop = true;
 		pthread_cond_broadcast(&srv->wcond);
@@ -2426,7 +2435,7 @@ void iscsi_server_destroy(struct iscsi_server *srv)
 	srv->wstop = true;
 	pthread_cond_broadcast(&srv->wcond);
 	pthread_mutex_unlock(&srv->lock);
-	for (int i = 0; i < N_WORKERS; i++)
+	for (unsigned i = 0; i < srv->n_workers; i++)
 		pthread_join(srv->workers[i], NULL);
 	while (srv->targets) {
 		struct target *t = srv->targets;

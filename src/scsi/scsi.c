@@ -303,6 +303,9 @@ int scsi_lu_create(const struct scsi_lu_params *p, struct scsi_lu **out)
 	lu->block_size = vi.block_size;
 	lu->nblocks = vi.size / vi.block_size;
 	lu->object_size = vi.object_size;
+	struct store_caps caps;
+	vol_get_caps(lu->vol, &caps);
+	lu->zero_exact = caps.zero_exact;
 	atomic_init(&lu->wce, true);
 	atomic_init(&lu->swp, false);
 	lu->dexcpt = true;
@@ -946,8 +949,43 @@ struct lba_run {
  * objects through vol_object_is_zero).  It stops after LBA_STATUS_SCAN
  * bytes read or LBA_STATUS_SKIP bytes skipped, which the standard
  * allows (the initiator asks again from where the answer ends). */
+/* Where zeros are found only by reading (RBD: over the network), reading
+ * to classify would cost an initiator that asks before each read (qemu
+ * does) its reads twice over.  There the store's object map answers
+ * instead: an object that does not exist is deallocated (reads as zeros),
+ * one that exists is reported mapped (it may hold zeros too, which
+ * "mapped" allows).  At most LBA_STATUS_OBJECTS objects per command. */
+#define LBA_STATUS_OBJECTS 64
+static int lba_status_map(struct scsi_lu *lu, uint64_t lba, struct lba_run *runs, size_t max,
+                          size_t *n_runs)
+{
+	uint32_t bs = lu->block_size;
+	size_t nr = 0;
+	int r = 0;
+	for (unsigned k = 0; k < LBA_STATUS_OBJECTS && lba < lu->nblocks; k++) {
+		uint64_t objno = lba * bs / lu->object_size;
+		bool mapped;
+		r = vol_object_mapped(lu->vol, lu->snap, objno, &mapped);
+		if (r < 0)
+			break;
+		uint64_t nb = MIN((objno + 1) * lu->object_size / bs, lu->nblocks) - lba;
+		if (nr && runs[nr - 1].dealloc == !mapped) {
+			runs[nr - 1].n += nb;
+		} else {
+			if (nr == max)
+				break;
+			runs[nr++] = (struct lba_run){ lba, nb, !mapped };
+		}
+		lba += nb;
+	}
+	*n_runs = nr;
+	return r < 0 ? r : 0;
+}
+
 static int lba_status_scan(struct scsi_lu *lu, uint64_t lba, struct lba_run *runs, size_t max, size_t *n_runs)
 {
+	if (!lu->zero_exact)
+		return lba_status_map(lu, lba, runs, max, n_runs);
 	uint32_t bs = lu->block_size;
 	uint64_t end = lu->nblocks;
 	uint64_t read_budget = LBA_STATUS_SCAN, skip_budget = LBA_STATUS_SKIP;

@@ -75,6 +75,7 @@ struct scsi_lu {
 	 * every command, which then raises CAPACITY DATA HAS CHANGED. */
 	_Atomic uint64_t nblocks;
 	uint32_t object_size;
+	bool zero_exact;     /* the store knows zeros from metadata (caps) */
 
 	/* COMPARE AND WRITE / ORWRITE take it exclusively, every other
 	 * write shared, so a read-compare-write never interleaves with a

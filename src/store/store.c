@@ -1,5 +1,4 @@
-/* The pool: a directory of volumes, and the table of open volumes so that
- * every vol_open of one name shares one object. */
+/* The local backend's pool: a directory of volumes (POOL/volumes/NAME). */
 #include "store/store_int.h"
 
 #include "common/common.h"
@@ -14,37 +13,13 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-static int random_bytes(void *buf, size_t n)
-{
-	uint8_t *p = buf;
-	while (n) {
-		ssize_t r = getrandom(p, n, 0);
-		if (r < 0) {
-			if (errno == EINTR)
-				continue;
-			return -errno;
-		}
-		p += r;
-		n -= (size_t)r;
-	}
-	return 0;
-}
 
-int store_open(const char *dir, struct store **out)
+int local_open(struct store *s, const struct store_config *c)
 {
-	struct store *s = calloc(1, sizeof(*s));
-	if (!s)
-		return -ENOMEM;
-	/* Bounding the pool path once keeps every path below it in range. */
-	if (strlen(dir) > 3800 || spath(s->dir, sizeof(s->dir), "%s", dir)) {
-		free(s);
-		return -ENAMETOOLONG;
-	}
-	spath(s->vdir, sizeof(s->vdir), "%s/volumes", dir);
+	spath(s->vdir, sizeof(s->vdir), "%s/volumes", s->dir);
 	int rc = mkdir_p(s->vdir, 0700);
 	if (rc) {
 		log_error("store: mkdir %s: %s", s->vdir, strerror(-rc));
-		free(s);
 		return rc;
 	}
 	/* Every layer keeps its data segment files open. */
@@ -68,43 +43,25 @@ int store_open(const char *dir, struct store **out)
 		}
 		closedir(d);
 	}
-	pthread_mutex_init(&s->mu, NULL);
-	*out = s;
 	return 0;
 }
 
-void store_close(struct store *s)
+void local_close(struct store *s)
 {
-	if (!s)
-		return;
-	if (s->open)
-		log_error("store: closing %s with volume %s still open", s->dir, s->open->name);
-	pthread_mutex_destroy(&s->mu);
-	free(s);
+	(void)s;
 }
 
-int store_vol_create(struct store *s, const char *name, const struct vol_params *p)
+int local_vol_create(struct store *s, const char *name, const struct vol_params *p)
 {
-	if (!name_valid(name)) {
-		log_error("store: invalid volume name");
-		return -EINVAL;
-	}
 	struct vol_params vp;
 	int rc = store_params_check(p, &vp);
 	if (rc)
 		return rc;
 	struct store_meta m = {.size = vp.size, .object_size = vp.object_size,
 	                       .block_size = vp.block_size, .head_epoch = 1, .next_snap_id = 1};
-	uint8_t u[16];
-	rc = random_bytes(u, sizeof(u));
+	rc = store_uuid_new(m.uuid);
 	if (rc)
 		return rc;
-	u[6] = (uint8_t)((u[6] & 0x0f) | 0x40);
-	u[8] = (uint8_t)((u[8] & 0x3f) | 0x80);
-	snprintf(m.uuid, sizeof(m.uuid),
-	         "%02x%02x%02x%02x-%02x%02x-%02x%02x-%02x%02x-%02x%02x%02x%02x%02x%02x", u[0], u[1],
-	         u[2], u[3], u[4], u[5], u[6], u[7], u[8], u[9], u[10], u[11], u[12], u[13], u[14],
-	         u[15]);
 	char fin[8400], tmp[8400], pth[8500];
 	spath(fin, sizeof(fin), "%s/%s", s->vdir, name);
 	spath(tmp, sizeof(tmp), "%s/.%s.tmp", s->vdir, name);
@@ -139,23 +96,13 @@ out:
 	return rc;
 }
 
-static struct vol *find_open(struct store *s, const char *name)
+int local_vol_remove(struct store *s, const char *name, bool force)
 {
-	for (struct vol *v = s->open; v; v = v->next)
-		if (!strcmp(v->name, name))
-			return v;
-	return NULL;
-}
-
-int store_vol_remove(struct store *s, const char *name, bool force)
-{
-	if (!name_valid(name))
-		return -EINVAL;
 	pthread_mutex_lock(&s->mu);
 	int rc = 0;
 	char p[8400], t[8400], *txt = NULL;
 	size_t n;
-	if (find_open(s, name)) {
+	if (store_find_open(s, name)) {
 		rc = -EBUSY;
 		goto out;
 	}
@@ -179,7 +126,7 @@ int store_vol_remove(struct store *s, const char *name, bool force)
 		goto out;
 	}
 	uint8_t r[8];
-	random_bytes(r, sizeof(r));
+	store_random(r, sizeof(r));
 	spath(p, sizeof(p), "%s/%s", s->vdir, name);
 	spath(t, sizeof(t), "%s/.trash-%s-%02x%02x%02x%02x%02x%02x%02x%02x", s->vdir, name, r[0],
 	         r[1], r[2], r[3], r[4], r[5], r[6], r[7]);
@@ -202,7 +149,7 @@ static int cmp_name(const void *a, const void *b)
 	return strcmp(a, b);
 }
 
-int store_vol_list(struct store *s, char (**names)[STORE_NAME_MAX + 1], size_t *n)
+int local_vol_list(struct store *s, char (**names)[STORE_NAME_MAX + 1], size_t *n)
 {
 	DIR *d = opendir(s->vdir);
 	if (!d)
@@ -212,7 +159,7 @@ int store_vol_list(struct store *s, char (**names)[STORE_NAME_MAX + 1], size_t *
 	struct dirent *de;
 	int rc = 0;
 	while ((de = readdir(d))) {
-		if (!name_valid(de->d_name) || !store_vol_exists(s, de->d_name))
+		if (!name_valid(de->d_name) || !local_vol_exists(s, de->d_name))
 			continue;
 		if (k == cap) {
 			cap = cap ? cap * 2 : 16;
@@ -238,55 +185,10 @@ int store_vol_list(struct store *s, char (**names)[STORE_NAME_MAX + 1], size_t *
 	return 0;
 }
 
-bool store_vol_exists(struct store *s, const char *name)
+bool local_vol_exists(struct store *s, const char *name)
 {
-	if (!name_valid(name))
-		return false;
 	char p[8400];
 	struct stat st;
 	spath(p, sizeof(p), "%s/%s/volume.meta", s->vdir, name);
 	return stat(p, &st) == 0;
-}
-
-int vol_open(struct store *s, const char *name, struct vol **out)
-{
-	if (!name_valid(name))
-		return -EINVAL;
-	pthread_mutex_lock(&s->mu);
-	struct vol *v = find_open(s, name);
-	int rc = 0;
-	if (v) {
-		v->refs++;
-	} else {
-		rc = vol_load(s, name, &v);
-		if (!rc) {
-			v->next = s->open;
-			s->open = v;
-		}
-	}
-	pthread_mutex_unlock(&s->mu);
-	if (!rc)
-		*out = v;
-	return rc;
-}
-
-void vol_close(struct vol *v)
-{
-	if (!v)
-		return;
-	struct store *s = v->store;
-	pthread_mutex_lock(&s->mu);
-	if (--v->refs > 0) {
-		pthread_mutex_unlock(&s->mu);
-		return;
-	}
-	for (struct vol **pp = &s->open; *pp; pp = &(*pp)->next) {
-		if (*pp == v) {
-			*pp = v->next;
-			break;
-		}
-	}
-	pthread_mutex_unlock(&s->mu);
-	vol_flush(v);
-	vol_free(v);
 }

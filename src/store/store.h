@@ -1,8 +1,12 @@
-/* store: thin-provisioned volumes with O(1) snapshots and 4 KiB-exact diffs.
+/* store: thin-provisioned volumes with snapshots and 4 KiB-exact diffs.
  *
- * A pool is a directory; each volume lives in POOL/volumes/NAME/.  This
- * header is the whole interface the rest of ferry uses, so that another
- * backend (e.g. librbd) can be put behind it later.  See docs/FORMAT.md.
+ * This header is the whole interface the rest of ferry uses.  Behind it,
+ * a backend keeps the volumes (src/store/backend.h, its operations table):
+ *  - local: a pool is a directory; each volume lives in POOL/volumes/NAME/
+ *    (O(1) snapshots, diffs from block maps).  See docs/FORMAT.md.
+ *  - rbd: volumes are images of a Ceph RBD pool, snapshots are RBD
+ *    snapshots; several gateways may share the pool.  See docs/CEPH.md.
+ * What a backend can do and what it costs is in struct store_caps.
  *
  * Threading: one struct store may be used from many threads.  A struct vol
  * may be used from many threads at once: reads (of the head or of any
@@ -12,7 +16,9 @@
  *   -ENOENT  no such volume / snapshot      -EEXIST  name taken
  *   -EINVAL  bad name, size, alignment      -ERANGE  range past the end
  *   -ENOTEMPTY volume has snapshots (remove without force)
- *   -EBUSY   volume is open elsewhere / in use
+ *   -EBUSY   volume is open elsewhere / in use, or held by another
+ *            gateway of a shared pool (store_vol_holder() says which)
+ *   -ESHUTDOWN this gateway was fenced (blocklisted) on a shared pool
  *   -ENOSPC, -EIO ... from the file system
  */
 #ifndef FERRY_STORE_H
@@ -56,8 +62,59 @@ struct snap_info {
 };
 
 /* ---- pool ------------------------------------------------------------- */
-/* Opens (creating if needed) the store in directory dir.  Caller closes. */
+/* Opens (creating if needed) the local store in directory dir.  Caller
+ * closes. */
 int store_open(const char *dir, struct store **out);
+
+/* Which backend and where; strings are copied by store_open_config. */
+struct store_config {
+	const char *backend;       /* "local" (or NULL) or "rbd" */
+	const char *dir;           /* local: the pool directory.  rbd: the
+	                              gateway's own state directory, whose
+	                              gateway.id names it to other gateways */
+	const char *rbd_pool;      /* rbd: RADOS pool of the images (required) */
+	const char *rbd_namespace; /* rbd: NULL or "" = the default namespace */
+	const char *ceph_conf;     /* rbd: NULL = Ceph's search ($CEPH_CONF,
+	                              /etc/ceph/ceph.conf) */
+	const char *ceph_id;       /* rbd: client name without "client." (NULL:
+	                              admin) */
+};
+/* Opens the store described by c.  -EPROTONOSUPPORT: backend unknown or
+ * not built in; -EINVAL: a required field is missing; backend errors
+ * otherwise (logged).  Caller closes. */
+int store_open_config(const struct store_config *c, struct store **out);
+/* True when this build has the named backend. */
+bool store_backend_available(const char *name);
+
+enum store_diff_scope {
+	STORE_DIFF_TOUCHED, /* vol_diff reports exactly the blocks written or
+	                       discarded in between (from the block maps) */
+	STORE_DIFF_CHANGED, /* it reports every block whose content differs and
+	                       maybe some touched ones whose content did not */
+};
+
+/* What the backend of a store can do, and what its operations cost. */
+struct store_caps {
+	const char *backend;            /* "local", "rbd" */
+	uint32_t diff_block;            /* granularity of vol_diff extents (bytes) */
+	enum store_diff_scope diff_scope;
+	bool diff_reads_data;           /* vol_diff reads data to be exact (its cost
+	                                   follows what the backend over-reports) */
+	bool zero_exact;                /* zero kinds / all_zero known from metadata */
+	bool rollback_o1;               /* vol_rollback takes the same time whatever
+	                                   changed (otherwise: ~ what changed) */
+	bool rollback_atomic;           /* a crash inside vol_rollback leaves the old
+	                                   or the new head; otherwise a mixture that
+	                                   the repeated rollback completes */
+	bool resize;                    /* volumes can change size */
+	bool clone;                     /* O(1) writable clones of a snapshot */
+	bool shared;                    /* several gateways use one pool: volumes
+	                                   have holders (store_vol_holder/takeover) */
+	unsigned io_depth;              /* concurrent I/O callers worth running */
+};
+/* Fills *out for store s (or the store of volume v).  Never fails. */
+void store_get_caps(const struct store *s, struct store_caps *out);
+void vol_get_caps(const struct vol *v, struct store_caps *out);
 /* Closes the store.  All volumes must have been closed. */
 void store_close(struct store *s);
 
@@ -69,6 +126,27 @@ int store_vol_remove(struct store *s, const char *name, bool force);
  * *n entries; free it with free(). */
 int store_vol_list(struct store *s, char (**names)[STORE_NAME_MAX + 1], size_t *n);
 bool store_vol_exists(struct store *s, const char *name);
+
+/* Shared pools (caps.shared).  A volume belongs to the gateway that
+ * created or took it over; other gateways cannot open it (-EBUSY).
+ * store_vol_holder: 0 with a one-line description of the gateway that
+ * holds name (host, state directory, pid, client address, and whether it
+ * looks alive) in buf when another gateway holds it; -ENODATA when nobody
+ * does (it was released: takeover claims it); -ENOENT when this gateway
+ * does (or no such volume); -EOPNOTSUPP when the pool is not shared.
+ * store_vol_takeover: makes this gateway the holder of a volume that was
+ * released or whose holder is dead: waits (at most wait_ms) for the holder's session to
+ * lapse, fences (blocklists) it so that it can never write again, takes
+ * the volume's lock and rewrites the ownership record.  0 (msg says what
+ * was done), -EBUSY (holder alive; msg says who), -ENOENT, -EOPNOTSUPP,
+ * or the cluster's error.  msg may be NULL. */
+int store_vol_holder(struct store *s, const char *name, char *buf, size_t n);
+/* Gives a volume this gateway holds back to the pool: its ownership record
+ * is cleared and its lock released, so that another gateway's open claims
+ * it (a planned move).  -EBUSY while it is open here (beyond the store's
+ * own reference), -ENOENT, -EOPNOTSUPP when the pool is not shared. */
+int store_vol_release(struct store *s, const char *name);
+int store_vol_takeover(struct store *s, const char *name, unsigned wait_ms, char *msg, size_t n);
 
 /* ---- volume ----------------------------------------------------------- */
 /* Opens a volume.  The same volume may be opened several times (each call
@@ -149,14 +227,20 @@ struct diff_object {
  * go on, anything else to stop (that value is returned by vol_diff). */
 typedef int (*diff_cb)(void *ctx, const struct diff_object *obj);
 
-/* Every 4 KiB block touched (written or discarded) after snapshot from
- * (NULL = since the volume was created) up to snapshot to (NULL = the
- * head, which is only meaningful while nothing writes).  Cost is
- * proportional to what changed, not to the volume size.  Never reports
- * less than what changed. */
+/* The 4 KiB blocks that changed after snapshot from (NULL = since the
+ * volume was created) up to snapshot to (NULL = the head, which is only
+ * meaningful while nothing writes), each with its kind at `to`.  Which
+ * blocks: every block touched (written or discarded) in between with
+ * caps.diff_scope TOUCHED; every block whose content differs (and perhaps
+ * some touched ones) with CHANGED.  Never reports less than what changed.
+ * Cost is proportional to what changed, not to the volume size. */
 int vol_diff(struct vol *v, const char *from, const char *to, diff_cb cb, void *ctx);
 
 /* True when the whole object reads as zeros at snap (NULL = head). */
 int vol_object_is_zero(struct vol *v, const char *snap, uint64_t objno, bool *zero);
+/* False when the whole object reads as zeros at snap (NULL = head); true
+ * when it may hold data.  From metadata only: cheap on every backend (the
+ * exact vol_object_is_zero reads data where caps.zero_exact is false). */
+int vol_object_mapped(struct vol *v, const char *snap, uint64_t objno, bool *mapped);
 
 #endif

@@ -3,6 +3,7 @@
 #ifndef FERRY_STORE_INT_H
 #define FERRY_STORE_INT_H
 
+#include "store/backend.h"
 #include "store/store.h"
 
 #include "common/common.h"
@@ -77,11 +78,14 @@ struct layer {
 	bool sorted;
 };
 
+/* One open volume.  The first four fields are every backend's (backend.c);
+ * the rest is the local backend's, except priv: other backends' state. */
 struct vol {
 	struct store *store;
 	struct vol *next;      /* store's list of open volumes */
 	int refs;
 	char name[STORE_NAME_MAX + 1];
+	void *priv;            /* backends other than local */
 	char dir[4096];
 	pthread_mutex_t wmu;   /* serialises writers and structure changes */
 	pthread_rwlock_t lock; /* read: readers; write: layer list changes */
@@ -100,11 +104,41 @@ struct vol {
 };
 
 struct store {
-	char dir[4096];
-	char vdir[4096];       /* dir/volumes */
+	const struct store_ops *ops;
+	char dir[4096];        /* local: the pool; others: the gateway's state */
 	pthread_mutex_t mu;    /* the list of open volumes; create/remove */
 	struct vol *open;
+	char vdir[4096];       /* local: dir/volumes */
+	void *priv;            /* backends other than local */
 };
+
+/* Random bytes from the kernel; 0 or -errno. */
+int store_random(void *buf, size_t n);
+/* A new random (version 4) UUID, 36 characters + NUL. */
+int store_uuid_new(char out[37]);
+
+/* ---- the local backend's operations (store.c, vol.c) -------------------- */
+int local_open(struct store *s, const struct store_config *c);
+void local_close(struct store *s);
+int local_vol_create(struct store *s, const char *name, const struct vol_params *p);
+int local_vol_remove(struct store *s, const char *name, bool force);
+int local_vol_list(struct store *s, char (**names)[STORE_NAME_MAX + 1], size_t *n);
+bool local_vol_exists(struct store *s, const char *name);
+int local_vol_info(struct vol *v, struct vol_info *out);
+int local_vol_read(struct vol *v, const char *snap, void *buf, uint64_t off, size_t len);
+int local_vol_write(struct vol *v, const void *buf, uint64_t off, size_t len);
+int local_vol_write_zeroes(struct vol *v, uint64_t off, uint64_t len);
+int local_vol_resize(struct vol *v, uint64_t size);
+uint64_t local_vol_size(struct vol *v);
+int local_vol_discard(struct vol *v, uint64_t off, uint64_t len);
+int local_vol_flush(struct vol *v);
+int local_snap_create(struct vol *v, const char *name);
+int local_snap_delete(struct vol *v, const char *name);
+int local_snap_list(struct vol *v, struct snap_info **out, size_t *n);
+int local_snap_get(struct vol *v, const char *name, struct snap_info *out);
+int local_rollback(struct vol *v, const char *name);
+int local_diff(struct vol *v, const char *from, const char *to, diff_cb cb, void *ctx);
+int local_object_is_zero(struct vol *v, const char *snap, uint64_t objno, bool *zero);
 
 /* Loads volume dir (finishing interrupted snapshot deletes; a fold that
  * cannot run for lack of space is left for later and the load succeeds);

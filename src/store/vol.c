@@ -381,24 +381,24 @@ static int do_write(struct vol *v, const void *buf, uint64_t off, uint64_t len)
 	return rc;
 }
 
-int vol_write(struct vol *v, const void *buf, uint64_t off, size_t len)
+int local_vol_write(struct vol *v, const void *buf, uint64_t off, size_t len)
 {
 	if (!buf && len)
 		return -EINVAL;
 	return do_write(v, buf, off, len);
 }
 
-int vol_write_zeroes(struct vol *v, uint64_t off, uint64_t len)
+int local_vol_write_zeroes(struct vol *v, uint64_t off, uint64_t len)
 {
 	return do_write(v, NULL, off, len);
 }
 
-int vol_discard(struct vol *v, uint64_t off, uint64_t len)
+int local_vol_discard(struct vol *v, uint64_t off, uint64_t len)
 {
 	return do_write(v, NULL, off, len);
 }
 
-int vol_read(struct vol *v, const char *snap, void *buf, uint64_t off, size_t len)
+int local_vol_read(struct vol *v, const char *snap, void *buf, uint64_t off, size_t len)
 {
 	int rc = check_range(v, off, len);
 	if (rc || !len)
@@ -423,7 +423,7 @@ static int flush_locked(struct vol *v)
 	return 0;
 }
 
-int vol_flush(struct vol *v)
+int local_vol_flush(struct vol *v)
 {
 	pthread_mutex_lock(&v->wmu);
 	int rc = flush_locked(v);
@@ -431,7 +431,7 @@ int vol_flush(struct vol *v)
 	return rc;
 }
 
-int vol_info(struct vol *v, struct vol_info *out)
+int local_vol_info(struct vol *v, struct vol_info *out)
 {
 	memset(out, 0, sizeof(*out));
 	pthread_rwlock_rdlock(&v->lock);
@@ -465,7 +465,7 @@ int vol_meta_save(struct vol *v)
 
 /* ---- resize ------------------------------------------------------------- */
 
-uint64_t vol_size(struct vol *v)
+uint64_t local_vol_size(struct vol *v)
 {
 	return __atomic_load_n(&v->meta.size, __ATOMIC_RELAXED);
 }
@@ -548,7 +548,7 @@ static int layer_fit(struct vol *v, struct layer *l)
 	return rc ? rc : layer_set_objects(v, l, v->objects);
 }
 
-int vol_resize(struct vol *v, uint64_t size)
+int local_vol_resize(struct vol *v, uint64_t size)
 {
 	if (size == 0 || size > STORE_MAX_SIZE || size % v->meta.block_size)
 		return -EINVAL;
@@ -616,7 +616,7 @@ out:
 
 /* ---- snapshots ---------------------------------------------------------- */
 
-int vol_snap_create(struct vol *v, const char *name)
+int local_snap_create(struct vol *v, const char *name)
 {
 	if (!name_valid(name))
 		return -EINVAL;
@@ -879,7 +879,7 @@ static bool fold_can_wait(int rc)
 	return rc == -ENOSPC || rc == -EDQUOT;
 }
 
-int vol_snap_delete(struct vol *v, const char *name)
+int local_snap_delete(struct vol *v, const char *name)
 {
 	pthread_mutex_lock(&v->wmu);
 	pthread_rwlock_wrlock(&v->lock);
@@ -921,7 +921,7 @@ out:
 	return rc;
 }
 
-int vol_snap_list(struct vol *v, struct snap_info **out, size_t *n)
+int local_snap_list(struct vol *v, struct snap_info **out, size_t *n)
 {
 	pthread_rwlock_rdlock(&v->lock);
 	size_t k = v->meta.n_snaps;
@@ -941,7 +941,7 @@ int vol_snap_list(struct vol *v, struct snap_info **out, size_t *n)
 	return 0;
 }
 
-int vol_snap_get(struct vol *v, const char *name, struct snap_info *out)
+int local_snap_get(struct vol *v, const char *name, struct snap_info *out)
 {
 	pthread_rwlock_rdlock(&v->lock);
 	const struct meta_snap *s = name ? snap_find(v, name, NULL) : NULL;
@@ -955,7 +955,7 @@ int vol_snap_get(struct vol *v, const char *name, struct snap_info *out)
 	return s ? 0 : -ENOENT;
 }
 
-int vol_rollback(struct vol *v, const char *name)
+int local_rollback(struct vol *v, const char *name)
 {
 	pthread_mutex_lock(&v->wmu);
 	pthread_rwlock_wrlock(&v->lock);
@@ -1045,7 +1045,7 @@ static int diff_object(struct vol *v, size_t lo, size_t hi, uint64_t objno,
 	return cb(ctx, &d);
 }
 
-int vol_diff(struct vol *v, const char *from, const char *to, diff_cb cb, void *ctx)
+int local_diff(struct vol *v, const char *from, const char *to, diff_cb cb, void *ctx)
 {
 	struct diff_scratch sc = {
 		.owner = malloc(v->bpo * sizeof(int32_t)),
@@ -1119,7 +1119,7 @@ out_free:
 	return rc;
 }
 
-int vol_object_is_zero(struct vol *v, const char *snap, uint64_t objno, bool *zero)
+int local_object_is_zero(struct vol *v, const char *snap, uint64_t objno, bool *zero)
 {
 	if (objno >= v->objects)
 		return -ERANGE;

@@ -19,6 +19,8 @@ cleanup() {
 		pid=$(cat "$lock" 2>/dev/null)
 		[ -n "$pid" ] && kill -KILL "$pid" 2>/dev/null
 	done
+	# FERRY_TEST_KEEP=1: leave the pools and logs for a post-mortem
+	[ -n "${FERRY_TEST_KEEP:-}" ] && { echo "kept $T" >&2; return; }
 	rm -rf "$T"
 }
 trap cleanup EXIT
@@ -78,8 +80,11 @@ wait_for() { # wait_for SECONDS CMD...
 	done
 }
 
+# FERRY_DAEMON_ARGS: extra ferryd options for every daemon a test starts
+# (the RBD runs of the tests give the backend there, see tests/rbd_lib.sh).
 start_daemon() { # start_daemon [POOL]: returns once the socket is ready
-	"$FERRYD" --pool "${1:-$POOL}" --log-level debug
+	# shellcheck disable=SC2086
+	"$FERRYD" --pool "${1:-$POOL}" --log-level debug ${FERRY_DAEMON_ARGS:-}
 }
 
 daemon_pid() { cat "${1:-$POOL}/ferryd.lock"; }

@@ -23,8 +23,9 @@ skip() { echo "SKIP: $*"; exit 77; }
 # e2e_sites: site b listening, site a serving iSCSI; sets PORT_b, ISCSI_PORT.
 e2e_sites() {
 	site_start b || return 1
+	# shellcheck disable=SC2086
 	"$FERRYD" --pool "$T/a" --log-level debug --iscsi 127.0.0.1:0 \
-		--secret-file "$T/secret" || return 1
+		--secret-file "$T/secret" ${FERRY_SITE_ARGS_a:-} || return 1
 	ISCSI_PORT=$(sed -n 's/.*iscsi: target listening on .*(port \([0-9]*\)).*/\1/p' \
 		"$T/a/ferryd.log" | tail -n 1)
 	[ -n "$ISCSI_PORT" ]

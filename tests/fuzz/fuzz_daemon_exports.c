@@ -38,6 +38,12 @@ int dreq_usage(struct dreq *r, const char *fmt, ...)
 	(void)r, (void)fmt;
 	return 2;
 }
+void daemon_open_error(struct store *s, const char *name, int e, char *buf, size_t n)
+{
+	(void)s, (void)name, (void)e;
+	if (n)
+		buf[0] = '\0';
+}
 bool daemon_volume_is_secondary(const char *name)
 {
 	(void)name;

@@ -105,6 +105,8 @@ expect 0 "verify" -- fa pair verify big
 # ENOSPC while $T/full exists.
 if nm "$FERRYD" 2>/dev/null | grep -q __asan_init; then
 	echo "faults.sh: disk-full scenario skipped (ASan build: its interceptors shadow the shim)"
+elif [ -n "${FERRY_SITE_ARGS_b:-}" ]; then
+	echo "faults.sh: disk-full scenario skipped (the secondary's volumes are not local files)"
 else
 	expect 0 "secondary stops" -- site_stop b
 	export FERRY_TEST_ENOSPC_FLAG=$T/full FERRY_TEST_ENOSPC_DIR=$T/b/volumes

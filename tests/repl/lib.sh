@@ -21,15 +21,20 @@ fb() { "$FERRY_BIN" --pool "$T/b" "$@"; }
 # 127.0.0.1:PORT (0 = a free one); sets PORT_<NAME> to the bound port.
 # With FERRY_A_NOLISTEN set, site a runs without --listen (PORT_a=0): it
 # reaches its primary by calling back (docs/PROTOCOL.md 11).
+# FERRY_SITE_ARGS_<NAME>: more ferryd options for that site (the RBD runs
+# put a site's volumes in a Ceph pool there: tests/repl/rbd_run.sh).
 site_start() {
-	local name=$1 port=${2:-0} secret=${3:-$T/secret}
+	local name=$1 port=${2:-0} secret=${3:-$T/secret} extra=FERRY_SITE_ARGS_$1
 	if [ "$name" = a ] && [ -n "${FERRY_A_NOLISTEN:-}" ]; then
-		"$FERRYD" --pool "$T/a" --log-level debug --secret-file "$secret" || return 1
+		# shellcheck disable=SC2086
+		"$FERRYD" --pool "$T/a" --log-level debug --secret-file "$secret" ${!extra:-} ||
+			return 1
 		PORT_a=0
 		return 0
 	fi
+	# shellcheck disable=SC2086
 	"$FERRYD" --pool "$T/$name" --log-level debug --listen "127.0.0.1:$port" \
-		--secret-file "$secret" || return 1
+		--secret-file "$secret" ${!extra:-} || return 1
 	local p
 	p=$(sed -n 's/.*replication: accepting peers on 127\.0\.0\.1:\([0-9]*\).*/\1/p' \
 		"$T/$name/ferryd.log" | tail -n 1)

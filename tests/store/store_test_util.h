@@ -55,6 +55,41 @@ static inline bool sanitized(void)
 	return getenv("FERRY_SANITIZED") != NULL;
 }
 
+/* The backend the store tests run against: local, or rbd when
+ * FERRY_STORE_BACKEND=rbd (tests/store/rbd_run.sh sets it with
+ * FERRY_CEPH_CONF, FERRY_RBD_POOL and FERRY_RBD_NAMESPACE). */
+static inline bool test_rbd(void)
+{
+	const char *b = getenv("FERRY_STORE_BACKEND");
+	return b && !strcmp(b, "rbd");
+}
+
+/* Opens the store of the backend under test; for rbd, dir holds the
+ * gateway's state (its identity). */
+static inline int test_store_open(const char *dir, struct store **st)
+{
+	if (!test_rbd())
+		return store_open(dir, st);
+	struct store_config c = {
+		.backend = "rbd",
+		.dir = dir,
+		.rbd_pool = getenv("FERRY_RBD_POOL") ? getenv("FERRY_RBD_POOL") : "rbd",
+		.rbd_namespace = getenv("FERRY_RBD_NAMESPACE"),
+		.ceph_conf = getenv("FERRY_CEPH_CONF"),
+	};
+	return store_open_config(&c, st);
+}
+
+/* Removes the test volume of a backend that keeps it outside dir. */
+static inline void test_store_cleanup(const char *dir, const char *vol)
+{
+	struct store *st;
+	if (!test_rbd() || test_store_open(dir, &st))
+		return;
+	store_vol_remove(st, vol, true);
+	store_close(st);
+}
+
 static inline char *make_tmpdir(void)
 {
 	char tmpl[] = "/tmp/ferry-store-XXXXXX";

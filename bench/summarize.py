@@ -76,14 +76,14 @@ def main(path):
                 speed = "reference"
             print("| %s | %s | %s - %s | %.0f%% | %d | %s |" % (
                 variant, fmt(med), fmt(min(vals)), fmt(max(vals)), spread, len(vals), speed))
-    rounds = defaultdict(list)
+    print("\nsamples by round (value, load average at its start):")
     for metric, variants in data.items():
+        rounds = defaultdict(list)
         for variant, samples in variants.items():
             for rnd, (v, load) in samples.items():
-                rounds[rnd].append("%s/%s=%s (load %s)" % (metric, variant, fmt(v), load))
-    print("\nsamples by round:")
-    for rnd in sorted(rounds):
-        print("  round %d: %s" % (rnd, "; ".join(rounds[rnd])))
+                rounds[rnd].append("%s %s (%s)" % (variant, fmt(v), load))
+        print("  %s: %s" % (metric, " | ".join("r%d: %s" % (r, ", ".join(rounds[r]))
+                                                for r in sorted(rounds))))
     for n in notes:
         print("note: " + n)
 

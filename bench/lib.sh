@@ -30,9 +30,11 @@ bench_setup() { # NAME BUILD_DIR -> T (temp dir), RES (results file), BUILDS
 	fi
 	CACHES=warm
 	[ -w /proc/sys/vm/drop_caches ] && CACHES=dropped
+	local cnote="page cache $CACHES before each timed run"
+	[ -n "${BENCH_NO_SETTLE:-}" ] && cnote="page cache not dropped (both sides warm alike)"
 	echo "# $1: $(date -u '+%Y-%m-%d %H:%M UTC'), $(nproc) cores, $(uname -r)," \
 	     "$(df -T "$T" | awk 'NR==2{print $2}') on $(df "$T" | awk 'NR==2{print $1}')," \
-	     "$BENCH_ROUNDS rounds, page cache $CACHES before each timed run"
+	     "$BENCH_ROUNDS rounds, $cnote"
 	for v in $BUILDS; do echo "# build $v: ${BUILD[$v]}"; done
 }
 

@@ -27,8 +27,6 @@
 
 uint16_t link_test_client_version = WIRE_VERSION;
 
-/* OpenSSL's receive buffer with read-ahead: 16 records per recv(). */
-#define LINK_TLS_READ_BUF (256u * 1024u)
 
 /* OpenSSL writes with write(2), not send(MSG_NOSIGNAL): a peer that went
  * away raises SIGPIPE.  ferryd ignores SIGPIPE process-wide (a daemon must
@@ -1220,11 +1218,12 @@ static int tls_handshake(struct link *l, bool server)
 		return -ENOMEM;
 	}
 	link_sigpipe_check(l);
-	/* Read as much as the socket holds into one large buffer: one recv()
-	 * for many records instead of two (header, then body) per 16 KiB
-	 * record.  Ignored by OpenSSL where the kernel receives (kTLS). */
-	SSL_set_read_ahead(l->ssl, 1);
-	SSL_set_default_read_buffer_len(l->ssl, LINK_TLS_READ_BUF);
+	/* No read-ahead: it would save one recv() per 16 KiB record, but
+	 * OpenSSL 3.0 moves the unread rest of its buffer to the front
+	 * before every record it reads (ssl3_read_n, clearold), so with a
+	 * large buffer and a backlog (a secondary busy writing) it copies
+	 * each byte many times: measured, the secondary's CPU rose by a
+	 * fifth (docs/PERFORMANCE.md, "TLS"). */
 	uint64_t deadline = now_mono_ns() + (uint64_t)l->timeout_ms * 1000000ull;
 	const char *dir = server ? "from" : "with";
 	for (;;) {

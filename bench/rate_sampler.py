@@ -51,9 +51,12 @@ next_t = t0
 moved_at = t0
 prev = 0
 while not stop:
-    now = time.monotonic()
+    before = time.monotonic()
     b = read()
-    samples.append((now - t0, b))
+    now = time.monotonic()
+    # ss read the counters somewhere in between: on a loaded machine the
+    # call itself can take milliseconds
+    samples.append(((before + now) / 2 - t0, b))
     if b != prev:
         moved_at = now
         prev = b

@@ -6,7 +6,7 @@
 # Both LUNs (BENCH_SIZE_MB, default 1024 MiB, 512-byte blocks) are first
 # filled with random data (qemu-img convert of a random image), so that no
 # read is of never-written blocks and no write lands on a hole.  Every
-# round (BENCH_ROUNDS, default 5 here), each workload runs on every target
+# round (BENCH_ISCSI_ROUNDS, default 5), each workload runs on every target
 # in the round's order (reversed on even rounds):
 #   seq_write_MBps  1 MiB writes, depth 8, 2x the LUN (qemu-img bench -w)
 #   seq_read_MBps   1 MiB reads, depth 8, 2x the LUN (qemu-img bench)
@@ -23,8 +23,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . bench/lib.sh
-BENCH_ROUNDS=${BENCH_ROUNDS:-5}
-[ -n "${BENCH_ISCSI_ROUNDS:-}" ] && BENCH_ROUNDS=$BENCH_ISCSI_ROUNDS
+BENCH_ROUNDS=${BENCH_ISCSI_ROUNDS:-5}
 BENCH_NO_SETTLE=1 bench_setup iscsi "$1"
 OUT=${2:-}
 SIZE_MB=${BENCH_SIZE_MB:-1024}

@@ -28,6 +28,8 @@ bench_setup() { # NAME BUILD_DIR -> T (temp dir), RES (results file), BUILDS
 		BUILD[A]=$(cd "$BENCH_A" && pwd)
 		BUILDS="A B"
 	fi
+	set -E
+	trap 'bench_err $LINENO' ERR
 	CACHES=warm
 	[ -w /proc/sys/vm/drop_caches ] && CACHES=dropped
 	local cnote="page cache $CACHES before each timed run"
@@ -36,6 +38,19 @@ bench_setup() { # NAME BUILD_DIR -> T (temp dir), RES (results file), BUILDS
 	     "$(df -T "$T" | awk 'NR==2{print $2}') on $(df "$T" | awk 'NR==2{print $1}')," \
 	     "$BENCH_ROUNDS rounds, $cnote"
 	for v in $BUILDS; do echo "# build $v: ${BUILD[$v]}"; done
+}
+
+# A failing step: show the end of every daemon log before the EXIT trap
+# removes the temporary directory.
+bench_err() {
+	local l
+	echo "bench/$BENCH_NAME.sh: failed at line $1" >&2
+	for l in "$T"/*/ferryd.log; do
+		[ -f "$l" ] || continue
+		echo "--- $l (last lines)" >&2
+		tail -n 15 "$l" >&2
+	done
+	trap - ERR
 }
 
 free_port() { python3 -c 'import socket;s=socket.socket();s.bind(("127.0.0.1",0));print(s.getsockname()[1])'; }

@@ -78,8 +78,11 @@ static double pass(struct target *t, const uint64_t *blk, size_t n, unsigned eve
 		int rc = t_write(t, buf, blk[i] * 4096);
 		if (rc < 0)
 			die("write", rc);
-		if ((i + 1) % every == 0 && (rc = t_flush(t)) < 0)
+		if ((i + 1) % every == 0 && (rc = t_flush(t)) < 0) {
+			fprintf(stderr, "scatter_bench: %s: flush after write %zu\n",
+			        t->v ? "store" : "raw", i + 1);
 			die("flush", rc);
+		}
 	}
 	int rc = t_flush(t);
 	if (rc < 0)

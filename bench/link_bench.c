@@ -6,7 +6,11 @@
  * PONG.  Prints the wall time of the transfer and the CPU seconds of each
  * side, so that the cost of TLS is seen apart from the disks.
  *
- *   link_bench MIB [--plaintext]
+ *   link_bench MIB [--plaintext] [--rx-delay-us N]
+ *
+ * --rx-delay-us N: the receiver sleeps N us after every DATA frame, as a
+ * secondary does while it writes the frame to its disk, so that a backlog
+ * builds up in the socket (this is where TLS read-ahead would differ).
  */
 #include <errno.h>
 #include <inttypes.h>
@@ -16,6 +20,7 @@
 #include <string.h>
 #include <sys/resource.h>
 #include <sys/wait.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "common/common.h"
@@ -37,6 +42,8 @@ static void die(const char *what, int rc, struct link *l)
 	        l ? ": " : "", l ? l->err : "");
 	exit(1);
 }
+
+static unsigned rx_delay_us;
 
 static int receiver(int lfd, struct link_tls *tls, int out)
 {
@@ -61,6 +68,10 @@ static int receiver(int lfd, struct link_tls *tls, int out)
 			die("recv", rc, l);
 		if (m.type == WIRE_DATA) {
 			bytes += m.u.data.data_len;
+			if (rx_delay_us) {
+				struct timespec ts = { 0, (long)rx_delay_us * 1000 };
+				nanosleep(&ts, NULL);
+			}
 			continue;
 		}
 		if (m.type == WIRE_PING) {
@@ -80,11 +91,17 @@ static int receiver(int lfd, struct link_tls *tls, int out)
 int main(int argc, char **argv)
 {
 	if (argc < 2) {
-		fprintf(stderr, "usage: link_bench MIB [--plaintext]\n");
+		fprintf(stderr, "usage: link_bench MIB [--plaintext] [--rx-delay-us N]\n");
 		return 2;
 	}
 	uint64_t mib = strtoull(argv[1], NULL, 10);
-	bool plain = argc > 2 && !strcmp(argv[2], "--plaintext");
+	bool plain = false;
+	for (int i = 2; i < argc; i++) {
+		if (!strcmp(argv[i], "--plaintext"))
+			plain = true;
+		else if (!strcmp(argv[i], "--rx-delay-us") && i + 1 < argc)
+			rx_delay_us = (unsigned)strtoul(argv[++i], NULL, 10);
+	}
 	log_set_level(LOG_WARN);
 	signal(SIGPIPE, SIG_IGN); /* as ferryd */
 	struct link_tls_opts o = { .plaintext = plain };

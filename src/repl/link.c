@@ -1218,12 +1218,11 @@ static int tls_handshake(struct link *l, bool server)
 		return -ENOMEM;
 	}
 	link_sigpipe_check(l);
-	/* No read-ahead: it would save one recv() per 16 KiB record, but
-	 * OpenSSL 3.0 moves the unread rest of its buffer to the front
-	 * before every record it reads (ssl3_read_n, clearold), so with a
-	 * large buffer and a backlog (a secondary busy writing) it copies
-	 * each byte many times: measured, the secondary's CPU rose by a
-	 * fifth (docs/PERFORMANCE.md, "TLS"). */
+	/* No read-ahead (OpenSSL's default): a 256 KiB read-ahead buffer
+	 * saves one recv() per 16 KiB record, but bench/link_bench showed no
+	 * gain in the receiver's CPU, with or without a backlog in the
+	 * socket, and OpenSSL 3.0 moves the unread rest of that buffer about
+	 * (ssl3_read_n) as it goes (docs/PERFORMANCE.md, "TLS"). */
 	uint64_t deadline = now_mono_ns() + (uint64_t)l->timeout_ms * 1000000ull;
 	const char *dir = server ? "from" : "with";
 	for (;;) {

@@ -17,6 +17,7 @@
 #include <fcntl.h>
 #include <inttypes.h>
 #include <pthread.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -309,6 +310,8 @@ static int cmd_load(const char *dir, const char *port, unsigned seconds)
 int main(int argc, char **argv)
 {
 	log_set_level(LOG_WARN);
+	/* As ferryd does (src/daemon/main.c): a vanished peer costs an EPIPE. */
+	signal(SIGPIPE, SIG_IGN);
 	uint64_t size;
 	if (argc == 6 && !strcmp(argv[1], "init") && parse_size(argv[4], &size) == 0)
 		return cmd_init(argv[2], argv[3], size, argv[5]);

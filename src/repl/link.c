@@ -27,20 +27,38 @@
 
 uint16_t link_test_client_version = WIRE_VERSION;
 
+
 /* OpenSSL writes with write(2), not send(MSG_NOSIGNAL): a peer that went
- * away would raise SIGPIPE.  The link must not depend on the program
- * ignoring it, so SIGPIPE is blocked around TLS writes and a pending one
- * (ours, from this thread) is consumed. */
-static void sigpipe_block(sigset_t *old)
+ * away raises SIGPIPE.  ferryd ignores SIGPIPE process-wide (a daemon must
+ * never die of a vanished peer, and every write of ours checks EPIPE), and
+ * then nothing more is needed.  OpenSSL's own socket BIO is kept, rather
+ * than a custom one with MSG_NOSIGNAL, because only through it can
+ * OpenSSL hand the record layer to the kernel (kTLS).  The link must not
+ * depend on the host program, though: where SIGPIPE is not ignored
+ * (checked once per connection, link_sigpipe_check), it is blocked around
+ * each OpenSSL call and a pending one (ours, from this thread) is
+ * consumed.  That costs 3-4 system calls per call, which is why ferryd
+ * ignores the signal instead. */
+static void link_sigpipe_check(struct link *l)
 {
+	struct sigaction sa;
+	l->mask_sigpipe = !(sigaction(SIGPIPE, NULL, &sa) == 0 && sa.sa_handler == SIG_IGN);
+}
+
+static void sigpipe_block(const struct link *l, sigset_t *old)
+{
+	if (!l->mask_sigpipe)
+		return;
 	sigset_t s;
 	sigemptyset(&s);
 	sigaddset(&s, SIGPIPE);
 	pthread_sigmask(SIG_BLOCK, &s, old);
 }
 
-static void sigpipe_restore(const sigset_t *old)
+static void sigpipe_restore(const struct link *l, const sigset_t *old)
 {
+	if (!l->mask_sigpipe)
+		return;
 	int saved = errno;
 	if (!sigismember(old, SIGPIPE)) {
 		sigset_t s, pend;
@@ -57,13 +75,34 @@ static void sigpipe_restore(const sigset_t *old)
 
 /* ---- token bucket ------------------------------------------------------ */
 #define BUCKET_WINDOW_NS 50000000ull  /* 50 ms of quota at most */
+#define BUCKET_QUANTUM_NS 5000000ull  /* a sender charges ~5 ms at a time */
+
+static uint64_t bucket_now(const struct bucket *b)
+{
+	return b->now ? b->now(b->clock_ctx) : now_mono_ns();
+}
 
 void bucket_init(struct bucket *b, uint64_t rate)
 {
 	pthread_mutex_init(&b->mu, NULL);
 	b->rate = rate;
 	b->tokens = 0;
+	b->now = NULL;
+	b->sleep = NULL;
+	b->clock_ctx = NULL;
 	b->last_ns = now_mono_ns();
+}
+
+void bucket_set_clock(struct bucket *b, uint64_t (*now)(void *ctx),
+                      void (*sleep)(void *ctx, uint64_t ns), void *ctx)
+{
+	pthread_mutex_lock(&b->mu);
+	b->now = now;
+	b->sleep = sleep;
+	b->clock_ctx = ctx;
+	b->tokens = 0;
+	b->last_ns = bucket_now(b);
+	pthread_mutex_unlock(&b->mu);
 }
 
 void bucket_set_rate(struct bucket *b, uint64_t rate)
@@ -71,31 +110,37 @@ void bucket_set_rate(struct bucket *b, uint64_t rate)
 	pthread_mutex_lock(&b->mu);
 	b->rate = rate;
 	b->tokens = 0;
-	b->last_ns = now_mono_ns();
+	b->last_ns = bucket_now(b);
 	pthread_mutex_unlock(&b->mu);
 }
 
 void bucket_destroy(struct bucket *b) { pthread_mutex_destroy(&b->mu); }
 
-uint64_t bucket_charge(struct bucket *b, size_t n)
+uint64_t bucket_charge_at(struct bucket *b, size_t n, uint64_t now)
 {
 	pthread_mutex_lock(&b->mu);
 	if (!b->rate) {
 		pthread_mutex_unlock(&b->mu);
 		return 0;
 	}
-	uint64_t now = now_mono_ns();
 	double cap = (double)b->rate * (double)BUCKET_WINDOW_NS / 1e9;
-	b->tokens += (double)(now - b->last_ns) * (double)b->rate / 1e9;
+	if (now > b->last_ns)
+		b->tokens += (double)(now - b->last_ns) * (double)b->rate / 1e9;
 	if (b->tokens > cap)
 		b->tokens = cap;
-	b->last_ns = now;
+	if (now > b->last_ns)
+		b->last_ns = now;
 	b->tokens -= (double)n;
 	uint64_t wait = 0;
 	if (b->tokens < 0)
 		wait = (uint64_t)(-b->tokens * 1e9 / (double)b->rate);
 	pthread_mutex_unlock(&b->mu);
 	return wait;
+}
+
+uint64_t bucket_charge(struct bucket *b, size_t n)
+{
+	return bucket_charge_at(b, n, bucket_now(b));
 }
 
 size_t bucket_chunk(const struct bucket *b)
@@ -105,6 +150,19 @@ size_t bucket_chunk(const struct bucket *b)
 	uint64_t c = b->rate * BUCKET_WINDOW_NS / 1000000000ull;
 	c &= ~(uint64_t)4095;
 	return (size_t)MAX(MIN(c, (uint64_t)WIRE_DATA_MAX), (uint64_t)4096);
+}
+
+size_t bucket_quantum(struct bucket *b)
+{
+	if (!b)
+		return SIZE_MAX;
+	pthread_mutex_lock(&b->mu);
+	uint64_t rate = b->rate;
+	pthread_mutex_unlock(&b->mu);
+	if (!rate)
+		return SIZE_MAX;
+	uint64_t q = (rate * BUCKET_QUANTUM_NS / 1000000000ull + 4095) & ~(uint64_t)4095;
+	return (size_t)MAX(MIN(q, (uint64_t)1 << 20), (uint64_t)4096);
 }
 
 
@@ -193,6 +251,13 @@ static SSL_CTX *ctx_new(bool server, char *err, size_t errlen)
 	/* No resumption: every connection proves the key afresh, and no
 	 * ticket arrives unasked in the middle of a transfer. */
 	SSL_CTX_set_options(c, SSL_OP_NO_TICKET | SSL_OP_IGNORE_UNEXPECTED_EOF);
+#ifdef SSL_OP_ENABLE_KTLS
+	/* Kernel TLS where the kernel has it (CONFIG_TLS, "tls" in
+	 * net.ipv4.tcp_available_ulp): records are then sealed and opened in
+	 * the socket layer, without OpenSSL's extra copy; elsewhere OpenSSL
+	 * quietly keeps doing them itself. */
+	SSL_CTX_set_options(c, SSL_OP_ENABLE_KTLS);
+#endif
 	SSL_CTX_set_session_cache_mode(c, SSL_SESS_CACHE_OFF);
 	if (server)
 		SSL_CTX_set_num_tickets(c, 0);
@@ -619,9 +684,9 @@ void link_close(struct link *l)
 		/* Best effort close_notify; the socket is non-blocking. */
 		if (!atomic_load(&l->aborted) && SSL_is_init_finished(l->ssl)) {
 			sigset_t old;
-			sigpipe_block(&old);
+			sigpipe_block(l, &old);
 			(void)SSL_shutdown(l->ssl);
-			sigpipe_restore(&old);
+			sigpipe_restore(l, &old);
 		}
 		SSL_free(l->ssl);
 		ERR_clear_error();
@@ -682,10 +747,10 @@ static ssize_t io_read(struct link *l, void *buf, size_t len, short *want)
 	}
 	ERR_clear_error();
 	sigset_t old;
-	sigpipe_block(&old); /* a read may answer a KeyUpdate */
+	sigpipe_block(l, &old); /* a read may answer a KeyUpdate */
 	errno = 0;
 	int n = SSL_read(l->ssl, buf, (int)MIN(len, (size_t)INT_MAX));
-	sigpipe_restore(&old);
+	sigpipe_restore(l, &old);
 	if (n > 0)
 		return n;
 	switch (SSL_get_error(l->ssl, n)) {
@@ -719,10 +784,10 @@ static ssize_t io_write(struct link *l, const void *buf, size_t len, short *want
 	}
 	ERR_clear_error();
 	sigset_t old;
-	sigpipe_block(&old);
+	sigpipe_block(l, &old);
 	errno = 0;
 	int n = SSL_write(l->ssl, buf, (int)MIN(len, (size_t)INT_MAX));
-	sigpipe_restore(&old);
+	sigpipe_restore(l, &old);
 	if (n > 0)
 		return n;
 	switch (SSL_get_error(l->ssl, n)) {
@@ -782,28 +847,44 @@ static int send_bytes(struct link *l, const uint8_t *p, size_t len)
 /* Sleeps off bandwidth debt in short slices so an abort is noticed. */
 static int pace(struct link *l, size_t n)
 {
-	if (!l->bucket)
-		return 0;
-	uint64_t wait = bucket_charge(l->bucket, n);
-	uint64_t end = now_mono_ns() + wait;
+	struct bucket *b = l->bucket;
+	uint64_t wait = bucket_charge(b, n);
+	uint64_t end = bucket_now(b) + wait;
 	while (wait) {
 		if (atomic_load(&l->aborted))
 			return -ECANCELED;
 		uint64_t slice = MIN(wait, 20000000ull);
-		struct timespec ts = { .tv_sec = 0, .tv_nsec = (long)slice };
-		nanosleep(&ts, NULL);
-		uint64_t now = now_mono_ns();
+		if (b->sleep) {
+			b->sleep(b->clock_ctx, slice);
+		} else {
+			struct timespec ts = { .tv_sec = 0, .tv_nsec = (long)slice };
+			nanosleep(&ts, NULL);
+		}
+		uint64_t now = bucket_now(b);
 		wait = now >= end ? 0 : end - now;
 	}
 	return 0;
 }
 
+/* A paced link charges and sends a few milliseconds' worth at a time
+ * (bucket_quantum): charging a whole object (up to several MiB) and then
+ * sleeping off the debt would send it at line rate, then pause, and the
+ * rate seen by the network would swing by the object size. */
 int link_send_raw(struct link *l, const void *frames, size_t len)
 {
-	int rc = pace(l, len);
-	if (rc < 0)
-		return rc;
-	return send_bytes(l, frames, len);
+	const uint8_t *p = frames;
+	size_t q = l->bucket ? bucket_quantum(l->bucket) : SIZE_MAX;
+	do {
+		size_t n = MIN(len, q);
+		int rc = l->bucket ? pace(l, n) : 0;
+		if (rc == 0)
+			rc = send_bytes(l, p, n);
+		if (rc < 0)
+			return rc;
+		p += n;
+		len -= n;
+	} while (len);
+	return 0;
 }
 
 int link_send(struct link *l, const struct wire_msg *m)
@@ -830,6 +911,11 @@ void link_send_error(struct link *l, int err, const char *fmt, ...)
 	l->timeout_ms = MIN(saved, 2000);
 	(void)link_send(l, &m);
 	l->timeout_ms = saved;
+}
+
+bool link_buffered(struct link *l)
+{
+	return l->rend > l->rstart || (l->ssl && SSL_has_pending(l->ssl));
 }
 
 /* Makes sure rbuf holds at least want bytes from rstart. */
@@ -1131,6 +1217,12 @@ static int tls_handshake(struct link *l, bool server)
 		snprintf(l->err, sizeof(l->err), "cannot set up TLS");
 		return -ENOMEM;
 	}
+	link_sigpipe_check(l);
+	/* No read-ahead (OpenSSL's default): a 256 KiB read-ahead buffer
+	 * saves one recv() per 16 KiB record, but bench/link_bench showed no
+	 * gain in the receiver's CPU, with or without a backlog in the
+	 * socket, and OpenSSL 3.0 moves the unread rest of that buffer about
+	 * (ssl3_read_n) as it goes (docs/PERFORMANCE.md, "TLS"). */
 	uint64_t deadline = now_mono_ns() + (uint64_t)l->timeout_ms * 1000000ull;
 	const char *dir = server ? "from" : "with";
 	for (;;) {
@@ -1138,12 +1230,17 @@ static int tls_handshake(struct link *l, bool server)
 			return -ECANCELED;
 		ERR_clear_error();
 		sigset_t old;
-		sigpipe_block(&old);
+		sigpipe_block(l, &old);
 		errno = 0;
 		int n = server ? SSL_accept(l->ssl) : SSL_connect(l->ssl);
-		sigpipe_restore(&old);
-		if (n == 1)
+		sigpipe_restore(l, &old);
+		if (n == 1) {
+			l->ktls_tx = BIO_get_ktls_send(SSL_get_wbio(l->ssl));
+			l->ktls_rx = BIO_get_ktls_recv(SSL_get_rbio(l->ssl));
+			log_debug("repl: TLS %s %s: kernel TLS send %s, receive %s", dir, l->peer,
+			          l->ktls_tx ? "on" : "off", l->ktls_rx ? "on" : "off");
 			return 0;
+		}
 		int e = SSL_get_error(l->ssl, n);
 		short ev;
 		if (e == SSL_ERROR_WANT_READ) {

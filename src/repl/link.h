@@ -51,20 +51,35 @@ void link_throttle_reset(void);
 void link_throttle_tune(unsigned base_ms, unsigned cap_ms);
 
 /* Token bucket on wire bytes.  The bucket holds at most 50 ms of quota,
- * so a limited link never bursts a whole second's worth. */
+ * so a limited link never bursts a whole second's worth.  Senders charge
+ * it in quanta of a few milliseconds (link_send_raw), never a whole
+ * object at once, so the rate seen over any half second stays flat. */
 struct bucket {
 	pthread_mutex_t mu;
 	uint64_t rate;      /* bytes per second; 0 = unlimited */
 	double tokens;      /* may go negative: the debt is slept off */
 	uint64_t last_ns;
+	/* The clock and the sleep of the pacing; NULL = CLOCK_MONOTONIC and
+	 * nanosleep.  Tests set a fake clock (bucket_set_clock). */
+	uint64_t (*now)(void *ctx);
+	void (*sleep)(void *ctx, uint64_t ns);
+	void *clock_ctx;
 };
 void bucket_init(struct bucket *b, uint64_t rate);
 void bucket_set_rate(struct bucket *b, uint64_t rate);
 void bucket_destroy(struct bucket *b);
+/* For tests: replaces the clock and the sleep (before any charge). */
+void bucket_set_clock(struct bucket *b, uint64_t (*now)(void *ctx),
+                      void (*sleep)(void *ctx, uint64_t ns), void *ctx);
 /* Charges n bytes; returns how many ns the caller must wait first. */
 uint64_t bucket_charge(struct bucket *b, size_t n);
+/* The same at a given time of the bucket's clock. */
+uint64_t bucket_charge_at(struct bucket *b, size_t n, uint64_t now_ns);
 /* Largest frame that keeps sends smooth under this rate (>= 4 KiB). */
 size_t bucket_chunk(const struct bucket *b);
+/* How many bytes a sender moves per charge: ~5 ms of the rate, in 4 KiB
+ * steps, 4 KiB .. 1 MiB; SIZE_MAX when unlimited (or b is NULL). */
+size_t bucket_quantum(struct bucket *b);
 
 struct link {
 	int fd;
@@ -80,6 +95,8 @@ struct link {
 	char err[512];            /* last error, human readable */
 	struct link_tls *tls;     /* not owned; NULL = plaintext */
 	SSL *ssl;                 /* once the TLS handshake has begun */
+	bool mask_sigpipe;        /* SIGPIPE is not ignored: block it around OpenSSL */
+	bool ktls_tx, ktls_rx;    /* the kernel does the TLS records (kTLS) */
 };
 
 /* Splits "HOST:PORT" or "[V6]:PORT".  0 or -EINVAL. */
@@ -115,6 +132,10 @@ int link_handshake_server(struct link *l, const uint8_t *secret, size_t slen,
                           const char *site);
 /* For tests: the version range this side offers as a client. */
 extern uint16_t link_test_client_version;
+
+/* True when received bytes wait in the link's buffers (its own, or
+ * records TLS read ahead), which poll() on l->fd would not show. */
+bool link_buffered(struct link *l);
 
 int link_send(struct link *l, const struct wire_msg *m);
 /* Sends already-encoded frames (charged to the bucket). */

@@ -257,7 +257,7 @@ static void *reader_main(void *arg)
  * must reach the user, not be lost behind a broken pipe. */
 static int check_peer(struct link *l)
 {
-	if (l->rend > l->rstart)
+	if (link_buffered(l))
 		goto read;
 	struct pollfd pfd = { .fd = l->fd, .events = POLLIN };
 	if (poll(&pfd, 1, 0) <= 0)

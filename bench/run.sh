@@ -15,7 +15,7 @@ mkdir -p "$out"
 echo "# machine: $(nproc) cores, $(free -g | awk '/Mem/{print $2}') GiB, $(uname -r), load $(cut -d' ' -f1-3 /proc/loadavg)"
 dir=$(mktemp -d /var/tmp/ferry-bench-store.XXXXXX)
 trap 'rm -rf "$dir"' EXIT
-all="store link sync incr scatter pacing idle iscsi repl"
+all="store link sync incr scatter pacing idle iscsi repl metrics rbd"
 for b in ${BENCH_ONLY:-$all}; do
 	echo
 	echo "== $b"
@@ -25,6 +25,8 @@ for b in ${BENCH_ONLY:-$all}; do
 		for m in "" --plaintext; do
 			echo "link_bench 2048 $m: $("$build/bench/link_bench" 2048 $m | tr '\n' ' ')"
 		done ;;
+	metrics) bench/metrics.sh "$build" ;;
+	rbd) bench/rbd.sh "$build" "$out/rbd.md" ;;
 	*) "bench/$b.sh" "$build" "$out/$b.tsv" ;;
 	esac
 done

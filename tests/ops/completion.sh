@@ -49,7 +49,7 @@ for m in fw raw; do
 	is $m "export pair snap status volume" ferry ""
 	is $m "volume" ferry vo
 	is $m "--help --pool --version" ferry --
-	is $m "create discard export info list md5 resize rm write" ferry volume ""
+	is $m "create discard export info list md5 release resize rm takeover write" ferry volume ""
 	is $m "demote" ferry pair de
 	is $m "--block-size --help --object-size --size" ferry volume create x --
 	is $m "--block-size --help --object-size" ferry volume create x --size 1M --

@@ -191,7 +191,7 @@ int conn_park(struct repl *r, struct link *l, const struct wire_msg *m)
 		p->parked_ns[p->n_parked] = now_mono_ns();
 		p->n_parked++;
 		/* Nor is it a server connection to abort at stop any more. */
-		for (int i = 0; i < MAX_CONNS; i++)
+		for (int i = 0; i < SRV_SLOTS; i++)
 			if (r->srv[i] == l)
 				r->srv[i] = NULL;
 		pthread_cond_broadcast(&r->cv);

@@ -27,7 +27,8 @@
 
 #define LOG_WINDOW_S 10
 #define LOG_BURST 5     /* handshake messages per window shown as they are */
-#define TOP_SOURCES 8   /* sources a summary names */
+#define TOP_SOURCES 64  /* sources a window counts apart */
+#define TOP_SHOWN 8     /* the largest of them a summary names */
 
 struct listener {
 	/* Under r->mu. */
@@ -88,7 +89,12 @@ static void summary_flush(struct listener *s, bool force)
 		size_t off = 0;
 		/* The sources of the displaced and refused connections, largest
 		 * first (a handful: a small selection sort). */
-		for (unsigned k = 0; k < s->n_top && off < sizeof(src) - 64; k++) {
+		unsigned others = s->n_top_other;
+		for (unsigned k = 0; k < s->n_top; k++) {
+			if (k >= TOP_SHOWN || off >= sizeof(src) - 64) {
+				others += s->top[k].n;
+				continue;
+			}
 			unsigned best = k;
 			for (unsigned i = k + 1; i < s->n_top; i++)
 				if (s->top[i].n > s->top[best].n)
@@ -99,16 +105,12 @@ static void summary_flush(struct listener *s, bool force)
 				s->top[best] = t;
 			}
 			char shown[64];
-			uint8_t kk[GATE_KEY_LEN];
-			memcpy(kk, s->top[k].key, sizeof(kk));
-			/* gate_key's display form of a key: round trip through
-			 * its own formatting. */
-			gate_key_show(kk, shown, sizeof(shown));
+			gate_key_show(s->top[k].key, shown, sizeof(shown));
 			off += (size_t)snprintf(src + off, sizeof(src) - off, "%s%s %u", k ? ", " : "",
 			                        shown, s->top[k].n);
 		}
-		if (s->n_top_other && off < sizeof(src) - 32)
-			snprintf(src + off, sizeof(src) - off, ", others %u", s->n_top_other);
+		if (others && off < sizeof(src) - 32)
+			snprintf(src + off, sizeof(src) - off, ", others %u", others);
 		char extra[160] = "";
 		if (s->n_refused || s->n_busy)
 			snprintf(extra, sizeof(extra), ", %u refused while displaced ones ended, %u "

@@ -95,14 +95,27 @@ unsigned gate_count(const struct gate *g, const uint8_t key[GATE_KEY_LEN])
 	return s ? s->n : 0;
 }
 
-/* Index of the oldest connection of source key (one exists). */
-static unsigned oldest_of(const struct gate *g, const uint8_t key[GATE_KEY_LEN])
+/* Index of the oldest connection of source key (one exists); with
+ * idle_first, the oldest idle one when there is one. */
+static unsigned oldest_of(const struct gate *g, const uint8_t key[GATE_KEY_LEN], bool idle_first)
 {
 	unsigned best = g->n;
-	for (unsigned i = 0; i < g->n; i++)
-		if (memcmp(g->conn[i].key, key, GATE_KEY_LEN) == 0 &&
-		    (best == g->n || g->conn[i].t < g->conn[best].t))
+	for (unsigned i = 0; i < g->n; i++) {
+		const struct gate_conn *c = &g->conn[i];
+		if (memcmp(c->key, key, GATE_KEY_LEN) != 0)
+			continue;
+		if (best == g->n) {
 			best = i;
+			continue;
+		}
+		const struct gate_conn *b = &g->conn[best];
+		if (idle_first && b->active != c->active) {
+			if (!c->active)
+				best = i;
+		} else if (c->t < b->t) {
+			best = i;
+		}
+	}
 	return best;
 }
 
@@ -117,7 +130,7 @@ static void conn_remove(struct gate *g, unsigned i)
 	if (--s->n == 0)
 		*s = g->src[--g->n_src];
 	else if (gone.t == s->oldest_t)
-		s->oldest_t = g->conn[oldest_of(g, s->key)].t;
+		s->oldest_t = g->conn[oldest_of(g, s->key, false)].t;
 }
 
 void gate_admit(struct gate *g, const uint8_t key[GATE_KEY_LEN], uint64_t id, uint64_t now,
@@ -143,7 +156,7 @@ void gate_admit(struct gate *g, const uint8_t key[GATE_KEY_LEN], uint64_t id, ui
 	if (victim_src) {
 		uint8_t vk[GATE_KEY_LEN];
 		memcpy(vk, victim_src, GATE_KEY_LEN); /* src[] moves in conn_remove */
-		unsigned i = oldest_of(g, vk);
+		unsigned i = oldest_of(g, vk, true);
 		*evicted = g->conn[i].id;
 		conn_remove(g, i);
 		mine = src_find(g, key);
@@ -152,6 +165,7 @@ void gate_admit(struct gate *g, const uint8_t key[GATE_KEY_LEN], uint64_t id, ui
 	memcpy(c->key, key, GATE_KEY_LEN);
 	c->id = id;
 	c->t = now;
+	c->active = false;
 	if (!mine) {
 		mine = &g->src[g->n_src++];
 		memcpy(mine->key, key, GATE_KEY_LEN);
@@ -161,6 +175,13 @@ void gate_admit(struct gate *g, const uint8_t key[GATE_KEY_LEN], uint64_t id, ui
 	if (now < mine->oldest_t)
 		mine->oldest_t = now;
 	mine->n++;
+}
+
+void gate_active(struct gate *g, uint64_t id)
+{
+	for (unsigned i = 0; i < g->n; i++)
+		if (g->conn[i].id == id)
+			g->conn[i].active = true;
 }
 
 int gate_leave(struct gate *g, uint64_t id)

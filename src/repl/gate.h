@@ -7,11 +7,14 @@
  * most `per_source` of them from one source (an IPv4 address, or the /64
  * of an IPv6 one: one host may own a whole /64).  A new connection is
  * always admitted; when a budget is full, one that waits already goes:
- *   - its source is at per_source: the oldest of that source;
- *   - all are taken: the oldest of the source that holds the most.
- * So a flood only ever displaces the flooder's own connections, and a
- * peer that authenticates in milliseconds is never the oldest of anything:
- * holding or churning connections cannot keep it out.  Authenticated
+ *   - its source is at per_source: one of that source;
+ *   - all are taken: one of the source that holds the most;
+ * within that source the oldest that has sent nothing yet, else the oldest
+ * (gate_active).  So a flood only ever displaces the flooder's own
+ * connections, and a peer that authenticates in milliseconds is never the
+ * oldest of anything: holding or churning connections cannot keep it out,
+ * and idle ones cannot even when they come from the peer's own address
+ * at any rate.  Authenticated
  * connections are outside the gate (listen.c counts them separately).
  * Private to src/repl.
  */
@@ -29,6 +32,7 @@ struct gate_conn {
 	uint8_t key[GATE_KEY_LEN];        /* the source */
 	uint64_t id;                      /* the caller's handle, never 0 */
 	uint64_t t;                       /* admitted at (caller's clock) */
+	bool active;                      /* it has sent something */
 };
 struct gate_src {
 	uint8_t key[GATE_KEY_LEN];
@@ -60,6 +64,9 @@ void gate_key_show(const uint8_t key[GATE_KEY_LEN], char *shown, size_t shown_le
  * make room (it left the gate: the caller closes it), else 0. */
 void gate_admit(struct gate *g, const uint8_t key[GATE_KEY_LEN], uint64_t id, uint64_t now,
                 uint64_t *evicted);
+/* id has sent its first bytes: displaced only after its source's idle
+ * ones.  No-op when id is not in the gate. */
+void gate_active(struct gate *g, uint64_t id);
 /* id leaves the gate (authenticated, failed, closed).  0, or -ENOENT when
  * it is not there (it was evicted). */
 int gate_leave(struct gate *g, uint64_t id);

@@ -1409,8 +1409,11 @@ static int handshake_server(struct link *l, const uint8_t *secret, size_t slen,
 	int rc = 0;
 	for (;;) {
 		ssize_t n = recv(l->fd, &b, 1, MSG_PEEK);
-		if (n == 1)
+		if (n == 1) {
+			if (l->hs_active)
+				l->hs_active(l->hs_active_ctx);
 			break;
+		}
 		if (n == 0) {
 			rc = -ECONNRESET;
 			snprintf(l->err, sizeof(l->err), "%s closed the connection", l->peer);

@@ -86,11 +86,15 @@ struct link {
 	 * authentication-failure delay, on top of the per-operation deadline
 	 * (a slow sender cannot stretch it frame by frame); hs_log, when set,
 	 * receives what the handshake would log (rc 0: a notice, else the
-	 * failure's -errno) so that a listener can rate-limit it. */
+	 * failure's -errno) so that a listener can rate-limit it; hs_active
+	 * (when set) learns that the peer has begun its part. */
 	int hs_timeout_ms;
 	uint64_t hs_deadline_ns;  /* 0 = none */
 	void (*hs_log)(void *ctx, int rc, enum log_level level, const char *msg);
 	void *hs_log_ctx;
+	/* Called once, when the peer's first byte has arrived. */
+	void (*hs_active)(void *ctx);
+	void *hs_active_ctx;
 };
 
 /* Splits "HOST:PORT" or "[V6]:PORT".  0 or -EINVAL. */

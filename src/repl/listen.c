@@ -10,7 +10,8 @@
  * per source address.  A newcomer is always let in and the oldest guest
  * of the source that holds the most makes room: a real peer authenticates
  * in milliseconds, so a flood, held or churned, only ever displaces the
- * flooder's own connections.  What a flood would make us log is counted
+ * flooder's own connections; within a source the idle ones go first, so
+ * that idle connections from the peer's own address cannot displace it.  What a flood would make us log is counted
  * and written as one summary line per LOG_WINDOW_S. */
 #include "repl/sched.h"
 
@@ -19,6 +20,7 @@
 #include <string.h>
 #include <time.h>
 #include <unistd.h>
+#include <sys/socket.h>
 
 #include <openssl/crypto.h>
 
@@ -151,6 +153,15 @@ static void hs_log(void *ctx, int rc, enum log_level level, const char *msg)
 		log_msg(level, "%s", msg);
 }
 
+/* link.h hs_active: the peer has sent its first bytes. */
+static void conn_active(void *arg)
+{
+	struct conn_arg *a = arg;
+	pthread_mutex_lock(&a->r->mu);
+	gate_active(&a->r->lsn->gate, a->id);
+	pthread_mutex_unlock(&a->r->mu);
+}
+
 static void *conn_main(void *arg)
 {
 	struct conn_arg *a = arg;
@@ -166,6 +177,8 @@ static void *conn_main(void *arg)
 		l->hs_timeout_ms = HS_TIMEOUT_MS;
 		l->hs_log = hs_log;
 		l->hs_log_ctx = s;
+		l->hs_active = conn_active;
+		l->hs_active_ctx = a;
 		rc = link_handshake_server(l, r->secret, r->secret_len, r->site);
 	}
 	pthread_mutex_lock(&r->mu);
@@ -274,9 +287,14 @@ static void *accept_main(void *arg)
 			log_error("repl: cannot serve %s: %s", peer, strerror(-rc));
 			continue; /* link_from_fd closed fd */
 		}
+		/* A peer sends at once; often its first bytes are here already. */
+		uint8_t b;
+		bool active = recv(fd, &b, 1, MSG_PEEK | MSG_DONTWAIT) == 1;
 		uint64_t id = 0;
 		pthread_mutex_lock(&r->mu);
 		int slot = admit(r, l, key, &id);
+		if (slot >= 0 && active)
+			gate_active(&s->gate, id);
 		pthread_mutex_unlock(&r->mu);
 		if (slot < 0) {
 			/* Only while displaced threads are still ending. */

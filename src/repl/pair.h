@@ -56,6 +56,8 @@
 #define UNAUTH_PER_SOURCE 8
 #define HS_TIMEOUT_MS 5000
 #define SRV_SLOTS (MAX_CONNS + 2 * UNAUTH_MAX)
+/* Attempts of a dial that the peer refuses for load (conn.c). */
+#define DIAL_BUSY_TRIES 3
 
 struct pair_hold {
 	char snap[REC_NAME_MAX + 1];

@@ -5,7 +5,7 @@ credentials would (tests/repl/flood.sh).
   flooder.py flood PORT N SOURCES CHURN STATS
       keeps trying to hold N idle connections to 127.0.0.1:PORT, bound to
       the source addresses SOURCES (comma-separated, used in turn); one the
-      server closes is opened again, at most RATE (200) connects per second
+      server closes is opened again, at most RATE (200, or $FLOODER_RATE) connects per second
       in all; with CHURN > 0 it also closes and reopens its oldest
       connection CHURN times per second.  Runs until SIGTERM, then writes
       "connects closed_by_server refused_frames errors held" to STATS.
@@ -26,7 +26,7 @@ import socket
 import sys
 import time
 
-RATE = 200.0
+RATE = float(os.environ.get("FLOODER_RATE", "200"))  # connects/s
 
 
 def connect(src, port):

@@ -89,6 +89,37 @@ static void test_per_source(void **state)
 	gate_free(&g);
 }
 
+/* A peer shares its address with an idle flood: once it has sent
+ * something, only the idle ones are displaced, however fast they come; a
+ * source of active ones only gives up its oldest. */
+static void test_idle_first(void **state)
+{
+	(void)state;
+	struct gate g;
+	uint8_t k[GATE_KEY_LEN];
+	key_of("127.0.0.1:1", k);
+	assert_int_equal(gate_init(&g, 64, 8), 0);
+	uint64_t ev;
+	gate_admit(&g, k, 1, 1, &ev); /* the peer, first and oldest */
+	gate_active(&g, 1);
+	for (uint64_t id = 2; id < 10000; id++) {
+		gate_admit(&g, k, id, id, &ev);
+		assert_true(ev != 1);
+	}
+	assert_int_equal(gate_count(&g, k), 8);
+	assert_int_equal(gate_leave(&g, 1), 0);
+	/* Everyone active: the oldest goes. */
+	for (uint64_t id = 20000; id < 20008; id++) {
+		gate_admit(&g, k, id, id, &ev);
+		gate_active(&g, id);
+	}
+	gate_admit(&g, k, 30000, 30000, &ev);
+	assert_int_equal(ev, 20000);
+	gate_active(&g, 424242); /* not there: nothing happens */
+	assert_int_equal(gate_count(&g, k), 8);
+	gate_free(&g);
+}
+
 /* All taken: the source that holds the most gives up its oldest, so the
  * newcomer of a small source (a peer) gets in and older small ones stay. */
 static void test_global(void **state)
@@ -143,6 +174,7 @@ static void test_global(void **state)
 struct ref {
 	int src;
 	uint64_t id, t;
+	bool active;
 };
 static void test_model(void **state)
 {
@@ -162,6 +194,12 @@ static void test_model(void **state)
 	srand(14);
 	for (int step = 0; step < 200000; step++) {
 		t++;
+		if (n && rand() % 5 == 0) {
+			int i = rand() % n;
+			gate_active(&g, ref[i].id);
+			ref[i].active = true;
+			continue;
+		}
 		if (n && rand() % 3 == 0) {
 			int i = rand() % n;
 			assert_int_equal(gate_leave(&g, ref[i].id), 0);
@@ -185,19 +223,21 @@ static void test_model(void **state)
 					victim_src = c;
 			}
 		}
+		/* Within the source: the oldest idle one, else the oldest. */
 		uint64_t want = 0;
-		if (victim_src >= 0)
-			for (int i = 0; i < n; i++)
-				if (ref[i].src == victim_src) {
-					want = ref[i].id;
-					memmove(&ref[i], &ref[i + 1], (size_t)(n - i - 1) * sizeof(ref[0]));
-					n--;
-					break;
-				}
+		int vi = -1;
+		for (int i = 0; victim_src >= 0 && i < n; i++)
+			if (ref[i].src == victim_src && (vi < 0 || (ref[vi].active && !ref[i].active)))
+				vi = i;
+		if (vi >= 0) {
+			want = ref[vi].id;
+			memmove(&ref[vi], &ref[vi + 1], (size_t)(n - vi - 1) * sizeof(ref[0]));
+			n--;
+		}
 		uint64_t ev;
 		gate_admit(&g, k[s], next, t, &ev);
 		assert_int_equal(ev, want);
-		ref[n++] = (struct ref){ s, next, t };
+		ref[n++] = (struct ref){ s, next, t, false };
 		next++;
 		assert_true(n <= MAX);
 		for (int i = 0; i < NSRC; i++)
@@ -213,6 +253,7 @@ int main(void)
 		cmocka_unit_test(test_init),
 		cmocka_unit_test(test_key),
 		cmocka_unit_test(test_per_source),
+		cmocka_unit_test(test_idle_first),
 		cmocka_unit_test(test_global),
 		cmocka_unit_test(test_model),
 	};

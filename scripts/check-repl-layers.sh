@@ -7,7 +7,7 @@ set -u
 src=${1:-src}/repl
 lib=${2:-}
 declare -A level=(
-  [wire.c]=0 [link.c]=0 [wire.h]=0 [link.h]=0
+  [wire.c]=0 [link.c]=0 [gate.c]=0 [wire.h]=0 [link.h]=0 [gate.h]=0
   [rec.c]=1 [rec.h]=1
   [pair.c]=2 [conn.c]=2 [pair.h]=2
   [send.c]=3 [recv.c]=3 [role.c]=3 [verify.c]=3 [verbs.c]=3 [engine.h]=3

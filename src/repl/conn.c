@@ -21,6 +21,7 @@
 #include <poll.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "common/common.h"
 
@@ -33,21 +34,31 @@ int repl_dial(struct repl *r, const char *peer, struct link **out, char *err, si
 		snprintf(err, errlen, "no secret configured (--secret-file)");
 		return -EINVAL;
 	}
-	struct link *l;
-	int rc = link_connect(peer, r->timeout_ms, &l, err, errlen);
-	if (rc < 0)
-		return rc;
-	if (reached)
-		*reached = true;
-	link_set_tls(l, r->tls);
-	rc = link_handshake_client(l, r->secret, r->secret_len, r->site);
-	if (rc < 0) {
+	/* A peer whose port is flooded may refuse us for load (EBUSY: too
+	 * many unauthenticated connections there); a flood displaces the
+	 * oldest waiting connections, so a new attempt a moment later gets
+	 * through.  A few, jittered, then the refusal is the error. */
+	for (int attempt = 1;; attempt++) {
+		struct link *l;
+		int rc = link_connect(peer, r->timeout_ms, &l, err, errlen);
+		if (rc < 0)
+			return rc;
+		if (reached)
+			*reached = true;
+		link_set_tls(l, r->tls);
+		rc = link_handshake_client(l, r->secret, r->secret_len, r->site);
+		if (rc == 0) {
+			*out = l;
+			return 0;
+		}
 		snprintf(err, errlen, "%s", l->err);
 		link_close(l);
-		return rc;
+		if (rc != -EBUSY || attempt == DIAL_BUSY_TRIES)
+			return rc;
+		uint64_t ms = 50 + now_mono_ns() % 200;
+		struct timespec ts = { 0, (long)(ms * 1000000) };
+		nanosleep(&ts, NULL);
 	}
-	*out = l;
-	return 0;
 }
 
 int pair_dial(struct pair *p, struct link **out, char *err, size_t errlen, bool *reached)
@@ -191,7 +202,7 @@ int conn_park(struct repl *r, struct link *l, const struct wire_msg *m)
 		p->parked_ns[p->n_parked] = now_mono_ns();
 		p->n_parked++;
 		/* Nor is it a server connection to abort at stop any more. */
-		for (int i = 0; i < MAX_CONNS; i++)
+		for (int i = 0; i < SRV_SLOTS; i++)
 			if (r->srv[i] == l)
 				r->srv[i] = NULL;
 		pthread_cond_broadcast(&r->cv);

@@ -548,7 +548,9 @@ int link_listen(const char *hostport, int *lfd, char *bound, size_t blen)
 		}
 		int one = 1;
 		setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
-		if (bind(fd, ai->ai_addr, ai->ai_addrlen) < 0 || listen(fd, 64) < 0 ||
+		/* A deep backlog: connections a flood makes wait here must not
+		 * push a peer's SYN into a retransmission. */
+		if (bind(fd, ai->ai_addr, ai->ai_addrlen) < 0 || listen(fd, 1024) < 0 ||
 		    set_nonblock(fd) < 0) {
 			err = -errno;
 			close(fd);
@@ -704,6 +706,12 @@ void link_abort(struct link *l)
 	shutdown(l->fd, SHUT_RDWR);
 }
 
+void link_abort_read(struct link *l)
+{
+	atomic_store(&l->aborted, true);
+	shutdown(l->fd, SHUT_RD); /* wakes a poll for input at once */
+}
+
 static int left_ms(uint64_t deadline)
 {
 	uint64_t now = now_mono_ns();
@@ -715,6 +723,8 @@ static int left_ms(uint64_t deadline)
 /* Waits for fd readiness before deadline; -ETIMEDOUT / -ECANCELED. */
 static int wait_fd(struct link *l, short ev, uint64_t deadline)
 {
+	if (l->hs_deadline_ns && l->hs_deadline_ns < deadline)
+		deadline = l->hs_deadline_ns;
 	for (;;) {
 		if (atomic_load(&l->aborted))
 			return -ECANCELED;
@@ -918,6 +928,41 @@ bool link_buffered(struct link *l)
 	return l->rend > l->rstart || (l->ssl && SSL_has_pending(l->ssl));
 }
 
+/* Reads and drops what the peer sent and we will not read (a close with
+ * unread input is a reset, which may destroy what we sent last). */
+static void drain_input(struct link *l)
+{
+	uint8_t scratch[4096];
+	for (int i = 0; i < 64; i++)
+		if (recv(l->fd, scratch, sizeof(scratch), MSG_DONTWAIT) <= 0)
+			break;
+}
+
+int link_refuse(struct link *l, int code, const char *fmt, ...)
+{
+	/* Anything of ours on the wire (a ServerHello, a frame) and the peer
+	 * would read the frame as part of that stream. */
+	if (l->tx_bytes || (l->ssl && BIO_number_written(SSL_get_wbio(l->ssl)) > 0))
+		return -EALREADY;
+	struct wire_msg m = { .type = WIRE_ERROR };
+	m.u.error.code = code < 0 ? -code : code;
+	if (m.u.error.code <= 0 || m.u.error.code > 4095)
+		m.u.error.code = EIO;
+	va_list ap;
+	va_start(ap, fmt);
+	vsnprintf(m.u.error.msg, sizeof(m.u.error.msg), fmt, ap);
+	va_end(ap);
+	int n = wire_encode(&m, l->wbuf, WIRE_FRAME_MAX);
+	if (n < 0)
+		return n;
+	drain_input(l);
+	/* A new connection's send buffer is empty: the frame fits, no wait. */
+	(void)send(l->fd, l->wbuf, (size_t)n, MSG_NOSIGNAL | MSG_DONTWAIT);
+	shutdown(l->fd, SHUT_WR);
+	drain_input(l);
+	return 0;
+}
+
 /* Makes sure rbuf holds at least want bytes from rstart. */
 static int fill(struct link *l, size_t want, uint64_t deadline)
 {
@@ -1030,11 +1075,39 @@ static void auth_mac(const uint8_t *secret, size_t slen, const char *label,
 }
 
 /* Prefixes a peer's ERROR text so that logs say who refused whom. */
-static void refused(struct link *l)
+static void refused(struct link *l, int rc)
 {
 	char tmp[WIRE_TEXT_MAX + 1];
 	snprintf(tmp, sizeof(tmp), "%.255s", l->err);
-	snprintf(l->err, sizeof(l->err), "peer %.200s refused us: %s", l->peer, tmp);
+	/* EBUSY: the site refused for load, not because of who we are. */
+	snprintf(l->err, sizeof(l->err), "peer %.200s refused %s: %s", l->peer,
+	         rc == -EBUSY ? "the connection" : "us", tmp);
+}
+
+/* What the server's handshake logs: to the listener's hook when it has
+ * one (it rate-limits what a flood of connections would make us write),
+ * else to the log.  rc: 0 for a notice, else the failure's -errno. */
+static void srv_log(struct link *l, int rc, enum log_level level, const char *fmt, ...)
+	__attribute__((format(printf, 4, 5)));
+static void srv_log(struct link *l, int rc, enum log_level level, const char *fmt, ...)
+{
+	char msg[1024];
+	va_list ap;
+	va_start(ap, fmt);
+	vsnprintf(msg, sizeof(msg), fmt, ap);
+	va_end(ap);
+	if (rc == -ETIMEDOUT && l->hs_deadline_ns && now_mono_ns() >= l->hs_deadline_ns) {
+		/* Whichever step was waiting, the whole handshake ran out. */
+		snprintf(l->err, sizeof(l->err), "%s did not complete the handshake within %d ms",
+		         l->peer, l->hs_timeout_ms);
+		snprintf(msg, sizeof(msg), "repl: handshake from %s: %s", l->peer, l->err);
+	}
+	if (rc < 0 && atomic_load(&l->aborted))
+		rc = -ECANCELED; /* whatever it looked like, we ended it */
+	if (l->hs_log)
+		l->hs_log(l->hs_log_ctx, rc, level, msg);
+	else
+		log_msg(level, "%s", msg);
 }
 
 /* Distinct labels per direction so that a proof can never be reflected
@@ -1062,7 +1135,7 @@ static int hmac_client(struct link *l, const uint8_t *secret, size_t slen,
 	rc = link_expect(l, WIRE_HELLO_OK, &m, 0);
 	if (rc < 0) {
 		if (m.type == WIRE_ERROR)
-			refused(l);
+			refused(l, rc);
 		goto fail;
 	}
 	if (m.u.hello_ok.version != link_test_client_version) {
@@ -1095,7 +1168,7 @@ static int hmac_client(struct link *l, const uint8_t *secret, size_t slen,
 	rc = link_expect(l, WIRE_AUTH_OK, &m, 0);
 	if (rc < 0) {
 		if (m.type == WIRE_ERROR)
-			refused(l);
+			refused(l, rc);
 		goto fail;
 	}
 	return 0;
@@ -1146,7 +1219,7 @@ static int hmac_server(struct link *l, const uint8_t *secret, size_t slen,
 	rc = link_expect(l, WIRE_AUTH, &m, 0);
 	if (rc < 0) {
 		if (m.type == WIRE_ERROR)
-			refused(l);
+			refused(l, rc);
 		goto fail;
 	}
 	uint8_t want[WIRE_MAC_LEN];
@@ -1164,7 +1237,7 @@ static int hmac_server(struct link *l, const uint8_t *secret, size_t slen,
 		goto fail;
 	return 0;
 fail:
-	log_error("repl: handshake from %s: %s", l->peer, l->err);
+	srv_log(l, rc, LOG_ERROR, "repl: handshake from %s: %s", l->peer, l->err);
 	return rc;
 }
 
@@ -1180,12 +1253,15 @@ static int tls_refused_by_plaintext_peer(struct link *l)
 	ERR_clear_error();
 	struct wire_msg m;
 	int rc = link_recv(l, &m, 2000);
-	if (rc == 0 && m.type == WIRE_ERROR)
-		snprintf(l->err, sizeof(l->err), "peer %.200s refused us: %.255s", l->peer,
-		         m.u.error.msg);
-	else
-		snprintf(l->err, sizeof(l->err), "peer %s answered TLS in plaintext "
-		         "(it runs with --plaintext?)", l->peer);
+	if (rc == 0 && m.type == WIRE_ERROR) {
+		/* EPROTO from a --plaintext site; EBUSY from a site refusing
+		 * connections for load (link_refuse). */
+		snprintf(l->err, sizeof(l->err), "peer %.200s refused %s: %.255s", l->peer,
+		         m.u.error.code == EBUSY ? "the connection" : "us", m.u.error.msg);
+		return -m.u.error.code;
+	}
+	snprintf(l->err, sizeof(l->err), "peer %s answered TLS in plaintext "
+	         "(it runs with --plaintext?)", l->peer);
 	return -EPROTO;
 }
 
@@ -1388,6 +1464,9 @@ static int sleep_abortable(struct link *l, uint64_t ns)
 	}
 }
 
+static int handshake_server(struct link *l, const uint8_t *secret, size_t slen,
+                            const char *site, const char *host);
+
 int link_handshake_server(struct link *l, const uint8_t *secret, size_t slen,
                           const char *site)
 {
@@ -1397,16 +1476,29 @@ int link_handshake_server(struct link *l, const uint8_t *secret, size_t slen,
 	if (wait == UINT64_MAX) {
 		snprintf(l->err, sizeof(l->err), "refused %s: too many failed authentications "
 		         "from %s, try later", l->peer, host);
-		log_warn("repl: %s", l->err);
+		srv_log(l, -EACCES, LOG_WARN, "repl: %s", l->err);
 		return -EACCES;
 	}
 	if (wait) {
-		log_warn("repl: delaying %s by %" PRIu64 " ms after failed authentications "
-		         "from %s", l->peer, (uint64_t)(wait / 1000000u), host);
+		srv_log(l, 0, LOG_WARN, "repl: delaying %s by %" PRIu64 " ms after failed "
+		        "authentications from %s", l->peer, (uint64_t)(wait / 1000000u), host);
 		if (sleep_abortable(l, wait) < 0)
 			return -ECANCELED;
 	}
+	/* The delay above is ours to impose, the rest is the peer's time. */
+	if (l->hs_timeout_ms > 0)
+		l->hs_deadline_ns = now_mono_ns() + (uint64_t)l->hs_timeout_ms * 1000000ull;
+	int rc = handshake_server(l, secret, slen, site, host);
+	if (rc == -ETIMEDOUT && l->hs_deadline_ns && now_mono_ns() >= l->hs_deadline_ns)
+		snprintf(l->err, sizeof(l->err), "%s did not complete the handshake within %d ms",
+		         l->peer, l->hs_timeout_ms);
+	l->hs_deadline_ns = 0;
+	return rc;
+}
 
+static int handshake_server(struct link *l, const uint8_t *secret, size_t slen,
+                            const char *site, const char *host)
+{
 	/* The first byte tells a TLS ClientHello (record type 22) from a
 	 * ferry frame. */
 	uint64_t deadline = now_mono_ns() + (uint64_t)l->timeout_ms * 1000000ull;
@@ -1414,8 +1506,11 @@ int link_handshake_server(struct link *l, const uint8_t *secret, size_t slen,
 	int rc = 0;
 	for (;;) {
 		ssize_t n = recv(l->fd, &b, 1, MSG_PEEK);
-		if (n == 1)
+		if (n == 1) {
+			if (l->hs_active)
+				l->hs_active(l->hs_active_ctx);
 			break;
+		}
 		if (n == 0) {
 			rc = -ECONNRESET;
 			snprintf(l->err, sizeof(l->err), "%s closed the connection", l->peer);
@@ -1431,19 +1526,19 @@ int link_handshake_server(struct link *l, const uint8_t *secret, size_t slen,
 			snprintf(l->err, sizeof(l->err), "receive from %s: %s", l->peer,
 			         strerror(-rc));
 		}
-		log_error("repl: handshake from %s: %s", l->peer, l->err);
+		srv_log(l, rc, LOG_ERROR, "repl: handshake from %s: %s", l->peer, l->err);
 		return rc;
 	}
 	bool is_tls = b == 22;
 	if (is_tls && !l->tls) {
 		refuse_tls_client(l);
-		log_error("repl: handshake from %s: %s", l->peer, l->err);
+		srv_log(l, -EPROTO, LOG_ERROR, "repl: handshake from %s: %s", l->peer, l->err);
 		return -EPROTO;
 	}
 	if (!is_tls && l->tls) {
 		rc = refuse_plaintext_client(l, secret, slen, site);
 		if (rc != -EPROTONOSUPPORT) /* hmac_server logged that one */
-			log_error("repl: handshake from %s: %s", l->peer, l->err);
+			srv_log(l, rc, LOG_ERROR, "repl: handshake from %s: %s", l->peer, l->err);
 		return rc;
 	}
 	uint8_t cb[CB_LEN];
@@ -1452,7 +1547,7 @@ int link_handshake_server(struct link *l, const uint8_t *secret, size_t slen,
 		if (rc == 0)
 			rc = tls_binding(l, cb);
 		if (rc < 0) {
-			log_error("repl: handshake from %s: %s", l->peer, l->err);
+			srv_log(l, rc, LOG_ERROR, "repl: handshake from %s: %s", l->peer, l->err);
 			if (rc == -EACCES)
 				throttle_result(host, false);
 			return rc;

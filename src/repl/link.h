@@ -21,6 +21,7 @@
 
 #include <openssl/ssl.h>
 
+#include "common/common.h"
 #include "repl/wire.h"
 
 /* TLS settings shared by every link of a daemon. */
@@ -97,6 +98,20 @@ struct link {
 	SSL *ssl;                 /* once the TLS handshake has begun */
 	bool mask_sigpipe;        /* SIGPIPE is not ignored: block it around OpenSSL */
 	bool ktls_tx, ktls_rx;    /* the kernel does the TLS records (kTLS) */
+	/* Server handshake only (set before link_handshake_server):
+	 * hs_timeout_ms > 0 bounds the whole handshake, from the end of the
+	 * authentication-failure delay, on top of the per-operation deadline
+	 * (a slow sender cannot stretch it frame by frame); hs_log, when set,
+	 * receives what the handshake would log (rc 0: a notice, else the
+	 * failure's -errno) so that a listener can rate-limit it; hs_active
+	 * (when set) learns that the peer has begun its part. */
+	int hs_timeout_ms;
+	uint64_t hs_deadline_ns;  /* 0 = none */
+	void (*hs_log)(void *ctx, int rc, enum log_level level, const char *msg);
+	void *hs_log_ctx;
+	/* Called once, when the peer's first byte has arrived. */
+	void (*hs_active)(void *ctx);
+	void *hs_active_ctx;
 };
 
 /* Splits "HOST:PORT" or "[V6]:PORT".  0 or -EINVAL. */
@@ -119,6 +134,18 @@ int link_from_fd(int fd, int timeout_ms, const char *peer, struct link **out);
 void link_close(struct link *l);
 /* Thread-safe: wakes and fails every pending and later operation. */
 void link_abort(struct link *l);
+/* Thread-safe: like link_abort, but keeps the sending side open so that
+ * the thread using l can still tell the peer why (link_refuse). */
+void link_abort_read(struct link *l);
+/* Server side, on a connection refused before authenticating: when this
+ * side has sent nothing yet, sends ERROR(code, message) in plaintext (a TLS
+ * client recognises it by its magic in place of a ServerHello, like the
+ * --plaintext refusal) after draining what the peer sent, so that the
+ * close is not a reset that could destroy the frame; the caller then
+ * closes l.  0, or -EALREADY when bytes of the handshake already went out
+ * (nothing is sent: a frame would corrupt the peer's TLS stream). */
+int link_refuse(struct link *l, int code, const char *fmt, ...)
+	__attribute__((format(printf, 3, 4)));
 
 /* TLS handshake (when link_set_tls gave settings), then the mutual
  * challenge-response with HMAC-SHA256 over both nonces, the version and

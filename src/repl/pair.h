@@ -4,7 +4,8 @@
  *
  * Layers of src/repl, each calling only into its own and lower ones
  * (scripts/check-repl-layers.sh checks includes and linked symbols):
- *   0  wire.c link.c                 codec and authenticated connections
+ *   0  wire.c link.c gate.c          codec, authenticated connections,
+ *                                    admission of unauthenticated ones
  *   1  rec.c                         the record value, codecs, transition rules
  *   2  pair.c conn.c                 registry, pair_change(), dialling, offers
  *   3  send.c recv.c role.c verify.c verbs.c
@@ -44,7 +45,19 @@
 #define PARK_USE_MS 30000
 /* Snapshots a pair's verifies may hold at once. */
 #define HOLD_MAX 4
+/* The replication port (listen.c, docs/DESIGN.md "Replication port
+ * limits"): authenticated server connections; connections that have not
+ * authenticated yet, in all and per source address (gate.h: a newcomer
+ * displaces the oldest waiting one rather than being refused); the time
+ * one has to complete TLS and the challenge.  SRV_SLOTS also holds the
+ * displaced ones while their threads end. */
 #define MAX_CONNS 64
+#define UNAUTH_MAX 64
+#define UNAUTH_PER_SOURCE 8
+#define HS_TIMEOUT_MS 5000
+#define SRV_SLOTS (MAX_CONNS + 2 * UNAUTH_MAX)
+/* Attempts of a dial that the peer refuses for load (conn.c). */
+#define DIAL_BUSY_TRIES 3
 
 struct pair_hold {
 	char snap[REC_NAME_MAX + 1];
@@ -108,6 +121,7 @@ struct pair {
 };
 
 struct sched;
+struct listener;
 
 struct repl {
 	struct store *store;
@@ -139,7 +153,8 @@ struct repl {
 	int lfd;
 	pthread_t accept_th;
 	unsigned conns;                   /* server connection threads */
-	struct link *srv[MAX_CONNS];      /* their links, to abort at stop */
+	struct link *srv[SRV_SLOTS];      /* their links, to abort at stop */
+	struct listener *lsn;             /* listen.c: its admission state */
 	unsigned cb_threads;              /* call-back threads of all pairs */
 	struct sched *sched;              /* sched.c */
 };

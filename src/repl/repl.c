@@ -142,6 +142,7 @@ void repl_destroy(struct repl *r)
 	if (!r)
 		return;
 	repl_stop(r);
+	listener_free(r);
 	while (r->pairs) {
 		struct pair *p = r->pairs;
 		r->pairs = p->next;

@@ -20,10 +20,14 @@ void sched_stop(struct repl *r);
 void callback_update(struct repl *r, struct pair *p);
 
 /* listen.c: accepting peers on r->listen_req (the one accept loop), one
- * thread per connection. */
+ * thread per connection; the limits on connections that have not
+ * authenticated (pair.h UNAUTH_*, HS_TIMEOUT_MS). */
 int listener_start(struct repl *r);
 void listener_stop(struct repl *r);
 /* Under mu: aborts the server connections (at stop). */
 void listener_abort_conns(struct repl *r);
+/* Frees the admission state (after repl_stop: no connection thread is
+ * left). */
+void listener_free(struct repl *r);
 
 #endif

@@ -1,8 +1,9 @@
 /* Tests of the secured replication link: TLS 1.3 with the PSK derived
  * from the secret and with certificates, refusals (wrong PSK, foreign CA,
  * TLS / plaintext mismatch either way) with an error on both sides,
- * deadlines with a silent peer during the TLS handshake, and the
- * per-address throttle of failed authentications. */
+ * deadlines with a silent peer during the TLS handshake, the
+ * per-address throttle of failed authentications, and a refusal for load
+ * that the client reports as such. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -353,6 +354,53 @@ static void test_silent_client_deadline(void **st)
 	link_tls_free(t);
 }
 
+/* A listener refusing a connection for load (link_refuse) before any
+ * byte of its handshake went out: the client, TLS or plaintext, says the
+ * peer refused the connection and why, not a TLS error. */
+struct refuser {
+	int lfd;
+	int rc;
+};
+static void *refuser_main(void *arg)
+{
+	struct refuser *r = arg;
+	char peer[128];
+	struct link *l;
+	int fd = link_accept(r->lfd, 10000, peer, sizeof(peer));
+	r->rc = fd < 0 ? fd : link_from_fd(fd, 3000, peer, &l);
+	if (r->rc < 0)
+		return NULL;
+	/* Let the client's first flight arrive: it is drained, not reset. */
+	struct timespec ts = { 0, 100000000 };
+	nanosleep(&ts, NULL);
+	r->rc = link_refuse(l, EBUSY, "too many unauthenticated connections; try again later");
+	link_close(l);
+	return NULL;
+}
+
+static void test_refused_for_load(void **st)
+{
+	(void)st;
+	for (int tls = 0; tls < 2; tls++) {
+		struct link_tls *t = tls ? psk_tls(SECRET) : NULL;
+		struct refuser r = { 0 };
+		char addr[128];
+		assert_int_equal(link_listen("127.0.0.1:0", &r.lfd, addr, sizeof(addr)), 0);
+		pthread_t th;
+		assert_int_equal(pthread_create(&th, NULL, refuser_main, &r), 0);
+		char err[512];
+		int rc = client(addr, NULL, t, SECRET, 3000, NULL, err, sizeof(err), NULL);
+		pthread_join(th, NULL);
+		assert_int_equal(r.rc, 0);
+		assert_int_equal(rc, -EBUSY);
+		assert_non_null(strstr(err, "refused the connection: too many unauthenticated "
+		                            "connections"));
+		assert_null(strstr(err, "TLS"));
+		close(r.lfd);
+		link_tls_free(t);
+	}
+}
+
 /* N failed authentications from 127.0.0.1 delay the next attempt from it
  * by base * 2^(N-1); 127.0.0.2 is served at once; a success clears it. */
 static void test_auth_failures_throttled(void **st)
@@ -478,6 +526,7 @@ int main(void)
 		cmocka_unit_test(test_silent_server_deadline),
 		cmocka_unit_test(test_silent_client_deadline),
 		cmocka_unit_test(test_auth_failures_throttled),
+		cmocka_unit_test(test_refused_for_load),
 	};
 	return cmocka_run_group_tests(tests, setup, teardown);
 }

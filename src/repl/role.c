@@ -619,43 +619,58 @@ static int primary_answers(struct pair *p, uint64_t *epoch, char *where, size_t 
 
 /* ---- promote at an earlier recovery point ---------------------------------- */
 struct restore_ctx {
-	struct vol *v;
-	const char *point;
-	uint8_t *buf;
-	size_t cap;
+	struct extent *ext;
+	size_t n, cap;
 };
+
+/* The store's diff runs under the volume's lock: the extents are
+ * collected first and copied after. */
+static int restore_collect(void *ctx, const struct diff_object *o)
+{
+	struct restore_ctx *c = ctx;
+	for (size_t i = 0; i < o->n_extents; i++) {
+		if (c->n && c->ext[c->n - 1].offset + c->ext[c->n - 1].length == o->extents[i].offset) {
+			c->ext[c->n - 1].length += o->extents[i].length;
+			continue;
+		}
+		if (c->n == c->cap) {
+			size_t cap = c->cap ? 2 * c->cap : 256;
+			struct extent *e = realloc(c->ext, cap * sizeof(*e));
+			if (!e)
+				return -ENOMEM;
+			c->ext = e;
+			c->cap = cap;
+		}
+		c->ext[c->n++] = o->extents[i];
+	}
+	return 0;
+}
 
 /* Every block that changed after the point gets the point's content back
  * in the head: the head reads as the point, and a diff from the last
  * synced snapshot (the next cycle's base, the resync's common snapshot)
  * reports every block that went back. */
-static int restore_object(void *ctx, const struct diff_object *o)
+static int restore_point(struct vol *v, const char *point, const char *last)
 {
-	struct restore_ctx *c = ctx;
-	for (size_t i = 0; i < o->n_extents; i++) {
-		uint64_t off = o->extents[i].offset, left = o->extents[i].length;
-		while (left) {
-			size_t len = left < c->cap ? (size_t)left : c->cap;
-			int rc = vol_read(c->v, c->point, c->buf, off, len);
+	struct restore_ctx c = { 0 };
+	int rc = vol_diff(v, point, last, restore_collect, &c);
+	const size_t cap = 1u << 20;
+	uint8_t *buf = rc == 0 ? malloc(cap) : NULL;
+	if (rc == 0 && !buf)
+		rc = -ENOMEM;
+	for (size_t i = 0; i < c.n && rc == 0; i++) {
+		uint64_t off = c.ext[i].offset, left = c.ext[i].length;
+		while (left && rc == 0) {
+			size_t len = left < cap ? (size_t)left : cap;
+			rc = vol_read(v, point, buf, off, len);
 			if (rc == 0)
-				rc = vol_write(c->v, c->buf, off, len);
-			if (rc < 0)
-				return rc;
+				rc = vol_write(v, buf, off, len);
 			off += len;
 			left -= len;
 		}
 	}
-	return 0;
-}
-
-static int restore_point(struct vol *v, const char *point, const char *last)
-{
-	struct restore_ctx c = { .v = v, .point = point, .cap = 1u << 20 };
-	c.buf = malloc(c.cap);
-	if (!c.buf)
-		return -ENOMEM;
-	int rc = vol_diff(v, point, last, restore_object, &c);
-	free(c.buf);
+	free(buf);
+	free(c.ext);
 	if (rc == 0)
 		rc = vol_flush(v);
 	return rc;

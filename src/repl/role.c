@@ -744,8 +744,6 @@ int repl_pair_promote(struct repl *r, const char *name, bool force, const char *
 		pthread_mutex_unlock(&r->mu);
 		return rc;
 	}
-	if (at && !strcmp(at, seen.last_snap))
-		at = NULL; /* the last synced one: a plain promote */
 	if (force && !planned) {
 		/* --force is for a primary that is lost, not one that answers. */
 		uint64_t ep = 0;
@@ -779,6 +777,8 @@ int repl_pair_promote(struct repl *r, const char *name, bool force, const char *
 		rc = verb_fail(err, -EBUSY, "pair %s: a cycle is still being applied; try again", name);
 		goto out;
 	}
+	if (at && !strcmp(at, last))
+		at = NULL; /* the last synced one: a plain promote */
 	crash_point("promote-begin");
 	/* The last synced snapshot is what becomes live: a half-applied cycle
 	 * is discarded.  Idempotent, so a crash before the record is fine. */
@@ -795,7 +795,19 @@ int repl_pair_promote(struct repl *r, const char *name, bool force, const char *
 	if (at) {
 		/* Not atomic, and need not be: until the record below says
 		 * primary nothing writes here, and a promote run again rolls
-		 * the head back to the last synced snapshot first. */
+		 * the head back to the last synced snapshot first.  Meanwhile
+		 * a checkpoint that matches no cycle (cycle 0) tells a cycle
+		 * arriving after a crash to roll the head back before it
+		 * applies anything; it goes once the record says primary. */
+		struct ckpt intent = { .cycle = 0 };
+		snprintf(intent.base, sizeof(intent.base), "%s", last);
+		snprintf(intent.target, sizeof(intent.target), "%s", at);
+		rc = ckpt_save(r, name, &intent);
+		if (rc < 0) {
+			rc = verb_fail(err, rc, "pair %s: cannot record the promote: %s", name,
+			               strerror(-rc));
+			goto out;
+		}
 		rc = vol_open(r->store, vol, &v);
 		if (rc == 0) {
 			rc = restore_point(v, at, last);
@@ -807,8 +819,9 @@ int repl_pair_promote(struct repl *r, const char *name, bool force, const char *
 			goto out;
 		}
 		crash_point("promote-restored");
+	} else {
+		ckpt_remove(r, name);
 	}
-	ckpt_remove(r, name);
 	crash_point("promote-rolledback");
 	pthread_mutex_lock(&r->mu);
 	struct pair_rec next = p->rec;
@@ -836,6 +849,8 @@ int repl_pair_promote(struct repl *r, const char *name, bool force, const char *
 	char e[400];
 	rc = pair_change(p, &next, force && !planned ? "promoted by force" : "promoted", e,
 	                 sizeof(e));
+	if (rc == 0 && at)
+		ckpt_remove(r, name);
 	if (rc == 0) {
 		p->error[0] = '\0';
 		p->failures = 0;

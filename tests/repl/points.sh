@@ -35,10 +35,10 @@ expect_err 1 "no pair" "points of no pair" -- fb pair points nope
 # Each cycle rewrites the same 1 MiB: the points differ there only, and
 # the versions that no point holds any more must be freed.
 declare -A MD5 SNAP
-run_cycles() { # run_cycles N
+run_cycles() { # run_cycles N [OFFSET]
 	local i cyc snap
 	for ((i = 1; i <= $1; i++)); do
-		rand_write fa db 0 $M
+		rand_write fa db "${2:-0}" $M
 		expect 0 "cycle with new data" -- fa pair sync db --wait
 		cyc=$(fa pair status db --json | json last_synced.cycle)
 		snap=$(fa pair status db --json | json last_synced.snapshot)
@@ -100,16 +100,38 @@ check "the dropped versions are freed ($alloc <= 9 MiB + 1 MiB)" test "$alloc" -
 expect 0 "pair set --keep 3" -- fa pair set db --keep 3
 run_cycles 3
 check "3 points again" points_ok fb 3
-oldest=$(fb pair points db --json | python3 -c 'import json,sys; p=json.load(sys.stdin)[0]; print(p["cycle"], p["snapshot"])')
-ocyc=${oldest%% *}
-osnap=${oldest#* }
-expect 0 "points before the failover" -- fb pair points db --json
-BEFORE=$(python3 -c 'import json,sys; print(" ".join(p["snapshot"] for p in json.load(sys.stdin)))' <<<"$OUT")
+oldest_point() {
+	oldest=$(fb pair points db --json | python3 -c 'import json,sys; p=json.load(sys.stdin)[0]; print(p["cycle"], p["snapshot"])')
+	ocyc=${oldest%% *}
+	osnap=${oldest#* }
+}
+oldest_point
 expect 0 "site a is lost" -- site_kill a
 expect_err 2 "" "--at with a bad name" -- fb pair promote db --force --at 'a/b'
 expect_err 1 "no recovery point 'nosuch'" "--at an unknown snapshot" -- fb pair promote db --force --at nosuch
 expect_err 1 "no recovery point" "--at a snapshot that is no point" -- fb pair promote db --force --at ferry.db.999999
 check "still secondary after the refusals" json_holds b db "d['role'] == 'secondary'"
+
+# A crash after the copy back, before the record: b stays secondary, and
+# a cycle arriving then rolls the head back before applying anything.
+expect 0 "stop b" -- site_stop b
+FERRY_TEST_CRASH_AT=promote-restored site_start b "$PORT_b" || fail "restart b with a crash point"
+expect 1 "promote --at dies after the copy back" -- fb pair promote db --force --at "$osnap"
+check "b died" wait_for 20 lock_free "$T/b"
+check "at the crash point" grep -q "FERRY_TEST_CRASH_AT=promote-restored" "$T/b/ferryd.log"
+expect 0 "b restarts" -- site_start b "$PORT_b"
+check "b is still secondary" json_holds b db "d['role'] == 'secondary'"
+check "its points are untouched" points_ok fb 3
+expect 0 "site a returns" -- site_start a "$PORT_a"
+# elsewhere than the MiB the promote copied back: only a rollback of the
+# head before the cycle makes this point right
+run_cycles 1 $((40 * M))
+check "the next cycle's point has the primary's md5 (the head was rolled back first)" points_ok fb 3
+check "b's head is the last point" test "$(md5_of fb db)" = "${MD5[$(fa pair status db --json | json last_synced.cycle)]}"
+expect 0 "site a is lost again" -- site_kill a
+oldest_point
+expect 0 "points before the failover" -- fb pair points db --json
+BEFORE=$(python3 -c 'import json,sys; print(" ".join(p["snapshot"] for p in json.load(sys.stdin)))' <<<"$OUT")
 expect 0 "promote --force --at the oldest point ($osnap)" -- fb pair promote db --force --at "$osnap"
 check "the message names the point" grep -q "$osnap" <<<"$OUT"
 check "b is primary" json_holds b db "d['role'] == 'primary'"

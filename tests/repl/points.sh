@@ -96,6 +96,17 @@ check "the secondary keeps 1 point after the next cycle" points_ok fb 1
 alloc=$(fb volume info db --json | json allocated_bytes)
 check "the dropped versions are freed ($alloc <= 9 MiB + 1 MiB)" test "$alloc" -le $((10 * M))
 
+# ---- --keep-for: also the points of the last DUR ------------------------------------------------
+expect 0 "pair set --keep-for 1h" -- fa pair set db --keep-for 1h
+check "the secondary learns keep_for 3600" wait_json b db "d['keep_for'] == 3600" 15
+check "text status tells" grep -q "recovery points: keep 1 and those of the last 3600 s" <<<"$(fb pair status db)"
+run_cycles 2
+check "keep 1, but the 3 points of the last hour stay" points_ok fb 3
+expect 0 "pair set --keep-for 0" -- fa pair set db --keep-for 0
+check "the secondary learns keep_for 0" wait_json b db "d['keep_for'] == 0" 15
+run_cycles 1
+check "back to 1 point" points_ok fb 1
+
 # ---- promote --force --at the oldest point -------------------------------------------------------
 expect 0 "pair set --keep 3" -- fa pair set db --keep 3
 run_cycles 3

@@ -781,7 +781,23 @@ int repl_pair_promote(struct repl *r, const char *name, bool force, const char *
 		at = NULL; /* the last synced one: a plain promote */
 	crash_point("promote-begin");
 	/* The last synced snapshot is what becomes live: a half-applied cycle
-	 * is discarded.  Idempotent, so a crash before the record is fine. */
+	 * is discarded (and with --at, every block changed after that point
+	 * is copied back from it).  Not atomic, and need not be: until the
+	 * record below says primary nothing writes here, and a promote run
+	 * again rolls the head back first.  Meanwhile a checkpoint that
+	 * matches no cycle (cycle 0) replaces the one of an interrupted
+	 * cycle: a cycle arriving after a crash then rolls the head back
+	 * before it applies anything, instead of resuming on a head that no
+	 * longer holds what the old checkpoint promised.  It goes once the
+	 * record says primary. */
+	struct ckpt intent = { .cycle = 0 };
+	snprintf(intent.base, sizeof(intent.base), "%s", last);
+	snprintf(intent.target, sizeof(intent.target), "%s", at ? at : last);
+	rc = ckpt_save(r, name, &intent);
+	if (rc < 0) {
+		rc = verb_fail(err, rc, "pair %s: cannot record the promote: %s", name, strerror(-rc));
+		goto out;
+	}
 	struct vol *v;
 	rc = vol_open(r->store, vol, &v);
 	if (rc == 0) {
@@ -793,21 +809,6 @@ int repl_pair_promote(struct repl *r, const char *name, bool force, const char *
 		goto out;
 	}
 	if (at) {
-		/* Not atomic, and need not be: until the record below says
-		 * primary nothing writes here, and a promote run again rolls
-		 * the head back to the last synced snapshot first.  Meanwhile
-		 * a checkpoint that matches no cycle (cycle 0) tells a cycle
-		 * arriving after a crash to roll the head back before it
-		 * applies anything; it goes once the record says primary. */
-		struct ckpt intent = { .cycle = 0 };
-		snprintf(intent.base, sizeof(intent.base), "%s", last);
-		snprintf(intent.target, sizeof(intent.target), "%s", at);
-		rc = ckpt_save(r, name, &intent);
-		if (rc < 0) {
-			rc = verb_fail(err, rc, "pair %s: cannot record the promote: %s", name,
-			               strerror(-rc));
-			goto out;
-		}
 		rc = vol_open(r->store, vol, &v);
 		if (rc == 0) {
 			rc = restore_point(v, at, last);
@@ -819,8 +820,6 @@ int repl_pair_promote(struct repl *r, const char *name, bool force, const char *
 			goto out;
 		}
 		crash_point("promote-restored");
-	} else {
-		ckpt_remove(r, name);
 	}
 	crash_point("promote-rolledback");
 	pthread_mutex_lock(&r->mu);
@@ -849,7 +848,7 @@ int repl_pair_promote(struct repl *r, const char *name, bool force, const char *
 	char e[400];
 	rc = pair_change(p, &next, force && !planned ? "promoted by force" : "promoted", e,
 	                 sizeof(e));
-	if (rc == 0 && at)
+	if (rc == 0)
 		ckpt_remove(r, name);
 	if (rc == 0) {
 		p->error[0] = '\0';

@@ -97,6 +97,12 @@ static const struct ctl_cmd_spec snap_cmds[] = {
 #define F_SPLIT_BRAIN(d) {"split-brain", CTL_A_CHOICE, 0, NULL, "fence|keep-writing", \
 	"when another site is promoted over this primary: fence (its LUNs refuse " \
 	"writes until `pair demote`) or keep-writing" d}
+#define F_KEEP(d) {"keep", CTL_A_U64, 0, "N", NULL, \
+	"recovery points: the secondary keeps the last N synced cycles, 1..10000 " \
+	"(`pair points`; space: what changed between them)" d}
+#define F_KEEP_FOR(d) {"keep-for", CTL_A_DURATION, 0, "DUR", NULL, \
+	"recovery points: the secondary also keeps the synced cycles of the last DUR " \
+	"(2h, 7d); 0 = none" d}
 static const struct ctl_cmd_spec pair_cmds[] = {
 	{"create", "replicate volume NAME to the ferryd at --peer; starts the initial sync "
 	 "(or, after a pair rm, sends only what changed since the snapshot both sites kept)",
@@ -109,12 +115,14 @@ static const struct ctl_cmd_spec pair_cmds[] = {
 	  F_COMPRESS(" (default off)"),
 	  F_PEER_TIMEOUT(""),
 	  F_SPLIT_BRAIN(" (default fence)"),
+	  F_KEEP(" (default 1)"),
+	  F_KEEP_FOR(" (default 0)"),
 	  {"force", CTL_A_BOOL, 0, NULL, NULL, "overwrite an existing non-empty secondary volume"}}},
 	{"set", "change a pair's settings on the primary: applies by the next cycle, sends no "
 	 "volume data, the secondary takes them at once",
 	 {F_PAIR},
 	 {F_PERIOD(""), F_BANDWIDTH(""), F_COMPRESS(""), F_INFLIGHT(""), F_PEER_TIMEOUT(""),
-	  F_SPLIT_BRAIN("")}},
+	  F_SPLIT_BRAIN(""), F_KEEP(""), F_KEEP_FOR("")}},
 	{"list", "list pairs, primary and secondary: NAME ROLE STATE PEER LAST-SYNC RPO-LAG",
 	 {{0}},
 	 {{"json", CTL_A_BOOL, 0, NULL, NULL,
@@ -155,8 +163,16 @@ static const struct ctl_cmd_spec pair_cmds[] = {
 	 {F_PAIR},
 	 {{"force", CTL_A_BOOL, 0, NULL, NULL,
 	   "the primary is lost: take over at the last synced snapshot without its consent "
-	   "(refused while the primary answers as primary)"}}},
-	{"resync", "new primary after a split brain: send the blocks that differ to the demoted "
+	   "(refused while the primary answers as primary)"},
+	  {"at", CTL_A_NAME, 0, "SNAP", NULL,
+	   "take over at this recovery point (`pair points`) instead of the last synced one; "
+	   "the later points stay until removed with `snap rm`"}}},
+	{"points", "recovery points of a pair on this site, oldest first: the synced cycles the "
+	 "secondary keeps (--keep, --keep-for; a primary keeps its last synced one)",
+	 {F_PAIR},
+	 {{"json", CTL_A_BOOL, 0, NULL, NULL,
+	   "print an array of {snapshot, cycle, time, bytes, last, pinned}"}}},
+		{"resync", "new primary after a split brain: send the blocks that differ to the demoted "
 	 "old primary (refused unless the pair is in split brain)",
 	 {F_PAIR},
 	 {{0}}},

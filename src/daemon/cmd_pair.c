@@ -257,6 +257,8 @@ static void status_json(struct jw *w, const struct repl_status *st)
 	jw_key(w, "bandwidth"); jw_u64(w, st->bandwidth);
 	jw_key(w, "compress"); jw_str(w, st->compress ? "zstd" : "none");
 	jw_key(w, "split_brain_policy"); jw_str(w, repl_split_policy_name(st->split_brain_policy));
+	jw_key(w, "keep"); jw_u64(w, st->keep);
+	jw_key(w, "keep_for"); jw_u64(w, st->keep_for_s);
 	jw_key(w, "epoch"); jw_u64(w, st->epoch);
 	jw_key(w, "demoting"); jw_bool(w, st->demoting);
 	jw_key(w, "peer_demoted"); jw_bool(w, st->peer_demoted);
@@ -400,6 +402,10 @@ static void status_text(struct sbuf *b, const struct repl_status *st)
 	            st->compress ? "on" : "off", st->max_inflight, st->peer_timeout_s,
 	            st->peer_timeout_default ? " (default)" : "",
 	            repl_split_policy_name(st->split_brain_policy));
+	sbuf_printf(b, "  recovery points: keep %u", st->keep);
+	if (st->keep_for_s)
+		sbuf_printf(b, " and those of the last %" PRIu64 " s", st->keep_for_s);
+	sbuf_printf(b, " (on the secondary; `pair points %s` lists them)\n", st->name);
 }
 
 /* Sends b (or the error), returns the exit status. */
@@ -463,6 +469,19 @@ static int settings_from(struct dreq *r, struct repl_settings *s)
 		s->split_brain = !strcmp(v->str, "keep-writing") ? REPL_SB_KEEP_WRITING : REPL_SB_FENCE;
 		s->set |= REPL_SET_SPLIT_BRAIN;
 	}
+	v = ctl_flag(r->cmd, "keep");
+	if (v->set) {
+		if (v->u64 < 1 || v->u64 > REPL_KEEP_MAX)
+			return dreq_usage(r, "--keep must be 1..%u (the last synced cycle is always kept)",
+			                  REPL_KEEP_MAX);
+		s->keep = (uint32_t)v->u64;
+		s->set |= REPL_SET_KEEP;
+	}
+	v = ctl_flag(r->cmd, "keep-for");
+	if (v->set) {
+		s->keep_for_s = v->u64;
+		s->set |= REPL_SET_KEEP_FOR;
+	}
 	return 0;
 }
 
@@ -513,7 +532,8 @@ static int pair_set(struct dreq *r)
 		return st;
 	if (!s.set)
 		return dreq_usage(r, "pair set: nothing to change (give --period, --bandwidth, "
-		                  "--compress, --max-inflight, --peer-timeout or --split-brain)");
+		                  "--compress, --max-inflight, --peer-timeout, --split-brain, --keep "
+		                  "or --keep-for)");
 	const char *name = ctl_pos(r->cmd, "NAME")->str;
 	struct repl_err err = { "" };
 	struct sbuf b;
@@ -548,6 +568,16 @@ static int pair_set(struct dreq *r)
 		if (s.set & REPL_SET_SPLIT_BRAIN)
 			setting_line(&b, "split-brain", repl_split_policy_name(z.split_brain),
 			             repl_split_policy_name(a.split_brain));
+		if (s.set & REPL_SET_KEEP) {
+			snprintf(x, sizeof(x), "%u", z.keep);
+			snprintf(y, sizeof(y), "%u", a.keep);
+			setting_line(&b, "keep (recovery points, from the next cycle)", x, y);
+		}
+		if (s.set & REPL_SET_KEEP_FOR) {
+			snprintf(x, sizeof(x), z.keep_for_s ? "%" PRIu64 " s" : "none", z.keep_for_s);
+			snprintf(y, sizeof(y), a.keep_for_s ? "%" PRIu64 " s" : "none", a.keep_for_s);
+			setting_line(&b, "keep-for (from the next cycle)", x, y);
+		}
 	}
 	return finish(r, &b, rc, &err);
 }
@@ -788,11 +818,15 @@ static int pair_promote(struct dreq *r)
 		return 1;
 	const char *name = ctl_pos(r->cmd, "NAME")->str;
 	bool force = ctl_flag(r->cmd, "force")->set;
+	const struct ctl_val *atv = ctl_flag(r->cmd, "at");
+	const char *at = atv->set ? atv->str : NULL;
+	if (at && !name_valid(at))
+		return dreq_usage(r, "--at: '%s' is not a snapshot name", at);
 	struct repl_role_change res;
 	struct repl_err err = { "" };
 	struct sbuf b;
 	sbuf_init(&b);
-	int rc = repl_pair_promote(g_repl, name, force, &res, &err);
+	int rc = repl_pair_promote(g_repl, name, force, at, &res, &err);
 	if (rc == 0 && res.already)
 		sbuf_printf(&b, "pair %s: already primary here\n", name);
 	else if (rc == 0)
@@ -801,6 +835,53 @@ static int pair_promote(struct dreq *r)
 		            res.epoch, res.peer[0] ? res.peer
 		                                   : "the old primary, which calls in (it has no --listen)");
 	return finish(r, &b, rc, &err);
+}
+
+static int pair_points(struct dreq *r)
+{
+	if (!ready(r))
+		return 1;
+	const char *name = ctl_pos(r->cmd, "NAME")->str;
+	struct repl_point *pt;
+	size_t n;
+	struct repl_err err = { "" };
+	struct sbuf b;
+	sbuf_init(&b);
+	int rc = repl_pair_points(g_repl, name, &pt, &n, &err);
+	if (rc < 0)
+		return finish(r, &b, rc, &err);
+	if (ctl_flag(r->cmd, "json")->set) {
+		struct jw w;
+		jw_init(&w, &b);
+		jw_arr_begin(&w);
+		for (size_t i = 0; i < n; i++) {
+			jw_obj_begin(&w);
+			jw_key(&w, "snapshot"); jw_str(&w, pt[i].snapshot);
+			jw_key(&w, "cycle"); jw_u64(&w, pt[i].cycle);
+			jw_key(&w, "time"); jw_u64(&w, pt[i].time);
+			jw_key(&w, "bytes"); jw_u64(&w, pt[i].bytes);
+			jw_key(&w, "last"); jw_bool(&w, pt[i].last);
+			jw_key(&w, "pinned"); jw_bool(&w, pt[i].pinned);
+			jw_obj_end(&w);
+		}
+		jw_arr_end(&w);
+		sbuf_puts(&b, "\n");
+	} else {
+		sbuf_printf(&b, "%-32s %8s  %-20s %10s\n", "SNAPSHOT", "CYCLE", "TIME (UTC)", "BYTES");
+		for (size_t i = 0; i < n; i++) {
+			char ts[32], sz[32];
+			struct tm tm;
+			time_t t = (time_t)pt[i].time;
+			gmtime_r(&t, &tm);
+			strftime(ts, sizeof(ts), "%Y-%m-%dT%H:%M:%SZ", &tm);
+			sbuf_printf(&b, "%-32s %8" PRIu64 "  %-20s %10s%s%s\n", pt[i].snapshot,
+			            pt[i].cycle, ts, fmt_bytes(pt[i].bytes, sz, sizeof(sz)),
+			            pt[i].last ? "  (last synced)" : "",
+			            pt[i].pinned && !pt[i].last ? "  (kept: promote --at)" : "");
+		}
+	}
+	free(pt);
+	return finish(r, &b, 0, &err);
 }
 
 static int pair_resync(struct dreq *r)
@@ -836,6 +917,7 @@ const struct dgroup dgroup_pair = {
 		{"demote", pair_demote},
 		{"promote", pair_promote},
 		{"resync", pair_resync},
+		{"points", pair_points},
 		{NULL, NULL},
 	},
 };

@@ -403,6 +403,34 @@ bool snap_is_cycle(const char *pair, const char *snap)
 	       strspn(snap + plen, "0123456789") == strlen(snap + plen);
 }
 
+uint64_t snap_cycle_of(const char *snap)
+{
+	const char *dot = strrchr(snap, '.');
+	uint64_t c = 0;
+	if (!dot || !dot[1] || strspn(dot + 1, "0123456789") != strlen(dot + 1) ||
+	    strlen(dot + 1) > 18)
+		return 0;
+	for (const char *d = dot + 1; *d; d++)
+		c = c * 10 + (uint64_t)(*d - '0');
+	return c;
+}
+
+bool pair_snap_is_point(const struct pair_rec *c, const char *snap)
+{
+	return snap_is_cycle(c->name, snap) || (c->remote[0] && snap_is_cycle(c->remote, snap));
+}
+
+bool pair_snap_retained(const struct pair *p, const char *snap)
+{
+	const struct pair_rec *c = &p->rec;
+	uint64_t cy = snap_cycle_of(snap);
+	if (!cy || cy > c->last_cycle || !pair_snap_is_point(c, snap))
+		return false;
+	if (cy <= c->pinned_cycle)
+		return true;
+	return !pair_phase_primary(c->phase) && (c->keep > 1 || c->keep_for_s);
+}
+
 bool pair_snap_needed(const struct pair *p, const char *snap)
 {
 	const struct pair_rec *c = &p->rec;
@@ -452,17 +480,31 @@ void drop_pair_snaps(struct repl *r, struct pair *p, const char *vol, const char
 	struct snap_info *s;
 	size_t n;
 	if (vol_snap_list(v, &s, &n) == 0) {
-		for (size_t i = 0; i < n; i++) {
-			if (!snap_is_cycle(pair, s[i].name) || (keep && !strcmp(s[i].name, keep)))
+		uint64_t now = now_wall_s();
+		/* Newest first: a point's rank is the number of synced points
+		 * after it (cycle numbers grow with creation). */
+		uint64_t newer = 0;
+		for (size_t j = n; j-- > 0;) {
+			struct snap_info *si = &s[j];
+			if (!snap_is_cycle(pair, si->name) || (keep && !strcmp(si->name, keep))) {
+				if (keep && !strcmp(si->name, keep))
+					newer++;
 				continue;
+			}
 			bool needed = false;
 			if (p) {
+				uint64_t cy = snap_cycle_of(si->name);
 				pthread_mutex_lock(&r->mu);
-				needed = pair_snap_needed(p, s[i].name);
+				needed = pair_snap_needed(p, si->name);
+				if (!needed && cy && cy <= p->rec.last_cycle)
+					needed = pair_point_kept(&p->rec, cy, newer,
+					                         now > si->ctime ? now - si->ctime : 0);
+				if (cy && cy <= p->rec.last_cycle)
+					newer++;
 				pthread_mutex_unlock(&r->mu);
 			}
 			if (!needed)
-				(void)vol_snap_delete(v, s[i].name);
+				(void)vol_snap_delete(v, si->name);
 		}
 		free(s);
 	}
@@ -527,6 +569,11 @@ void role_msg_fill(const struct pair *p, uint32_t op, struct wire_msg *out)
 		m.u.role.settings_flags = (c->compress ? WIRE_RS_COMPRESS : 0) |
 		                          (c->split_policy == REPL_SB_KEEP_WRITING
 		                               ? WIRE_RS_KEEP_WRITING : 0);
+		/* Only when not the default: a peer of before (which rejects
+		 * the longer frame) works on as long as nobody keeps more. */
+		m.u.role.has_retention = c->keep != 1 || c->keep_for_s;
+		m.u.role.keep = c->keep;
+		m.u.role.keep_for_s = c->keep_for_s;
 	}
 	*out = m;
 }

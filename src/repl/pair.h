@@ -210,12 +210,24 @@ bool snap_is_cycle(const char *pair, const char *snap);
 /* Under mu: whether p still needs snapshot snap (last synced, in flight,
  * seed, common, split-brain, held by a verify). */
 bool pair_snap_needed(const struct pair *p, const char *snap);
+/* The cycle number of a cycle snapshot name (the digits after its last
+ * '.'), 0 when it has none. */
+uint64_t snap_cycle_of(const char *snap);
+/* Whether snap is a cycle snapshot of p's on its volume: named after the
+ * pair (its own cycles) or after the remote (the primary's, received). */
+bool pair_snap_is_point(const struct pair_rec *c, const char *snap);
+/* Under mu: whether snap may be a recovery point that retention keeps
+ * (decided by drop_pair_snaps, which ranks them); removal by anything
+ * else must leave it.  `snap rm` may remove it. */
+bool pair_snap_retained(const struct pair *p, const char *snap);
 /* Under mu: a verify holds / releases snap (retention keeps it). */
 int pair_hold(struct pair *p, const char *snap);
 void pair_unhold(struct pair *p, const char *snap);
 /* Not under mu: deletes the cycle snapshots of pair on volume vol
- * (ferry.PAIR.*) that p does not need, except keep (may be NULL);
- * leftovers of crashes go too.  p may be NULL (nothing held). */
+ * (ferry.PAIR.*) that p does not need, except keep (may be NULL), and
+ * the recovery points its retention (pair_point_kept) no longer keeps;
+ * leftovers of crashes go too.  p may be NULL (nothing held, no points
+ * kept). */
 void drop_pair_snaps(struct repl *r, struct pair *p, const char *vol, const char *pair,
                      const char *keep);
 

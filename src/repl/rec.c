@@ -153,6 +153,19 @@ void pair_rec_init(struct pair_rec *r)
 	r->period_s = REC_DEFAULT_PERIOD;
 	r->max_inflight = REC_DEFAULT_INFLIGHT;
 	r->split_policy = REPL_SB_FENCE;
+	r->keep = REC_DEFAULT_KEEP;
+}
+
+bool pair_point_kept(const struct pair_rec *r, uint64_t cycle, uint64_t newer,
+                     uint64_t age_s)
+{
+	if (cycle && cycle <= r->pinned_cycle)
+		return true;
+	if (newer == 0)
+		return true; /* the last synced snapshot */
+	if (pair_phase_primary(r->phase))
+		return false;
+	return newer < r->keep || (r->keep_for_s && age_s < r->keep_for_s);
 }
 
 int pair_rec_valid(const struct pair_rec *r, char *why, size_t n)
@@ -172,6 +185,8 @@ int pair_rec_valid(const struct pair_rec *r, char *why, size_t n)
 		return why_fail(why, n, "period or max-inflight out of range");
 	if (r->split_policy != REPL_SB_FENCE && r->split_policy != REPL_SB_KEEP_WRITING)
 		return why_fail(why, n, "bad split-brain policy");
+	if (r->keep < 1 || r->keep > REC_KEEP_MAX)
+		return why_fail(why, n, "keep %u out of range 1..%u", r->keep, REC_KEEP_MAX);
 	if (!r->last_cycle != !r->last_snap[0])
 		return why_fail(why, n, "last cycle and last snapshot disagree");
 	if (!r->cur_cycle != !r->cur_snap[0])
@@ -275,7 +290,8 @@ bool pair_rec_equal(const struct pair_rec *a, const struct pair_rec *b)
 	       a->epoch == b->epoch && a->peer_epoch == b->peer_epoch &&
 	       a->peer_demoted_cycle == b->peer_demoted_cycle &&
 	       !strcmp(a->common_snap, b->common_snap) && !strcmp(a->sb_snap, b->sb_snap) &&
-	       !strcmp(a->reason, b->reason);
+	       !strcmp(a->reason, b->reason) && a->keep == b->keep &&
+	       a->keep_for_s == b->keep_for_s && a->pinned_cycle == b->pinned_cycle;
 }
 
 /* ---- key=value lines -------------------------------------------------- */
@@ -408,6 +424,12 @@ int pair_rec_parse(const char *text, size_t len, struct pair_rec *out)
 			else
 				ok = false;
 		}
+		else if (kv_is(&it, "keep")) {
+			ok = kv_u64(&it, &v) && v >= 1 && v <= REC_KEEP_MAX;
+			r.keep = (uint32_t)v;
+		}
+		else if (kv_is(&it, "keep_for")) ok = kv_u64(&it, &r.keep_for_s);
+		else if (kv_is(&it, "pinned_cycle")) ok = kv_u64(&it, &r.pinned_cycle);
 		else if (kv_is(&it, "created")) ok = kv_u64(&it, &r.created);
 		else if (kv_is(&it, "seed_snap")) ok = kv_name(&it, r.seed_snap);
 		else if (kv_is(&it, "last_cycle")) ok = kv_u64(&it, &r.last_cycle);
@@ -501,6 +523,8 @@ int pair_rec_format(const struct pair_rec *r, char *buf, size_t cap)
 	    "\ncompress=%d\npeer_timeout=%" PRIu64 "\nsplit_brain_policy=%s\n", r->period_s,
 	    r->max_inflight, r->bandwidth, r->compress, r->peer_timeout_s,
 	    repl_split_policy_name(r->split_policy));
+	put(buf, cap, &o, "keep=%u\nkeep_for=%" PRIu64 "\npinned_cycle=%" PRIu64 "\n", r->keep,
+	    r->keep_for_s, r->pinned_cycle);
 	put(buf, cap, &o, "created=%" PRIu64 "\nseed_snap=%s\nlast_cycle=%" PRIu64
 	    "\nlast_snap=%s\nlast_time=%" PRIu64 "\ncur_cycle=%" PRIu64 "\ncur_snap=%s\n"
 	    "cur_time=%" PRIu64 "\n", r->created, r->seed_snap, r->last_cycle, r->last_snap,

@@ -29,6 +29,9 @@
 #define REC_DEFAULT_INFLIGHT 8
 /* A peer timeout of 0 means the default: max(3 x period, 30 s). */
 #define REC_MIN_PEER_TIMEOUT 30
+/* Recovery points a secondary keeps (pair create/set --keep N). */
+#define REC_DEFAULT_KEEP 1
+#define REC_KEEP_MAX 10000
 
 /* The durable part of a pair's state: its role and where it stands in a
  * role change.  The visible state (idle, syncing, error, peer-down, ...)
@@ -76,6 +79,8 @@ struct pair_rec {
 	bool compress;
 	uint64_t peer_timeout_s;             /* 0 = the default */
 	enum repl_split_policy split_policy;
+	uint32_t keep;                       /* recovery points on the secondary, >= 1 */
+	uint64_t keep_for_s;                 /* and those younger than this; 0 = none */
 	/* cycles */
 	uint64_t created;
 	char seed_snap[REC_NAME_MAX + 1];    /* secondary: empty base of the initial sync */
@@ -95,6 +100,10 @@ struct pair_rec {
 	char common_snap[REC_NAME_MAX + 1];  /* newest snapshot both sides hold */
 	char sb_snap[REC_NAME_MAX + 1];      /* split-brain-<time>: our divergence */
 	char reason[REC_TEXT_MAX + 1];       /* why the split brain */
+	/* recovery points */
+	uint64_t pinned_cycle;               /* the operator's: cycle snapshots up to
+	                                      * this one are never dropped by retention
+	                                      * (promote --at left them); 0 = none */
 };
 
 /* A secondary's resume point (written after vol_flush only). */
@@ -129,6 +138,13 @@ bool pair_phase_legal(enum pair_phase from, enum pair_phase to);
 /* ---- the record ------------------------------------------------------- */
 /* A record as pair create makes it: defaults filled in. */
 void pair_rec_init(struct pair_rec *r);
+/* Retention of a recovery point: whether the cycle snapshot of `cycle`
+ * (<= r->last_cycle), with `newer` synced points after it and created
+ * age_s seconds ago, stays.  A primary keeps only its last synced one
+ * (what the next cycle needs); a secondary the last `keep` and those
+ * younger than `keep_for_s`; both what promote --at pinned. */
+bool pair_point_kept(const struct pair_rec *r, uint64_t cycle, uint64_t newer,
+                     uint64_t age_s);
 /* Whether r is a consistent record (names valid, settings in range, cycle
  * fields agree, role fields present).  0, or -EINVAL with the reason. */
 int pair_rec_valid(const struct pair_rec *r, char *why, size_t n);

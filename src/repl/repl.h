@@ -80,6 +80,10 @@ const char *repl_split_policy_name(enum repl_split_policy p);
 #define REPL_SET_INFLIGHT 0x08u
 #define REPL_SET_PEER_TIMEOUT 0x10u
 #define REPL_SET_SPLIT_BRAIN 0x20u
+#define REPL_SET_KEEP 0x40u
+#define REPL_SET_KEEP_FOR 0x80u
+/* --keep: at most this many recovery points */
+#define REPL_KEEP_MAX 10000
 struct repl_settings {
 	unsigned set;
 	uint64_t period_s;         /* 0 = 60; at least 1 */
@@ -88,6 +92,8 @@ struct repl_settings {
 	uint32_t max_inflight;     /* objects in flight; 0 = 8 */
 	uint64_t peer_timeout_s;   /* 0 = max(3 x period, 30 s) */
 	enum repl_split_policy split_brain;
+	uint32_t keep;             /* recovery points on the secondary; 0 = 1 */
+	uint64_t keep_for_s;       /* and the points younger than this; 0 = none */
 };
 
 struct repl_pair_opts {
@@ -149,6 +155,8 @@ struct repl_status {
 	uint32_t max_inflight;
 	bool compress;
 	enum repl_split_policy split_brain_policy;
+	uint32_t keep;                       /* recovery points (secondary) */
+	uint64_t keep_for_s;
 	/* cycles */
 	bool has_last;
 	char last_snap[STORE_NAME_MAX + 1];
@@ -283,8 +291,26 @@ struct repl_role_change {
 };
 int repl_pair_demote(struct repl *r, const char *name, struct repl_role_change *res,
                      struct repl_err *err);
-int repl_pair_promote(struct repl *r, const char *name, bool force,
+/* at (NULL = the last synced snapshot): promote at that recovery point
+ * instead (`pair points`); the later points stay until the operator
+ * removes them (`snap rm`). */
+int repl_pair_promote(struct repl *r, const char *name, bool force, const char *at,
                       struct repl_role_change *res, struct repl_err *err);
+
+/* Recovery points of a pair on this site (`pair points`): its synced
+ * cycle snapshots present here, oldest first.  bytes: the data changed
+ * since the previous point (for the oldest: all it holds).  *out is
+ * malloc'd (caller frees), *n may be 0. */
+struct repl_point {
+	char snapshot[STORE_NAME_MAX + 1];
+	uint64_t cycle;
+	uint64_t time;                       /* unix s: when the snapshot was taken here */
+	uint64_t bytes;
+	bool last;                           /* the last synced snapshot */
+	bool pinned;                         /* left by promote --at: the operator's */
+};
+int repl_pair_points(struct repl *r, const char *name, struct repl_point **out, size_t *n,
+                     struct repl_err *err);
 /* resync in two steps, like sync: fetch the old primary's divergence and
  * request the cycle (ticket), then repl_pair_sync_wait(ticket). */
 int repl_pair_resync_start(struct repl *r, const char *name, uint64_t *ticket,

@@ -61,6 +61,14 @@ static void learn_settings(struct pair_rec *next, const struct wire_msg *q)
 	next->compress = q->u.role.settings_flags & WIRE_RS_COMPRESS;
 	next->split_policy = (q->u.role.settings_flags & WIRE_RS_KEEP_WRITING)
 	                         ? REPL_SB_KEEP_WRITING : REPL_SB_FENCE;
+	/* No retention block: the primary keeps the default (or is of
+	 * before recovery points). */
+	next->keep = REC_DEFAULT_KEEP;
+	next->keep_for_s = 0;
+	if (q->u.role.has_retention && q->u.role.keep >= 1 && q->u.role.keep <= REC_KEEP_MAX) {
+		next->keep = q->u.role.keep;
+		next->keep_for_s = q->u.role.keep_for_s;
+	}
 }
 
 /* ---- the primary's side of the epoch exchange --------------------------- */
@@ -609,7 +617,85 @@ static int primary_answers(struct pair *p, uint64_t *epoch, char *where, size_t 
 	return heard ? 1 : 0;
 }
 
-int repl_pair_promote(struct repl *r, const char *name, bool force,
+/* ---- promote at an earlier recovery point ---------------------------------- */
+struct restore_ctx {
+	struct extent *ext;
+	size_t n, cap;
+};
+
+/* The store's diff runs under the volume's lock: the extents are
+ * collected first and copied after. */
+static int restore_collect(void *ctx, const struct diff_object *o)
+{
+	struct restore_ctx *c = ctx;
+	for (size_t i = 0; i < o->n_extents; i++) {
+		if (c->n && c->ext[c->n - 1].offset + c->ext[c->n - 1].length == o->extents[i].offset) {
+			c->ext[c->n - 1].length += o->extents[i].length;
+			continue;
+		}
+		if (c->n == c->cap) {
+			size_t cap = c->cap ? 2 * c->cap : 256;
+			struct extent *e = realloc(c->ext, cap * sizeof(*e));
+			if (!e)
+				return -ENOMEM;
+			c->ext = e;
+			c->cap = cap;
+		}
+		c->ext[c->n++] = o->extents[i];
+	}
+	return 0;
+}
+
+/* Every block that changed after the point gets the point's content back
+ * in the head: the head reads as the point, and a diff from the last
+ * synced snapshot (the next cycle's base, the resync's common snapshot)
+ * reports every block that went back. */
+static int restore_point(struct vol *v, const char *point, const char *last)
+{
+	struct restore_ctx c = { 0 };
+	int rc = vol_diff(v, point, last, restore_collect, &c);
+	const size_t cap = 1u << 20;
+	uint8_t *buf = rc == 0 ? malloc(cap) : NULL;
+	if (rc == 0 && !buf)
+		rc = -ENOMEM;
+	for (size_t i = 0; i < c.n && rc == 0; i++) {
+		uint64_t off = c.ext[i].offset, left = c.ext[i].length;
+		while (left && rc == 0) {
+			size_t len = left < cap ? (size_t)left : cap;
+			rc = vol_read(v, point, buf, off, len);
+			if (rc == 0)
+				rc = vol_write(v, buf, off, len);
+			off += len;
+			left -= len;
+		}
+	}
+	free(buf);
+	free(c.ext);
+	if (rc == 0)
+		rc = vol_flush(v);
+	return rc;
+}
+
+/* Whether snap is a recovery point of p on this site (`pair points`). */
+static int check_point(struct repl *r, const struct pair_rec *c, const char *snap,
+                       struct repl_err *err)
+{
+	uint64_t cy = snap_cycle_of(snap);
+	struct snap_info si;
+	struct vol *v;
+	int rc = -ENOENT;
+	if (name_valid(snap) && cy && cy <= c->last_cycle && pair_snap_is_point(c, snap) &&
+	    vol_open(r->store, c->volume, &v) == 0) {
+		rc = vol_snap_get(v, snap, &si);
+		vol_close(v);
+	}
+	if (rc < 0)
+		return verb_fail(err, -ENOENT, "pair %s: no recovery point '%s' on this site (`ferry "
+		                 "pair points %s` lists them)", c->name, snap, c->name);
+	return 0;
+}
+
+int repl_pair_promote(struct repl *r, const char *name, bool force, const char *at,
                       struct repl_role_change *res, struct repl_err *err)
 {
 	memset(res, 0, sizeof(*res));
@@ -623,6 +709,9 @@ int repl_pair_promote(struct repl *r, const char *name, bool force,
 	else if (ph == PH_DEMOTING)
 		rc = verb_fail(err, -EBUSY, "pair %s is demoting on this site (finish it with `pair "
 		          "demote %s`)", name, name);
+	else if (pair_phase_primary(ph) && at)
+		rc = verb_fail(err, -EINVAL, "pair %s is primary here already: --at is for a "
+		          "secondary (roll a primary back with `volume` and `snap` commands)", name);
 	else if (pair_phase_primary(ph)) {
 		res->already = true;
 		res->epoch = p->rec.epoch;
@@ -647,7 +736,14 @@ int repl_pair_promote(struct repl *r, const char *name, bool force,
 	}
 	pair_get(p);
 	bool planned = ph == PH_PEER_DEMOTED && p->rec.peer_demoted_cycle == p->rec.last_cycle;
+	struct pair_rec seen = p->rec;
 	pthread_mutex_unlock(&r->mu);
+	if (at && (rc = check_point(r, &seen, at, err)) < 0) {
+		pthread_mutex_lock(&r->mu);
+		pair_put(p);
+		pthread_mutex_unlock(&r->mu);
+		return rc;
+	}
 	if (force && !planned) {
 		/* --force is for a primary that is lost, not one that answers. */
 		uint64_t ep = 0;
@@ -681,9 +777,27 @@ int repl_pair_promote(struct repl *r, const char *name, bool force,
 		rc = verb_fail(err, -EBUSY, "pair %s: a cycle is still being applied; try again", name);
 		goto out;
 	}
+	if (at && !strcmp(at, last))
+		at = NULL; /* the last synced one: a plain promote */
 	crash_point("promote-begin");
 	/* The last synced snapshot is what becomes live: a half-applied cycle
-	 * is discarded.  Idempotent, so a crash before the record is fine. */
+	 * is discarded (and with --at, every block changed after that point
+	 * is copied back from it).  Not atomic, and need not be: until the
+	 * record below says primary nothing writes here, and a promote run
+	 * again rolls the head back first.  Meanwhile a checkpoint that
+	 * matches no cycle (cycle 0) replaces the one of an interrupted
+	 * cycle: a cycle arriving after a crash then rolls the head back
+	 * before it applies anything, instead of resuming on a head that no
+	 * longer holds what the old checkpoint promised.  It goes once the
+	 * record says primary. */
+	struct ckpt intent = { .cycle = 0 };
+	snprintf(intent.base, sizeof(intent.base), "%s", last);
+	snprintf(intent.target, sizeof(intent.target), "%s", at ? at : last);
+	rc = ckpt_save(r, name, &intent);
+	if (rc < 0) {
+		rc = verb_fail(err, rc, "pair %s: cannot record the promote: %s", name, strerror(-rc));
+		goto out;
+	}
 	struct vol *v;
 	rc = vol_open(r->store, vol, &v);
 	if (rc == 0) {
@@ -694,7 +808,19 @@ int repl_pair_promote(struct repl *r, const char *name, bool force,
 		rc = verb_fail(err, rc, "pair %s: cannot roll back to %s: %s", name, last, strerror(-rc));
 		goto out;
 	}
-	ckpt_remove(r, name);
+	if (at) {
+		rc = vol_open(r->store, vol, &v);
+		if (rc == 0) {
+			rc = restore_point(v, at, last);
+			vol_close(v);
+		}
+		if (rc < 0) {
+			rc = verb_fail(err, rc, "pair %s: cannot go back to %s: %s", name, at,
+			               strerror(-rc));
+			goto out;
+		}
+		crash_point("promote-restored");
+	}
 	crash_point("promote-rolledback");
 	pthread_mutex_lock(&r->mu);
 	struct pair_rec next = p->rec;
@@ -713,9 +839,17 @@ int repl_pair_promote(struct repl *r, const char *name, bool force,
 	next.sb_snap[0] = '\0';
 	next.reason[0] = '\0';
 	next.peer_epoch = 0;
+	/* The points after the one promoted at are the operator's now: no
+	 * retention drops them (the last synced one stays the base of the
+	 * next cycle and of a resync: the head differs from it exactly by
+	 * what went back). */
+	if (at && next.last_cycle > next.pinned_cycle)
+		next.pinned_cycle = next.last_cycle;
 	char e[400];
 	rc = pair_change(p, &next, force && !planned ? "promoted by force" : "promoted", e,
 	                 sizeof(e));
+	if (rc == 0)
+		ckpt_remove(r, name);
 	if (rc == 0) {
 		p->error[0] = '\0';
 		p->failures = 0;
@@ -727,7 +861,7 @@ int repl_pair_promote(struct repl *r, const char *name, bool force,
 	pair_exclusive_end(p);
 	excl = false;
 	res->epoch = p->rec.epoch;
-	snprintf(res->snapshot, sizeof(res->snapshot), "%s", last);
+	snprintf(res->snapshot, sizeof(res->snapshot), "%s", at ? at : last);
 	snprintf(res->peer, sizeof(res->peer), "%s", p->rec.peer);
 	pairs_unlock(r);
 	if (rc < 0) {

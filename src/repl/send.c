@@ -752,7 +752,8 @@ static int commit_local(struct pair *p, struct vol *v, const struct rec_stats *s
 		p->sync_done = p->cur_gen;
 	(void)pair_change(p, NULL, why, NULL, 0);
 	snprintf(last, sizeof(last), "%s", p->rec.last_snap);
-	bool drop_prev = prev[0] && strcmp(prev, last) && !pair_snap_needed(p, prev);
+	bool drop_prev = prev[0] && strcmp(prev, last) && !pair_snap_needed(p, prev) &&
+	                 !pair_snap_retained(p, prev);
 	pairs_unlock(r);
 	if (drop_prev)
 		(void)vol_snap_delete(v, prev);

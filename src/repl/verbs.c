@@ -61,6 +61,10 @@ static void settings_apply(struct pair_rec *c, const struct repl_settings *s, un
 		c->peer_timeout_s = s->peer_timeout_s;
 	if (set & REPL_SET_SPLIT_BRAIN)
 		c->split_policy = s->split_brain;
+	if (set & REPL_SET_KEEP)
+		c->keep = s->keep ? s->keep : REC_DEFAULT_KEEP;
+	if (set & REPL_SET_KEEP_FOR)
+		c->keep_for_s = s->keep_for_s;
 }
 
 static void settings_of(const struct pair_rec *c, struct repl_settings *s)
@@ -72,6 +76,8 @@ static void settings_of(const struct pair_rec *c, struct repl_settings *s)
 	s->max_inflight = c->max_inflight;
 	s->peer_timeout_s = c->peer_timeout_s;
 	s->split_brain = c->split_policy;
+	s->keep = c->keep;
+	s->keep_for_s = c->keep_for_s;
 }
 
 /* ---- create ------------------------------------------------------------------ */
@@ -255,6 +261,8 @@ static void status_fill(struct pair *p, struct repl_status *st)
 	st->max_inflight = c->max_inflight;
 	st->compress = c->compress;
 	st->split_brain_policy = c->split_policy;
+	st->keep = c->keep;
+	st->keep_for_s = c->keep_for_s;
 	st->has_last = c->last_cycle != 0;
 	snprintf(st->last_snap, sizeof(st->last_snap), "%s", c->last_snap);
 	st->last_time = c->last_time;
@@ -651,5 +659,78 @@ int repl_pair_rm(struct repl *r, const char *name, struct repl_removed *res,
 	pthread_mutex_lock(&r->mu);
 	pair_put(p);
 	pthread_mutex_unlock(&r->mu);
+	return 0;
+}
+
+/* ---- recovery points ------------------------------------------------------------ */
+struct bytes_ctx {
+	uint64_t bytes;
+};
+
+static int count_data(void *ctx, const struct diff_object *o)
+{
+	struct bytes_ctx *b = ctx;
+	for (size_t i = 0; i < o->n_extents; i++)
+		if (o->extents[i].kind == EXTENT_DATA)
+			b->bytes += o->extents[i].length;
+	return 0;
+}
+
+int repl_pair_points(struct repl *r, const char *name, struct repl_point **out, size_t *n,
+                     struct repl_err *err)
+{
+	*out = NULL;
+	*n = 0;
+	pthread_mutex_lock(&r->mu);
+	struct pair *p = name ? pair_find(r, name) : NULL;
+	if (!p) {
+		pthread_mutex_unlock(&r->mu);
+		return verb_fail(err, -ENOENT, "no pair %s", name ? name : "");
+	}
+	struct pair_rec c = p->rec;
+	pthread_mutex_unlock(&r->mu);
+	struct vol *v;
+	int rc = vol_open(r->store, c.volume, &v);
+	if (rc < 0)
+		return verb_fail(err, rc, "volume %s: %s", c.volume, strerror(-rc));
+	struct snap_info *s;
+	size_t ns;
+	rc = vol_snap_list(v, &s, &ns);
+	if (rc < 0) {
+		vol_close(v);
+		return verb_fail(err, rc, "volume %s: %s", c.volume, strerror(-rc));
+	}
+	struct repl_point *pts = calloc(ns ? ns : 1, sizeof(*pts));
+	if (!pts) {
+		free(s);
+		vol_close(v);
+		return verb_fail(err, -ENOMEM, "out of memory");
+	}
+	size_t k = 0;
+	/* Creation order is cycle order: a point's bytes are what changed
+	 * since the one before it (layers hold only that). */
+	for (size_t i = 0; i < ns && rc == 0; i++) {
+		uint64_t cy = snap_cycle_of(s[i].name);
+		if (!cy || cy > c.last_cycle || !pair_snap_is_point(&c, s[i].name))
+			continue;
+		struct repl_point *pt = &pts[k];
+		snprintf(pt->snapshot, sizeof(pt->snapshot), "%s", s[i].name);
+		pt->cycle = cy;
+		pt->time = s[i].ctime;
+		pt->last = !strcmp(s[i].name, c.last_snap);
+		pt->pinned = cy <= c.pinned_cycle;
+		struct bytes_ctx b = { 0 };
+		rc = vol_diff(v, k ? pts[k - 1].snapshot : NULL, s[i].name, count_data, &b);
+		pt->bytes = b.bytes;
+		k++;
+	}
+	free(s);
+	vol_close(v);
+	if (rc < 0) {
+		free(pts);
+		return verb_fail(err, rc, "volume %s: %s", c.volume, strerror(-rc));
+	}
+	*out = pts;
+	*n = k;
 	return 0;
 }

@@ -116,7 +116,8 @@ static void hex(const uint8_t *b, size_t n, char *out)
 static bool unhold_stale(struct pair *p, const char *pair_name, const char *snap)
 {
 	pair_unhold(p, snap);
-	return snap_is_cycle(pair_name, snap) && !pair_snap_needed(p, snap);
+	return snap_is_cycle(pair_name, snap) && !pair_snap_needed(p, snap) &&
+	       !pair_snap_retained(p, snap);
 }
 
 static void drop_snap(struct repl *r, const char *volume, const char *snap)

@@ -295,6 +295,10 @@ static void encode_payload(struct wr *w, const struct wire_msg *m)
 			put_u64(w, m->u.role.bandwidth);
 			put_u32(w, m->u.role.max_inflight);
 			put_u32(w, m->u.role.settings_flags);
+			if (m->u.role.has_retention) {
+				put_u32(w, m->u.role.keep);
+				put_u64(w, m->u.role.keep_for_s);
+			}
 		}
 		break;
 	case WIRE_ROLE_INFO:
@@ -572,6 +576,13 @@ static void decode_payload(struct rd *r, struct wire_msg *m)
 			m->u.role.max_inflight = get_u32(r);
 			m->u.role.settings_flags = get_u32(r);
 			if (m->u.role.settings_flags & ~(WIRE_RS_COMPRESS | WIRE_RS_KEEP_WRITING))
+				r->bad = true;
+		}
+		if (!r->bad && r->off < r->len) {
+			m->u.role.has_retention = true;
+			m->u.role.keep = get_u32(r);
+			m->u.role.keep_for_s = get_u64(r);
+			if (!m->u.role.keep)
 				r->bad = true;
 		}
 		break;

@@ -225,6 +225,12 @@ struct wire_msg {
 			uint64_t bandwidth;
 			uint32_t max_inflight;
 			uint32_t settings_flags;          /* WIRE_RS_* */
+			/* Optional after the settings block (absent: keep 1,
+			 * keep_for 0, as before recovery points): how many synced
+			 * cycles the secondary keeps, and for how long. */
+			bool has_retention;
+			uint32_t keep;                    /* >= 1 */
+			uint64_t keep_for_s;              /* 0 = none */
 		} role;
 		struct {
 			uint32_t role;                    /* WIRE_RI_PRIMARY / SECONDARY */

@@ -42,12 +42,15 @@ CASES = [
     ("pair-status.json",   "b", "pair status pv --json",                 1),
     ("pair-status.json",   "a", "pair status paused --json",             1),
     ("pair-verify.json",   "a", "pair verify paused --json",             1),  # no cycle runs under it
+    ("pair-points.json",   "a", "pair points pv --json",                 1),
+    ("pair-points.json",   "b", "pair points pv --json",                 1),
     ("status.json",        "a", "status --json",                         1),
     ("status.json",        "b", "status --json",                         1),
     ("status.json",        "c", "status --json",                         1),
     ("pair-status.json",   "a", "pair status pv --json",                 2),  # peer gone
     ("pair-list.json",     "a", "pair list --json",                      2),
     ("status.json",        "a", "status --json",                         2),
+    ("pair-points.json",   "a", "pair points pv --json",                 2),
 ]
 
 

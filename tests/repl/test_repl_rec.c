@@ -253,6 +253,90 @@ static void test_codec(void **st)
 	assert_int_equal(pair_base_parse("snap=x\ncycle=0\npair_id=a\n", 24, &pb2), -EINVAL);
 }
 
+/* Recovery points: the retention fields travel through the file, files
+ * of before mean keep 1, bad values are refused, and the retention rule. */
+static void test_points(void **st)
+{
+	(void)st;
+	struct pair_rec a = rec_in(PH_SECONDARY), b;
+	assert_int_equal(a.keep, 1); /* pair_rec_init: today's behaviour */
+	a.keep = 5;
+	a.keep_for_s = 7 * 86400;
+	a.pinned_cycle = 3;
+	char buf[REC_FILE_MAX];
+	int n = pair_rec_format(&a, buf, sizeof(buf));
+	assert_true(n > 0);
+	assert_non_null(strstr(buf, "keep=5\nkeep_for=604800\npinned_cycle=3\n"));
+	assert_int_equal(pair_rec_parse(buf, (size_t)n, &b), 0);
+	assert_true(pair_rec_equal(&a, &b));
+	assert_int_equal(b.keep, 5);
+	assert_int_equal(b.keep_for_s, 604800);
+	assert_int_equal(b.pinned_cycle, 3);
+	b.keep = 4;
+	assert_false(pair_rec_equal(&a, &b));
+	b = a;
+	b.pinned_cycle = 0;
+	assert_false(pair_rec_equal(&a, &b));
+	/* a file of before: keep 1, nothing pinned */
+	const char *old = "version=2\nname=db\nid=x\nstate=secondary\nremote=db\n";
+	assert_int_equal(pair_rec_parse(old, strlen(old), &b), 0);
+	assert_int_equal(b.keep, 1);
+	assert_int_equal(b.keep_for_s, 0);
+	assert_int_equal(b.pinned_cycle, 0);
+	const char *bad[] = {
+		"version=2\nname=db\nid=x\nstate=secondary\nkeep=0\n",
+		"version=2\nname=db\nid=x\nstate=secondary\nkeep=10001\n",
+		"version=2\nname=db\nid=x\nstate=secondary\nkeep=3x\n",
+		"version=2\nname=db\nid=x\nstate=secondary\nkeep_for=-1\n",
+		"version=2\nname=db\nid=x\nstate=secondary\npinned_cycle=x\n",
+	};
+	for (size_t i = 0; i < ARRAY_SIZE(bad); i++)
+		if (pair_rec_parse(bad[i], strlen(bad[i]), &b) == 0)
+			fail_msg("accepted bad retention %zu", i);
+	char why[128];
+	b = a;
+	b.keep = 0;
+	assert_int_equal(pair_rec_valid(&b, why, sizeof(why)), -EINVAL);
+	assert_non_null(strstr(why, "keep"));
+	b.keep = REC_KEEP_MAX;
+	assert_int_equal(pair_rec_valid(&b, why, sizeof(why)), 0);
+
+	/* retention: newer = the synced points after this one */
+	struct pair_rec s = rec_in(PH_SECONDARY);
+	assert_true(pair_point_kept(&s, 4, 0, 0));      /* the last synced: always */
+	assert_false(pair_point_kept(&s, 3, 1, 0));     /* keep 1: today's behaviour */
+	s.keep = 3;
+	assert_true(pair_point_kept(&s, 3, 1, 0));
+	assert_true(pair_point_kept(&s, 2, 2, 0));
+	assert_false(pair_point_kept(&s, 1, 3, 0));
+	s.keep_for_s = 3600;                            /* or younger than an hour */
+	assert_true(pair_point_kept(&s, 1, 3, 3599));
+	assert_false(pair_point_kept(&s, 1, 3, 3600));
+	s.pinned_cycle = 1;                             /* promote --at left it */
+	assert_true(pair_point_kept(&s, 1, 3, 1000000));
+	struct pair_rec p = rec_in(PH_PRIMARY);         /* a primary: the last synced only */
+	p.keep = 10;
+	p.keep_for_s = 3600;
+	assert_true(pair_point_kept(&p, 4, 0, 0));
+	assert_false(pair_point_kept(&p, 3, 1, 0));
+	p.pinned_cycle = 3;
+	assert_true(pair_point_kept(&p, 3, 1, 0));
+	assert_false(pair_point_kept(&p, 0, 1, 0));     /* not a cycle: never pinned */
+
+	/* names of points */
+	assert_int_equal(snap_cycle_of("ferry.db.000042"), 42);
+	assert_int_equal(snap_cycle_of("ferry.db."), 0);
+	assert_int_equal(snap_cycle_of("nodot"), 0);
+	assert_int_equal(snap_cycle_of("ferry.db.12a"), 0);
+	assert_int_equal(snap_cycle_of("ferry.db.9999999999999999999"), 0); /* too long */
+	struct pair_rec q = rec_in(PH_SECONDARY);
+	strcpy(q.remote, "prod");
+	assert_true(pair_snap_is_point(&q, "ferry.db.000001"));   /* its own cycles */
+	assert_true(pair_snap_is_point(&q, "ferry.prod.000007")); /* the primary's */
+	assert_false(pair_snap_is_point(&q, "ferry.other.000007"));
+	assert_false(pair_snap_is_point(&q, "mysnap"));
+}
+
 static void test_state_of(void **st)
 {
 	(void)st;
@@ -438,6 +522,7 @@ int main(void)
 		cmocka_unit_test(test_every_transition),
 		cmocka_unit_test(test_invariants),
 		cmocka_unit_test(test_codec),
+		cmocka_unit_test(test_points),
 		cmocka_unit_test(test_state_of),
 		cmocka_unit_test(test_timeout_and_fence),
 		cmocka_unit_test(test_pair_change),

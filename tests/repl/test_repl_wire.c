@@ -403,6 +403,74 @@ static void test_encode_bounds(void **st)
 	assert_string_equal(wire_type_name(99), "?");
 }
 
+/* ROLE's optional blocks: the settings, then the retention of recovery
+ * points (issue 12).  A frame of before (no retention) still decodes, and
+ * means keep 1; keep 0 on the wire is malformed. */
+static void role_with_retention(struct wire_msg *m)
+{
+	sample(21, m);
+	m->u.role.op = WIRE_ROLE_CHECK;
+	m->u.role.has_settings = true;
+	m->u.role.peer_timeout_s = 45;
+	m->u.role.bandwidth = 1 << 20;
+	m->u.role.max_inflight = 8;
+	m->u.role.settings_flags = WIRE_RS_COMPRESS;
+	m->u.role.has_retention = true;
+	m->u.role.keep = 5;
+	m->u.role.keep_for_s = 7 * 86400;
+}
+
+static void test_role_retention(void **st)
+{
+	(void)st;
+	struct wire_msg m, d;
+	role_with_retention(&m);
+	m.u.role.has_retention = false;
+	int n0 = wire_encode(&m, buf, sizeof(buf));
+	assert_true(n0 > 0);
+	assert_int_equal(wire_decode(buf, (size_t)n0, &d), n0);
+	assert_true(d.u.role.has_settings);
+	assert_false(d.u.role.has_retention); /* a primary of before */
+	role_with_retention(&m);
+	int n = wire_encode(&m, buf, sizeof(buf));
+	assert_int_equal(n, n0 + 12);
+	assert_int_equal(wire_decode(buf, (size_t)n, &d), n);
+	assert_true(d.u.role.has_settings);
+	assert_true(d.u.role.has_retention);
+	assert_int_equal(d.u.role.keep, 5);
+	assert_int_equal(d.u.role.keep_for_s, 7 * 86400);
+	assert_int_equal(d.u.role.settings_flags, WIRE_RS_COMPRESS);
+	/* retention without the settings block is not encoded (it follows it) */
+	role_with_retention(&m);
+	m.u.role.has_settings = false;
+	int n1 = wire_encode(&m, buf, sizeof(buf));
+	assert_int_equal(wire_decode(buf, (size_t)n1, &d), n1);
+	assert_false(d.u.role.has_settings);
+	assert_false(d.u.role.has_retention);
+	/* keep 0 is malformed */
+	role_with_retention(&m);
+	m.u.role.keep = 1;
+	n = wire_encode(&m, buf, sizeof(buf));
+	memset(buf + n - 12, 0, 4); /* keep = 0, CRC made valid again */
+	uint32_t plen = (uint32_t)(n - WIRE_HDR_LEN);
+	uint32_t crc = crc32c(crc32c(0, buf, 12), buf + WIRE_HDR_LEN, plen);
+	for (int i = 0; i < 4; i++)
+		buf[12 + i] = (uint8_t)(crc >> (8 * i));
+	assert_int_equal(wire_decode(buf, (size_t)n, &d), -EPROTO);
+	/* a truncated retention block is malformed too */
+	role_with_retention(&m);
+	n = wire_encode(&m, buf, sizeof(buf));
+	uint8_t cut[WIRE_FRAME_MAX];
+	memcpy(cut, buf, (size_t)n - 4);
+	plen = (uint32_t)(n - 4 - WIRE_HDR_LEN);
+	for (int i = 0; i < 4; i++)
+		cut[8 + i] = (uint8_t)(plen >> (8 * i));
+	crc = crc32c(crc32c(0, cut, 12), cut + WIRE_HDR_LEN, plen);
+	for (int i = 0; i < 4; i++)
+		cut[12 + i] = (uint8_t)(crc >> (8 * i));
+	assert_int_equal(wire_decode(cut, (size_t)n - 4, &d), -EPROTO);
+}
+
 /* test_repl_wire --write-corpus DIR: writes the fuzz seed corpus. */
 static int write_corpus(const char *dir)
 {
@@ -416,6 +484,12 @@ static int write_corpus(const char *dir)
 		if (n < 0 || write_file_atomic(path, buf, (size_t)n) < 0)
 			return 1;
 	}
+	/* ROLE with both optional blocks */
+	role_with_retention(&m);
+	int nr = wire_encode(&m, buf, sizeof(buf));
+	snprintf(path, sizeof(path), "%s/21-ROLE-retention", dir);
+	if (nr < 0 || write_file_atomic(path, buf, (size_t)nr) < 0)
+		return 1;
 	/* a stream of several frames, as a link carries them */
 	size_t off = 0;
 	unsigned seq[] = { 9, 12, 13, 11, 13, 14 };
@@ -436,6 +510,7 @@ int main(int argc, char **argv)
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_roundtrip_every_type),
 		cmocka_unit_test(test_fields_survive),
+		cmocka_unit_test(test_role_retention),
 		cmocka_unit_test(test_corruption_detected),
 		cmocka_unit_test(test_malformed_rejected),
 		cmocka_unit_test(test_role_messages),

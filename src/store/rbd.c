@@ -34,7 +34,11 @@
  *    write this gateway acknowledged before its last flush, and no other
  *    gateway ever reads stale cached data.  Writes are written behind
  *    (wb_submit): a bounded number in flight, each overlap ordered, all of
- *    them drained by flush, snapshot, rollback and diffs to the head.
+ *    them drained by flush, snapshot, rollback, resize and diffs to the head.
+ *
+ *  - Resize is rbd_resize2 on the head.  RBD snapshots keep the size they
+ *    were taken at; the store's have the volume's (store.h vol_resize), so
+ *    every read of an image zero-fills past its own end (read_at, narrow).
  */
 #include "store/store_int.h"
 

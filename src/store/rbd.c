@@ -1649,8 +1649,15 @@ static int rbd_resize_op(struct vol *v, uint64_t size)
 		rc = rbd_resize2(rv->img, size, size < old, resize_progress, NULL);
 	if (!rc && img_size(rv->img) != size)
 		rc = -EIO;
-	if (!rc)
+	if (!rc) {
 		__atomic_store_n(&rv->size, size, __ATOMIC_RELAXED);
+		/* a remembered diff ends at the old size */
+		pthread_mutex_lock(&rv->mu);
+		struct dcache *d = rv->dc;
+		rv->dc = NULL;
+		pthread_mutex_unlock(&rv->mu);
+		dcache_put(rv, d);
+	}
 out:
 	pthread_rwlock_unlock(&rv->lock);
 	if (rc < 0 && rc != -ENOTEMPTY)

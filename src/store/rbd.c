@@ -34,7 +34,11 @@
  *    write this gateway acknowledged before its last flush, and no other
  *    gateway ever reads stale cached data.  Writes are written behind
  *    (wb_submit): a bounded number in flight, each overlap ordered, all of
- *    them drained by flush, snapshot, rollback and diffs to the head.
+ *    them drained by flush, snapshot, rollback, resize and diffs to the head.
+ *
+ *  - Resize is rbd_resize2 on the head.  RBD snapshots keep the size they
+ *    were taken at; the store's have the volume's (store.h vol_resize), so
+ *    every read of an image zero-fills past its own end (read_at, narrow).
  */
 #include "store/store_int.h"
 
@@ -91,7 +95,8 @@ struct rbd_snap {
 
 struct rbd_vol {
 	rbd_image_t img;       /* the head: read-write, exclusive lock held */
-	uint64_t size;
+	uint64_t size;         /* changed under lock held for writing (resize);
+	                          read without it with __atomic_load_n */
 	uint32_t osz, bs;
 	char uuid[37];
 	/* read: reads, writes, diffs; write: rollback, snapshot delete (they
@@ -292,11 +297,29 @@ static void holder_describe(const struct owner *o, const char *lock_owner, bool 
 
 /* ---- volumes ---------------------------------------------------------------- */
 
+/* Caller holds rv->lock (a resize then waits). */
 static int check_range(const struct rbd_vol *rv, uint64_t off, uint64_t len)
 {
 	if (off > rv->size || len > rv->size - off)
 		return -ERANGE;
 	return 0;
+}
+
+/* The size of img: the head's, or a snapshot's own (RBD keeps each
+ * snapshot's size: one taken before a grow is shorter than the volume). */
+static uint64_t img_size(rbd_image_t img)
+{
+	uint64_t n = 0;
+	return rbd_get_size(img, &n) < 0 ? 0 : n;
+}
+
+/* How many of the len bytes at off lie before img's end; the caller
+ * zeroes the rest (the store's snapshots have the volume's size, see
+ * vol_resize: past a snapshot's own end it reads as zeros). */
+static size_t img_clip(rbd_image_t img, uint64_t off, size_t len)
+{
+	uint64_t end = img_size(img);
+	return off >= end ? 0 : (size_t)MIN((uint64_t)len, end - off);
 }
 
 /* The snapshot named name, opened read-only on first use.  Caller holds
@@ -355,6 +378,9 @@ static void snap_forget(struct rbd_vol *rv, const char *name)
 static int read_at(rbd_image_t img, void *buf, uint64_t off, size_t len)
 {
 	uint8_t *p = buf;
+	size_t in = img_clip(img, off, len);
+	memset(p + in, 0, len - in);
+	len = in;
 	while (len) {
 		ssize_t r = rbd_read(img, off, len, (char *)p);
 		if (r < 0)
@@ -723,12 +749,14 @@ static int rbd_vol_info(struct vol *v, struct vol_info *out);
 static int rbd_read_op(struct vol *v, const char *snap, void *buf, uint64_t off, size_t len)
 {
 	struct rbd_vol *rv = RV(v);
-	int rc = check_range(rv, off, len);
-	if (rc || !len)
-		return rc;
-	if ((rc = fenced(v->store)))
+	int rc = fenced(v->store);
+	if (rc)
 		return rc;
 	pthread_rwlock_rdlock(&rv->lock);
+	if ((rc = check_range(rv, off, len)) || !len) {
+		pthread_rwlock_unlock(&rv->lock);
+		return rc;
+	}
 	rbd_image_t img;
 	rc = snap_handle(v, snap, &img);
 	if (!rc && !snap)
@@ -778,12 +806,14 @@ static int rbd_write_op(struct vol *v, const void *buf, uint64_t off, size_t len
 	struct rbd_vol *rv = RV(v);
 	if (!buf && len)
 		return -EINVAL;
-	int rc = check_range(rv, off, len);
-	if (rc || !len)
-		return rc;
-	if ((rc = fenced(v->store)))
+	int rc = fenced(v->store);
+	if (rc)
 		return rc;
 	pthread_rwlock_rdlock(&rv->lock);
+	if ((rc = check_range(rv, off, len)) || !len) {
+		pthread_rwlock_unlock(&rv->lock);
+		return rc;
+	}
 	rc = write_locked(v, buf, off, len);
 	pthread_rwlock_unlock(&rv->lock);
 	if (rc < 0)
@@ -795,12 +825,14 @@ static int rbd_write_op(struct vol *v, const void *buf, uint64_t off, size_t len
 static int rbd_zero_op(struct vol *v, uint64_t off, uint64_t len)
 {
 	struct rbd_vol *rv = RV(v);
-	int rc = check_range(rv, off, len);
-	if (rc || !len)
-		return rc;
-	if ((rc = fenced(v->store)))
+	int rc = fenced(v->store);
+	if (rc)
 		return rc;
 	pthread_rwlock_rdlock(&rv->lock);
+	if ((rc = check_range(rv, off, len)) || !len) {
+		pthread_rwlock_unlock(&rv->lock);
+		return rc;
+	}
 	rc = wb_submit(rv, NULL, off, len);
 	pthread_rwlock_unlock(&rv->lock);
 	if (rc < 0)
@@ -1041,14 +1073,15 @@ static int narrow(struct dctx *c, uint8_t *tob, uint8_t *fromb, uint8_t *rep, st
 		for (int side = 0; side < 2 && !rc; side++) {
 			rbd_image_t img = side ? c->from_img : c->to_img;
 			uint8_t *dst = (side ? fromb : tob) + (a - o0);
-			if (!img) {
-				memset(dst, 0, b - a);
+			/* zeros past a snapshot's own end (taken before a grow) */
+			size_t in = img ? img_clip(img, a, (size_t)(b - a)) : 0;
+			memset(dst + in, 0, (size_t)(b - a) - in);
+			if (!in)
 				continue;
-			}
 			rc = rbd_aio_create_completion(NULL, NULL, &comp[nc]);
 			if (rc)
 				break;
-			rc = rbd_aio_read(img, a, (size_t)(b - a), (char *)dst, comp[nc]);
+			rc = rbd_aio_read(img, a, in, (char *)dst, comp[nc]);
 			if (rc < 0) {
 				rbd_aio_release(comp[nc]);
 				break;
@@ -1409,6 +1442,10 @@ static int object_exists(struct vol *v, rbd_image_t img, uint64_t objno, bool *e
 {
 	struct rbd_vol *rv = RV(v);
 	uint64_t o0 = objno * rv->osz, o1 = MIN(o0 + rv->osz, rv->size), bytes = 0;
+	if (o0 >= img_size(img)) { /* past a snapshot's own end: zeros */
+		*exists = false;
+		return 0;
+	}
 	int rc = rbd_diff_iterate2(img, NULL, o0, o1 - o0, 1, 1, sum_cb, &bytes);
 	if (!rc)
 		*exists = bytes != 0;
@@ -1438,12 +1475,14 @@ static int object_zero(struct vol *v, rbd_image_t img, uint64_t objno, bool *zer
 static int rbd_object_is_zero_op(struct vol *v, const char *snap, uint64_t objno, bool *zero)
 {
 	struct rbd_vol *rv = RV(v);
-	if (objno >= DIV_ROUND_UP(rv->size, rv->osz))
-		return -ERANGE;
 	int rc = fenced(v->store);
 	if (rc)
 		return rc;
 	pthread_rwlock_rdlock(&rv->lock);
+	if (objno >= DIV_ROUND_UP(rv->size, rv->osz)) {
+		pthread_rwlock_unlock(&rv->lock);
+		return -ERANGE;
+	}
 	rbd_image_t img;
 	rc = snap_handle(v, snap, &img);
 	if (!rc && !snap)
@@ -1457,12 +1496,14 @@ static int rbd_object_is_zero_op(struct vol *v, const char *snap, uint64_t objno
 static int rbd_object_mapped_op(struct vol *v, const char *snap, uint64_t objno, bool *mapped)
 {
 	struct rbd_vol *rv = RV(v);
-	if (objno >= DIV_ROUND_UP(rv->size, rv->osz))
-		return -ERANGE;
 	int rc = fenced(v->store);
 	if (rc)
 		return rc;
 	pthread_rwlock_rdlock(&rv->lock);
+	if (objno >= DIV_ROUND_UP(rv->size, rv->osz)) {
+		pthread_rwlock_unlock(&rv->lock);
+		return -ERANGE;
+	}
 	rbd_image_t img;
 	rc = snap_handle(v, snap, &img);
 	if (!rc && !snap)
@@ -1555,10 +1596,77 @@ static int sum_cb(uint64_t off, size_t len, int exists, void *arg)
 	return 0;
 }
 
-/* Fixed for an open image: the RBD backend does not resize (caps.resize). */
 static uint64_t rbd_vol_size(struct vol *v)
 {
-	return RV(v)->size;
+	return __atomic_load_n(&RV(v)->size, __ATOMIC_RELAXED);
+}
+
+/* ---- resize ------------------------------------------------------------------
+ * rbd_resize2 on the head, under rv->lock held for writing: readers and
+ * writers wait, what was written behind is drained and flushed first.
+ * Snapshots keep their own size in RBD; reads and diffs treat what lies
+ * past a snapshot's end as zeros (read_at, narrow), which is what the
+ * store promises (vol_resize).  A shrink is refused while the volume has
+ * snapshots, as on the local backend.  Atomic as RBD's header update is;
+ * a shrink cut by a crash may have trimmed objects past the new end while
+ * the image still has its old size (they then read as zeros). */
+/* librbd calls it as a shrink trims (a NULL one crashes it) */
+static int resize_progress(uint64_t done, uint64_t total, void *arg)
+{
+	(void)done;
+	(void)total;
+	(void)arg;
+	return 0;
+}
+
+static int rbd_resize_op(struct vol *v, uint64_t size)
+{
+	struct rbd_vol *rv = RV(v);
+	if (size == 0 || size > STORE_MAX_SIZE || size % rv->bs)
+		return -EINVAL;
+	int rc = fenced(v->store);
+	if (rc)
+		return rc;
+	pthread_rwlock_wrlock(&rv->lock);
+	uint64_t old = rv->size;
+	if (size == old)
+		goto out;
+	if (size < old) {
+		struct snap_info *a;
+		size_t n;
+		if ((rc = snaps_get(v, &a, &n)))
+			goto out;
+		free(a);
+		if (n) {
+			rc = -ENOTEMPTY; /* they would lose what lies past the new end */
+			goto out;
+		}
+	}
+	rc = wb_drain(rv);
+	if (!rc)
+		rc = rbd_flush(rv->img);
+	if (!rc)
+		rc = rbd_resize2(rv->img, size, size < old, resize_progress, NULL);
+	if (!rc && img_size(rv->img) != size)
+		rc = -EIO;
+	if (!rc) {
+		__atomic_store_n(&rv->size, size, __ATOMIC_RELAXED);
+		/* a remembered diff ends at the old size */
+		pthread_mutex_lock(&rv->mu);
+		struct dcache *d = rv->dc;
+		rv->dc = NULL;
+		pthread_mutex_unlock(&rv->mu);
+		dcache_put(rv, d);
+	}
+out:
+	pthread_rwlock_unlock(&rv->lock);
+	if (rc < 0 && rc != -ENOTEMPTY)
+		log_error("store: rbd: %s: resize from %" PRIu64 " to %" PRIu64 " bytes: %s", v->name,
+		          old, size, strerror(-rc));
+	else if (!rc && size != old)
+		log_info("store: rbd: %s: resized from %" PRIu64 " to %" PRIu64 " bytes", v->name, old,
+		         size);
+	return seen(v->store, rc);
 }
 
 static int rbd_vol_info(struct vol *v, struct vol_info *out)
@@ -1567,12 +1675,13 @@ static int rbd_vol_info(struct vol *v, struct vol_info *out)
 	memset(out, 0, sizeof(*out));
 	snprintf(out->name, sizeof(out->name), "%s", v->name);
 	memcpy(out->uuid, rv->uuid, sizeof(out->uuid));
-	out->size = rv->size;
 	out->object_size = rv->osz;
 	out->block_size = rv->bs;
-	out->objects = DIV_ROUND_UP(rv->size, rv->osz);
-	/* Snapshot deletes wait for the read lock: the list stays true. */
+	/* Snapshot deletes and resizes wait for the read lock: the list and
+	 * the size stay true. */
 	pthread_rwlock_rdlock(&rv->lock);
+	out->size = rv->size;
+	out->objects = DIV_ROUND_UP(rv->size, rv->osz);
 	struct snap_info *a;
 	size_t n;
 	int rc = snaps_get(v, &a, &n);
@@ -1597,7 +1706,7 @@ static int rbd_vol_info(struct vol *v, struct vol_info *out)
 		log_error("store: rbd: %s: allocation of %s: %s", v->name,
 		          i < n ? a[i].name : "the head", strerror(-rc));
 	free(a);
-	out->allocated_bytes = MIN(bytes, rv->size * (n + 1));
+	out->allocated_bytes = MIN(bytes, out->size * (n + 1));
 	return seen(v->store, rc < 0 ? rc : 0);
 }
 
@@ -2224,7 +2333,7 @@ const struct store_ops store_rbd_ops = {
 		.zero_exact = false,              /* zeros are found by reading */
 		.rollback_o1 = false,             /* ~ what changed since the snapshot */
 		.rollback_atomic = false,         /* repeatable */
-		.resize = false,
+		.resize = true,                   /* rbd_resize2; snapshots keep theirs */
 		.clone = false,
 		.shared = true,
 		.io_depth = 32,                   /* network round trips: keep many in flight */
@@ -2255,4 +2364,5 @@ const struct store_ops store_rbd_ops = {
 	.diff = rbd_diff_op,
 	.object_is_zero = rbd_object_is_zero_op,
 	.object_mapped = rbd_object_mapped_op,
+	.resize = rbd_resize_op,
 };

@@ -518,6 +518,18 @@ static int layer_clip(struct vol *v, struct layer *l, uint64_t size)
 			l->map_dirty = true;
 		}
 	}
+	/* l->objs lists each object with a record once: drop those emptied
+	 * above (a later write lists them again; kept, they would be listed
+	 * twice and a diff would report them twice) */
+	size_t kept = 0;
+	for (size_t k = 0; k < l->n_objs; k++) {
+		uint64_t o = l->objs[k];
+		bool gone = o >= objno && o < l->objects && layer_has_page(v, l, o) &&
+		            buf_is_zero(layer_rec(v, l, o), bpo / 8);
+		if (!gone)
+			l->objs[kept++] = o;
+	}
+	l->n_objs = kept;
 	/* data past the block */
 	uint64_t keep = fb * STORE_BLOCK;
 	for (unsigned sg = 0; sg < MAX_SEGS; sg++) {

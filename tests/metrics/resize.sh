@@ -7,6 +7,8 @@
 # why, bad sizes are usage errors (2); a shrink keeps what it keeps and a
 # grow after it reads zeros; a pair's secondary follows its primary at the
 # next cycle, and an initiator of the secondary's read-only export is told.
+# FERRY_SITE_ARGS_a/_b: extra ferryd options of each site (tests/repl/rbd_run.sh
+# runs this with both sites' volumes on RBD: test rbd_metrics_resize).
 export FERRY_TEST_TAG=ferry-metrics
 . "$(dirname "$0")/../cli/lib.sh"
 HERE=$(cd "$(dirname "$0")" && pwd)
@@ -25,9 +27,9 @@ IQN=iqn.2026-11.io.ferry
 M=$((1 << 20))
 size_of() { "$1" volume info "$2" --json | python3 -c 'import json,sys; print(json.load(sys.stdin)["size"])'; }
 
-"$FERRYD" --pool "$T/b" --log-level debug --listen 127.0.0.1:$LB --secret-file "$T/secret" \
+"$FERRYD" --pool "$T/b" ${FERRY_SITE_ARGS_b:-} --log-level debug --listen 127.0.0.1:$LB --secret-file "$T/secret" \
 	--iscsi 127.0.0.1:$IB || { echo "site b did not start" >&2; exit 1; }
-"$FERRYD" --pool "$T/a" --log-level debug --iscsi 127.0.0.1:$IA --secret-file "$T/secret" ||
+"$FERRYD" --pool "$T/a" ${FERRY_SITE_ARGS_a:-} --log-level debug --iscsi 127.0.0.1:$IA --secret-file "$T/secret" ||
 	{ echo "site a did not start" >&2; exit 1; }
 
 # ---- an exported volume grows; its initiator is told ---------------------------------
@@ -83,11 +85,39 @@ truncate -s 16M "$T/cut"
 check "zeros past the cut (the rest of its 4 KiB block too)" \
 	test "$(fa volume md5 logs | cut -d' ' -f1)" = "$(md5sum <"$T/cut" | cut -d' ' -f1)"
 expect 0 "restart site a" -- stop_daemon "$T/a"
-"$FERRYD" --pool "$T/a" --log-level debug --iscsi 127.0.0.1:$IA --secret-file "$T/secret" ||
+"$FERRYD" --pool "$T/a" ${FERRY_SITE_ARGS_a:-} --log-level debug --iscsi 127.0.0.1:$IA --secret-file "$T/secret" ||
 	fail "site a did not restart"
 check "sizes kept over a restart" test "$(size_of fa logs)" = $((16 * M)) -a "$(size_of fa db)" = $((96 * M))
 check "content kept over a restart" \
 	test "$(fa volume md5 logs | cut -d' ' -f1)" = "$(md5sum <"$T/cut" | cut -d' ' -f1)"
+
+# ---- a snapshot taken before a grow reads as the volume's size: zeros past its end --------
+expect 0 "create sn" -- fa volume create sn --size 8M
+head -c 8M /dev/urandom >"$T/d5"
+expect 0 "fill sn" -- fa volume write sn "$T/d5" --offset 0
+expect 0 "snapshot sn@s1" -- fa snap create sn@s1
+expect 0 "grow sn (with a snapshot) to 12M" -- fa volume resize sn --size 12M
+head -c 1M /dev/urandom >"$T/d6"
+expect 0 "write past the old end" -- fa volume write sn "$T/d6" --offset $((10 * M))
+cp "$T/d5" "$T/s1img"
+truncate -s 12M "$T/s1img"
+check "sn@s1: its data, then zeros to 12M" \
+	test "$(fa volume md5 sn@s1 | cut -d' ' -f1)" = "$(md5sum <"$T/s1img" | cut -d' ' -f1)"
+cp "$T/s1img" "$T/headimg"
+dd if="$T/d6" of="$T/headimg" bs=1M seek=10 conv=notrunc status=none
+check "sn: the old data, zeros, the new write" \
+	test "$(fa volume md5 sn | cut -d' ' -f1)" = "$(md5sum <"$T/headimg" | cut -d' ' -f1)"
+expect 0 "snapshot sn@s2" -- fa snap create sn@s2
+expect 0 "diff sn@s1..sn@s2 --json" -- fa snap diff sn@s1 sn@s2 --json
+check "the diff across the grow: only the write past the old end" python3 -c '
+import json,sys
+M = 1 << 20
+d = json.loads(sys.argv[1])
+ext = [(e["offset"], e["length"], e["kind"]) for e in d["extents"]]
+assert ext == [(10*M, M, "data")], ext
+' "$OUT"
+check "sn@s1 unchanged by the later snapshot" \
+	test "$(fa volume md5 sn@s1 | cut -d' ' -f1)" = "$(md5sum <"$T/s1img" | cut -d' ' -f1)"
 
 # ---- a pair: the secondary follows at the next cycle -------------------------------------------
 expect 0 "create pv" -- fa volume create pv --size 8M

@@ -12,7 +12,8 @@
  * store_test_util.h); what it checks follows the backend's capabilities:
  * diffs are exactly the touched blocks with diff_scope TOUCHED, and with
  * CHANGED every block whose content differs plus only touched ones; the
- * full-disk stretches exercise the local backend's folds only. */
+ * full-disk stretches exercise the local backend's folds only; resizes run
+ * where the backend has them (caps.resize). */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -334,6 +335,53 @@ static void op_rollback(struct model *m)
 		memset(touched_of(m, e), 0, m->nblocks);
 }
 
+/* Backends with caps.resize: a new size, often not object or 4 KiB
+ * aligned.  Snapshots have the volume's size (zeros past where they were
+ * taken); a shrink is refused while there are snapshots. */
+static void op_resize(struct model *m)
+{
+	if (!m->caps.resize)
+		return;
+	uint64_t mb = 4 + rng_below(&m->r, 13);
+	uint64_t size = (mb << 20) - rng_below(&m->r, 64) * m->bs;
+	if (rng_below(&m->r, 3) == 0)
+		size = (mb << 20) + m->osz / 2 + 3 * m->bs;
+	if (getenv("FERRY_MODEL_TRACE"))
+		print_message("op %llu: resize %llu -> %llu\n", (unsigned long long)m->op,
+		              (unsigned long long)m->size, (unsigned long long)size);
+	int rc = vol_resize(m->v, size);
+	if (size < m->size && m->n_snaps) {
+		CHECK(m, rc == -ENOTEMPTY, "shrink with snapshots: %d", rc);
+		CHECK(m, vol_size(m->v) == m->size, "size changed by a refused shrink");
+		return;
+	}
+	CHECK(m, rc == 0, "resize %llu -> %llu: %d", (unsigned long long)m->size,
+	      (unsigned long long)size, rc);
+	uint64_t old = m->size, nb = DIV_ROUND_UP(size, STORE_BLOCK);
+	m->head = realloc(m->head, size);
+	m->rbuf = realloc(m->rbuf, size);
+	if (size > old)
+		memset(m->head + old, 0, size - old);
+	for (size_t i = 0; i < m->n_snaps; i++) {
+		m->snaps[i].data = realloc(m->snaps[i].data, size);
+		if (size > old)
+			memset(m->snaps[i].data + old, 0, size - old);
+	}
+	/* blocks past a shrink's end are gone from every epoch */
+	for (size_t e = 0; e < m->n_touched; e++) {
+		m->touched[e] = realloc(m->touched[e], nb);
+		if (nb > m->nblocks)
+			memset(m->touched[e] + m->nblocks, 0, nb - m->nblocks);
+	}
+	m->size = size;
+	m->nblocks = nb;
+	m->nobj = DIV_ROUND_UP(size, m->osz);
+	CHECK(m, vol_size(m->v) == size, "vol_size after a resize");
+	struct vol_info vi;
+	CHECK(m, vol_info(m->v, &vi) == 0 && vi.size == size && vi.objects == m->nobj,
+	      "vol_info after a resize");
+}
+
 static void run_one(uint64_t seed, uint64_t ops)
 {
 	struct model M = {0}, *m = &M;
@@ -395,6 +443,9 @@ static void run_one(uint64_t seed, uint64_t ops)
 			if (getenv("FERRY_MODEL_TRACE"))
 				print_message("op %llu: disk %s\n", (unsigned long long)m->op,
 				              m->full ? (m->selective ? "full (odd tags)" : "full") : "has space");
+		} else if (x < 92 && m->caps.resize) {
+			op_resize(m);
+			full = true;
 		} else {
 			int f = (int)rng_below(&m->r, m->n_snaps + 1) - 1;
 			int t = f + 1 + (int)rng_below(&m->r, m->n_snaps - (size_t)(f + 1) + 1);

@@ -161,9 +161,6 @@ void jw_bool(struct jw *w, bool v);
 void jw_null(struct jw *w);
 
 /* ---- TCP --------------------------------------------------------------- */
-/* Splits "HOST:PORT" or "[IPv6]:PORT" (HOST may be empty: any address).
- * 0 or -EINVAL. */
-int net_split_hostport(const char *s, char *host, size_t hcap, char *port, size_t pcap);
 /* Listens on hostport (port 0: a free one).  0 with *fd (the caller's) and
  * the address actually bound in bound ("127.0.0.1:9273"); otherwise a
  * negative errno with a one-line reason in err. */

@@ -10,35 +10,11 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
-int net_split_hostport(const char *s, char *host, size_t hcap, char *port, size_t pcap)
-{
-	const char *colon;
-	if (s[0] == '[') {
-		const char *e = strchr(s, ']');
-		if (!e || e[1] != ':' || (size_t)(e - s - 1) >= hcap)
-			return -EINVAL;
-		memcpy(host, s + 1, (size_t)(e - s - 1));
-		host[e - s - 1] = '\0';
-		colon = e + 1;
-	} else {
-		colon = strrchr(s, ':');
-		if (!colon || (size_t)(colon - s) >= hcap || memchr(s, ':', (size_t)(colon - s)))
-			return -EINVAL;
-		memcpy(host, s, (size_t)(colon - s));
-		host[colon - s] = '\0';
-	}
-	uint64_t p;
-	if (parse_u64(colon + 1, &p) < 0 || p > 65535 || strlen(colon + 1) >= pcap)
-		return -EINVAL;
-	snprintf(port, pcap, "%s", colon + 1);
-	return 0;
-}
-
 int net_listen(const char *hostport, int backlog, int *fd, char *bound, size_t blen,
                char *err, size_t errlen)
 {
 	char host[256], port[16];
-	if (net_split_hostport(hostport, host, sizeof(host), port, sizeof(port)) < 0) {
+	if (split_hostport(hostport, host, sizeof(host), port, sizeof(port)) < 0) {
 		snprintf(err, errlen, "bad address '%s' (want HOST:PORT or [IPv6]:PORT)", hostport);
 		return -EINVAL;
 	}

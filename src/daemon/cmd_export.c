@@ -893,7 +893,7 @@ void export_iscsi_addr(char *buf, size_t len)
 	pthread_mutex_lock(&g.lock);
 	const char *hp = daemon_opt("iscsi");
 	char host[256], port[16];
-	if (!g.srv || !hp || net_split_hostport(hp, host, sizeof(host), port, sizeof(port)) < 0)
+	if (!g.srv || !hp || split_hostport(hp, host, sizeof(host), port, sizeof(port)) < 0)
 		snprintf(buf, len, "%s", g.srv && hp ? hp : "");
 	else
 		snprintf(buf, len, strchr(host, ':') ? "[%s]:%d" : "%s:%d", host,

@@ -86,21 +86,8 @@ static int status_run(struct dreq *r)
 	jw_init(&w, &b);
 
 	/* gather first: volumes and pairs */
-	char(*names)[STORE_NAME_MAX + 1] = NULL;
-	size_t nv = 0;
-	if (store_vol_list(d->store, &names, &nv) < 0)
-		nv = 0;
-	struct vol_info *vi = calloc(nv ? nv : 1, sizeof(*vi));
-	size_t kv = 0;
-	for (size_t i = 0; vi && i < nv; i++) {
-		struct vol *v;
-		if (vol_open(d->store, names[i], &v) < 0)
-			continue;
-		if (vol_info(v, &vi[kv]) == 0)
-			kv++;
-		vol_close(v);
-	}
-	free(names);
+	struct vol_info *vi;
+	size_t kv = daemon_volume_infos(d->store, &vi);
 	struct repl_status *pm = NULL;
 	size_t np = 0;
 	struct repl *rp = daemon_repl();

@@ -495,6 +495,26 @@ static int volume_release(struct dreq *r)
 	                   name) < 0 ? 1 : 0;
 }
 
+size_t daemon_volume_infos(struct store *s, struct vol_info **out)
+{
+	char(*names)[STORE_NAME_MAX + 1] = NULL;
+	size_t n = 0, k = 0;
+	if (store_vol_list(s, &names, &n) < 0)
+		n = 0;
+	struct vol_info *vi = calloc(n ? n : 1, sizeof(*vi));
+	for (size_t i = 0; vi && i < n; i++) {
+		struct vol *v;
+		if (vol_open(s, names[i], &v) < 0)
+			continue; /* removed since the listing */
+		if (vol_info(v, &vi[k]) == 0)
+			k++;
+		vol_close(v);
+	}
+	free(names);
+	*out = vi;
+	return k;
+}
+
 const struct dgroup dgroup_volume = {
 	"volume",
 	(const struct dgroup_cmd[]){

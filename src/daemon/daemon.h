@@ -131,6 +131,11 @@ void export_refresh_read_only(const char *vol);
 void export_warn_demote(struct dreq *r, const char *vol);
 extern const struct dgroup dgroup_pair;
 
+/* The info of every volume of the pool that could be opened (cmd_volume.c;
+ * volumes removed since the listing are skipped).  Returns how many; *out
+ * (caller frees) holds them, NULL when out of memory. */
+size_t daemon_volume_infos(struct store *s, struct vol_info **out);
+
 /* Replication (cmd_pair.c): the service's start/stop, and whether a volume
  * is a replication secondary (read-only for everything but replication). */
 int repl_service_start(struct daemon *d);

@@ -78,21 +78,8 @@ static void histogram(struct sbuf *b, const char *name, const char *labels,
 /* ---- volumes ------------------------------------------------------------ */
 static void render_volumes(struct daemon *d, struct sbuf *b)
 {
-	char(*names)[STORE_NAME_MAX + 1] = NULL;
-	size_t n = 0;
-	if (store_vol_list(d->store, &names, &n) < 0)
-		n = 0;
-	struct vol_info *vi = calloc(n ? n : 1, sizeof(*vi));
-	size_t k = 0;
-	for (size_t i = 0; vi && i < n; i++) {
-		struct vol *v;
-		if (vol_open(d->store, names[i], &v) < 0)
-			continue; /* removed since the listing */
-		if (vol_info(v, &vi[k]) == 0)
-			k++;
-		vol_close(v);
-	}
-	free(names);
+	struct vol_info *vi;
+	size_t k = daemon_volume_infos(d->store, &vi);
 	family(b, "ferry_volume_size_bytes", "gauge", "Size of the volume in bytes.");
 	for (size_t i = 0; i < k; i++) {
 		sbuf_puts(b, "ferry_volume_size_bytes{volume=");

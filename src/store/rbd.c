@@ -1472,7 +1472,11 @@ static int object_zero(struct vol *v, rbd_image_t img, uint64_t objno, bool *zer
 	return rc;
 }
 
-static int rbd_object_is_zero_op(struct vol *v, const char *snap, uint64_t objno, bool *zero)
+/* A question about one object of the head or of snap (object_zero,
+ * object_exists), asked under the read lock once written-behind writes
+ * to it have reached RBD. */
+static int object_query(struct vol *v, const char *snap, uint64_t objno, bool *res,
+                        int (*query)(struct vol *, rbd_image_t, uint64_t, bool *))
 {
 	struct rbd_vol *rv = RV(v);
 	int rc = fenced(v->store);
@@ -1488,30 +1492,19 @@ static int rbd_object_is_zero_op(struct vol *v, const char *snap, uint64_t objno
 	if (!rc && !snap)
 		wb_wait_range(rv, objno * rv->osz, rv->osz);
 	if (!rc)
-		rc = object_zero(v, img, objno, zero);
+		rc = query(v, img, objno, res);
 	pthread_rwlock_unlock(&rv->lock);
 	return seen(v->store, rc);
 }
 
+static int rbd_object_is_zero_op(struct vol *v, const char *snap, uint64_t objno, bool *zero)
+{
+	return object_query(v, snap, objno, zero, object_zero);
+}
+
 static int rbd_object_mapped_op(struct vol *v, const char *snap, uint64_t objno, bool *mapped)
 {
-	struct rbd_vol *rv = RV(v);
-	int rc = fenced(v->store);
-	if (rc)
-		return rc;
-	pthread_rwlock_rdlock(&rv->lock);
-	if (objno >= DIV_ROUND_UP(rv->size, rv->osz)) {
-		pthread_rwlock_unlock(&rv->lock);
-		return -ERANGE;
-	}
-	rbd_image_t img;
-	rc = snap_handle(v, snap, &img);
-	if (!rc && !snap)
-		wb_wait_range(rv, objno * rv->osz, rv->osz);
-	if (!rc)
-		rc = object_exists(v, img, objno, mapped);
-	pthread_rwlock_unlock(&rv->lock);
-	return seen(v->store, rc);
+	return object_query(v, snap, objno, mapped, object_exists);
 }
 
 /* ---- rollback -------------------------------------------------------------- */

@@ -308,6 +308,14 @@ int vol_rollback(struct vol *v, const char *name)
 	return v->store->ops->rollback(v, name);
 }
 
+int vol_head_unchanged(struct vol *v, const char *name, bool *same)
+{
+	*same = false;
+	if (!v->store->ops->head_unchanged)
+		return -EOPNOTSUPP;
+	return v->store->ops->head_unchanged(v, name, same);
+}
+
 int vol_diff(struct vol *v, const char *from, const char *to, diff_cb cb, void *ctx)
 {
 	return v->store->ops->diff(v, from, to, cb, ctx);

@@ -57,6 +57,8 @@ struct store_ops {
 	int (*snap_list)(struct vol *v, struct snap_info **out, size_t *n);
 	int (*snap_get)(struct vol *v, const char *name, struct snap_info *out);
 	int (*rollback)(struct vol *v, const char *name);
+	/* optional: NULL where it cannot be told cheaply */
+	int (*head_unchanged)(struct vol *v, const char *name, bool *same);
 	int (*diff)(struct vol *v, const char *from, const char *to, diff_cb cb, void *ctx);
 	int (*object_is_zero)(struct vol *v, const char *snap, uint64_t objno, bool *zero);
 	/* optional: NULL where object_is_zero is cheap (zero_exact) */

@@ -48,6 +48,7 @@ const struct store_ops store_local_ops = {
 	.snap_list = local_snap_list,
 	.snap_get = local_snap_get,
 	.rollback = local_rollback,
+	.head_unchanged = local_head_unchanged,
 	.diff = local_diff,
 	.object_is_zero = local_object_is_zero,
 	.resize = local_vol_resize,

@@ -204,6 +204,14 @@ int vol_snap_get(struct vol *v, const char *name, struct snap_info *out);
  * -ENOSPC (nothing changed) when it first needs a pending fold that has no
  * space to run (a newer snapshot was deleted on a full disk). */
 int vol_rollback(struct vol *v, const char *name);
+/* Whether the head still reads exactly as snapshot name because nothing
+ * was written, zeroed or discarded since: name is the newest snapshot and
+ * no block has been touched after it.  A cheap metadata check (no I/O, no
+ * flush) that replication uses to skip empty cycles.  *same = false means
+ * "maybe changed" (a write in flight counts as a change).  The size is
+ * not part of it (see vol_resize).  0, -ENOENT (no such snapshot: *same is
+ * false), or -EOPNOTSUPP on backends that cannot tell cheaply (rbd). */
+int vol_head_unchanged(struct vol *v, const char *name, bool *same);
 
 /* ---- diff ------------------------------------------------------------- */
 enum extent_kind { EXTENT_DATA = 0, EXTENT_ZERO = 1 };

@@ -137,6 +137,7 @@ int local_snap_delete(struct vol *v, const char *name);
 int local_snap_list(struct vol *v, struct snap_info **out, size_t *n);
 int local_snap_get(struct vol *v, const char *name, struct snap_info *out);
 int local_rollback(struct vol *v, const char *name);
+int local_head_unchanged(struct vol *v, const char *name, bool *same);
 int local_diff(struct vol *v, const char *from, const char *to, diff_cb cb, void *ctx);
 int local_object_is_zero(struct vol *v, const char *snap, uint64_t objno, bool *zero);
 

@@ -967,6 +967,28 @@ int local_snap_get(struct vol *v, const char *name, struct snap_info *out)
 	return s ? 0 : -ENOENT;
 }
 
+int local_head_unchanged(struct vol *v, const char *name, bool *same)
+{
+	*same = false;
+	/* wmu: writers hold it while they touch the head's records, and
+	 * snapshot create/delete and rollback while they change the layers. */
+	pthread_mutex_lock(&v->wmu);
+	size_t idx;
+	const struct meta_snap *s = snap_find(v, name, &idx);
+	int rc = s ? 0 : -ENOENT;
+	if (s && idx + 1 == v->meta.n_snaps) {
+		/* The newest snapshot: only layers above its epoch (the head's,
+		 * or a deleted newer snapshot's waiting to be folded) can hold
+		 * blocks the snapshot does not. */
+		bool touched = false;
+		for (size_t n = v->n_layers; n && v->layers[n - 1]->tag > s->epoch; n--)
+			touched |= v->layers[n - 1]->n_objs != 0;
+		*same = !touched;
+	}
+	pthread_mutex_unlock(&v->wmu);
+	return rc;
+}
+
 int local_rollback(struct vol *v, const char *name)
 {
 	pthread_mutex_lock(&v->wmu);

@@ -902,6 +902,59 @@ static void test_concurrent(void **state)
 	free(b);
 }
 
+/* vol_head_unchanged: only when the snapshot is the newest and nothing
+ * touched the head since; it survives a close and reopen (the layers say
+ * it, not a counter in memory). */
+static void test_head_unchanged(void **state)
+{
+	struct fx *f = *state;
+	struct vol *v = mkvol(f, "v", 4 << 20, 64 << 10, 512);
+	uint8_t a[4096];
+	fill(a, sizeof(a), 3);
+	bool same = true;
+	assert_int_equal(vol_head_unchanged(v, "s1", &same), -ENOENT);
+	assert_false(same);
+	assert_int_equal(vol_snap_create(v, "s1"), 0);
+	assert_int_equal(vol_head_unchanged(v, "s1", &same), 0);
+	assert_true(same); /* never written at all */
+	assert_int_equal(vol_write(v, a, 8192, sizeof(a)), 0);
+	assert_int_equal(vol_head_unchanged(v, "s1", &same), 0);
+	assert_false(same);
+	assert_int_equal(vol_snap_create(v, "s2"), 0);
+	assert_int_equal(vol_head_unchanged(v, "s2", &same), 0);
+	assert_true(same);
+	assert_int_equal(vol_head_unchanged(v, "s1", &same), 0);
+	assert_false(same); /* not the newest */
+	/* the same across a reopen */
+	vol_close(v);
+	assert_int_equal(vol_open(f->st, "v", &v), 0);
+	assert_int_equal(vol_head_unchanged(v, "s2", &same), 0);
+	assert_true(same);
+	/* a discard of never-written blocks and a write of zeros touch it too */
+	assert_int_equal(vol_discard(v, 1 << 20, 4096), 0);
+	assert_int_equal(vol_head_unchanged(v, "s2", &same), 0);
+	assert_false(same);
+	assert_int_equal(vol_rollback(v, "s2"), 0);
+	assert_int_equal(vol_head_unchanged(v, "s2", &same), 0);
+	assert_true(same); /* rolled back: reads as s2 again */
+	memset(a, 0, sizeof(a));
+	assert_int_equal(vol_write(v, a, 0, sizeof(a)), 0);
+	vol_close(v);
+	assert_int_equal(vol_open(f->st, "v", &v), 0);
+	assert_int_equal(vol_head_unchanged(v, "s2", &same), 0);
+	assert_false(same);
+	/* a newer snapshot taken and deleted after writes: its layer folds
+	 * into the head, which then holds blocks s2 does not */
+	assert_int_equal(vol_rollback(v, "s2"), 0);
+	fill(a, sizeof(a), 4);
+	assert_int_equal(vol_write(v, a, 0, sizeof(a)), 0);
+	assert_int_equal(vol_snap_create(v, "s3"), 0);
+	assert_int_equal(vol_snap_delete(v, "s3"), 0);
+	assert_int_equal(vol_head_unchanged(v, "s2", &same), 0);
+	assert_false(same);
+	vol_close(v);
+}
+
 int main(void)
 {
 	log_set_level(getenv("FERRY_TEST_DEBUG") ? LOG_DEBUG : LOG_WARN);
@@ -914,6 +967,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_rmw, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_zero_space, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_snap_isolation, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_head_unchanged, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_delete_orders, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_diff, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_diff_stop, setup, teardown),

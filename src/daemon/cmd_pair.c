@@ -288,6 +288,7 @@ static void status_json(struct jw *w, const struct repl_status *st)
 	jw_obj_begin(w);
 	jw_key(w, "cycles_ok"); jw_u64(w, st->counters.cycles_ok);
 	jw_key(w, "cycles_failed"); jw_u64(w, st->counters.cycles_failed);
+	jw_key(w, "cycles_skipped"); jw_u64(w, st->counters.cycles_skipped);
 	jw_key(w, "data_bytes"); jw_u64(w, st->counters.data_bytes);
 	jw_key(w, "zero_bytes"); jw_u64(w, st->counters.zero_bytes);
 	jw_key(w, "wire_bytes"); jw_u64(w, st->counters.wire_bytes);

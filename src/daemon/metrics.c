@@ -283,7 +283,8 @@ static void render_pairs(struct sbuf *b)
 		sbuf_printf(b, "} %" PRIu64 "\n", pm[i].last_time);
 	}
 	family(b, "ferry_pair_cycles_total", "counter",
-	       "Cycles since ferryd started, by result (ok: committed; failed: ended in an error).");
+	       "Cycles since ferryd started, by result (ok: committed; failed: ended in an error; "
+	       "skipped: due, but nothing had changed since the last synced snapshot).");
 	for (size_t i = 0; i < n; i++) {
 		sbuf_puts(b, "ferry_pair_cycles_total{");
 		pair_label(b, &pm[i]);
@@ -291,6 +292,9 @@ static void render_pairs(struct sbuf *b)
 		sbuf_puts(b, "ferry_pair_cycles_total{");
 		pair_label(b, &pm[i]);
 		sbuf_printf(b, ",result=\"failed\"} %" PRIu64 "\n", pm[i].counters.cycles_failed);
+		sbuf_puts(b, "ferry_pair_cycles_total{");
+		pair_label(b, &pm[i]);
+		sbuf_printf(b, ",result=\"skipped\"} %" PRIu64 "\n", pm[i].counters.cycles_skipped);
 	}
 	family(b, "ferry_pair_cycle_bytes_total", "counter",
 	       "Bytes of committed cycles: data (changed bytes sent as data), zero (changed "

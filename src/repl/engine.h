@@ -10,8 +10,15 @@
 /* ---- send.c: the primary's side of a cycle ---------------------------------- */
 /* One cycle of a primary pair: snapshot, count, connect, check roles,
  * stream, commit.  0, or -errno with the reason in p->error.  The caller
- * (the scheduler) holds a transfer slot. */
+ * (the scheduler) holds a transfer slot.  A periodic cycle of an idle
+ * pair (nothing touched since the last synced snapshot, the peer takes
+ * SYNCED) is skipped: nothing is written, synced or sent, and it returns
+ * SEND_SKIPPED. */
+#define SEND_SKIPPED 1
 int send_cycle(struct pair *p);
+/* Primary: whether nothing changed on p's volume since its last synced
+ * snapshot (a metadata check, docs/DESIGN.md "Idle pairs").  Not under mu. */
+bool send_idle(struct pair *p);
 /* vol_diff(base ("" = creation), target) with the extents of extra
  * (objno = offset, hash = length, sorted by offset) added as DATA, per
  * object in objno order: what a resync must send. */
@@ -37,8 +44,13 @@ int role_check(struct pair *p, struct link *l, char *err, size_t errlen);
  * brain or a dead peer shows within seconds.  Records the outcome (contact,
  * p->peer_err). */
 void role_probe(struct pair *p);
+/* The same for a pair found idle at idle_since (unix s; send_idle): the
+ * check carries SYNCED, so the secondary's last sync time advances. */
+void role_probe_idle(struct pair *p, uint64_t idle_since);
 /* Serves ROLE on the receiving side of a connection. */
 int handle_role(struct repl *r, struct link *l, const struct wire_msg *m);
+/* Serves SYNCED (an idle primary's heartbeat) on the secondary. */
+int handle_synced(struct repl *r, struct link *l, const struct wire_msg *m);
 
 /* ---- verify.c ---------------------------------------------------------------- */
 struct digest_list {

@@ -235,6 +235,14 @@ void pair_refresh(struct pair *p, uint64_t now)
 		                  "timeout" : NULL, NULL, 0);
 }
 
+uint64_t pair_synced_time(const struct pair *p)
+{
+	const struct pair_rec *c = &p->rec;
+	if (c->last_cycle && p->asof_cycle == c->last_cycle && p->asof_wall > c->last_time)
+		return p->asof_wall;
+	return c->last_time;
+}
+
 void pair_contact(struct pair *p)
 {
 	p->contact_wall = now_wall_s();

@@ -88,6 +88,18 @@ struct pair {
 	uint64_t last_success;            /* unix s of the last commit seen here */
 	char peer_err[256];               /* primary: why the last heartbeat failed */
 	struct repl_counters counters;
+	/* Idle pairs (docs/DESIGN.md "Idle pairs"): asof_wall (unix s) is the
+	 * last time this side learnt that the last synced snapshot of cycle
+	 * asof_cycle was still the primary's content (a skipped cycle on the
+	 * primary, SYNCED on the secondary); 0 = not since the start. */
+	uint64_t asof_wall, asof_cycle;
+	/* Primary: the volume's size at the last committed cycle (0 = not
+	 * known since the start); whether the peer took the last SYNCED; and
+	 * after a refusal (a peer of before knows no SYNCED) no SYNCED, and
+	 * no skipped cycle, before synced_retry_ns. */
+	uint64_t synced_size;
+	bool peer_synced;
+	uint64_t synced_retry_ns;
 	/* `pair sync` tickets: requests, those covered by a taken snapshot,
 	 * by a commit, by a failure; the running cycle covers cur_gen. */
 	uint64_t sync_req, sync_taken, sync_done, sync_failed, cur_gen;
@@ -200,6 +212,10 @@ void pair_refresh(struct pair *p, uint64_t now_mono);
 /* Under mu: a successful contact with the peer (cycle, heartbeat, or a
  * request the peer made). */
 void pair_contact(struct pair *p);
+/* Under mu: until when the last synced snapshot is known to be the
+ * primary's content (unix s): its snapshot time, or later when an idle
+ * check found nothing changed since. */
+uint64_t pair_synced_time(const struct pair *p);
 /* Under mu: the heartbeat interval of p (ns). */
 uint64_t pair_heartbeat_ns(const struct pair *p);
 

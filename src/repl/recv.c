@@ -745,6 +745,9 @@ int serve_requests(struct repl *r, struct link *l, int first_ms)
 			}
 			rc = handle_role(r, l, &m);
 			break;
+		case WIRE_SYNCED:
+			rc = handle_synced(r, l, &m);
+			break;
 		default:
 			link_send_error(l, EPROTO, "unexpected %s", wire_type_name(m.type));
 			rc = -EPROTO;

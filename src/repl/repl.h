@@ -126,6 +126,8 @@ struct repl_cycle_stats {
 struct repl_counters {
 	uint64_t cycles_ok;
 	uint64_t cycles_failed;
+	uint64_t cycles_skipped;   /* primary: periodic cycles of an idle pair
+	                            * that had nothing to send (no snapshot) */
 	uint64_t data_bytes;
 	uint64_t zero_bytes;
 	uint64_t wire_bytes;

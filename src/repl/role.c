@@ -133,7 +133,51 @@ int role_check(struct pair *p, struct link *l, char *err, size_t errlen)
 	return rc;
 }
 
-void role_probe(struct pair *p)
+/* After a heartbeat's ROLE CHECK: an idle primary tells the secondary that
+ * its last synced snapshot is still current (SYNCED), so that the
+ * secondary's RPO lag and last sync time stay true without cycles.  A
+ * peer of before knows no SYNCED and drops the connection: p->peer_synced
+ * stays false and cycles run as they always did; it is asked again after
+ * a minute. */
+static void send_synced(struct pair *p, struct link *l, uint64_t idle_since)
+{
+	struct repl *r = p->r;
+	struct wire_msg m = { .type = WIRE_SYNCED };
+	pthread_mutex_lock(&r->mu);
+	const struct pair_rec *c = &p->rec;
+	bool want = c->phase == PH_PRIMARY && now_mono_ns() >= p->synced_retry_ns;
+	snprintf(m.u.synced.volume, sizeof(m.u.synced.volume), "%s", c->remote);
+	snprintf(m.u.synced.pair_id, sizeof(m.u.synced.pair_id), "%s", c->id);
+	snprintf(m.u.synced.last_snap, sizeof(m.u.synced.last_snap), "%s", c->last_snap);
+	m.u.synced.last_cycle = c->last_cycle;
+	pthread_mutex_unlock(&r->mu);
+	/* The time is taken before the check: the volume read as last_snap
+	 * at least until then.  idle_since: the caller checked already. */
+	m.u.synced.as_of = idle_since ? idle_since : now_wall_s();
+	if (!want || (!idle_since && !send_idle(p)))
+		return;
+	int rc = link_send(l, &m);
+	struct wire_msg a;
+	if (rc == 0)
+		rc = link_expect(l, WIRE_OK, &a, 0);
+	pthread_mutex_lock(&r->mu);
+	if (rc == 0 && p->rec.last_cycle == m.u.synced.last_cycle) {
+		p->peer_synced = true;
+		p->asof_wall = MAX(m.u.synced.as_of, p->asof_cycle == p->rec.last_cycle
+		                   ? p->asof_wall : 0);
+		p->asof_cycle = m.u.synced.last_cycle;
+		p->last_success = MAX(p->last_success, m.u.synced.as_of);
+	} else if (rc < 0) {
+		if (p->peer_synced || !p->synced_retry_ns)
+			log_info("repl: pair %s: the peer did not take SYNCED (%s): idle cycles "
+			         "run in full", p->rec.name, l->err);
+		p->peer_synced = false;
+		p->synced_retry_ns = now_mono_ns() + 60 * 1000000000ull;
+	}
+	pthread_mutex_unlock(&r->mu);
+}
+
+static void probe(struct pair *p, uint64_t idle_since)
 {
 	struct repl *r = p->r;
 	struct link *l;
@@ -142,6 +186,8 @@ void role_probe(struct pair *p)
 	int rc = pair_dial(p, &l, err, sizeof(err), &reached);
 	if (rc == 0) {
 		rc = role_check(p, l, err, sizeof(err));
+		if (rc == 0)
+			send_synced(p, l, idle_since);
 		link_close(l);
 	}
 	pthread_mutex_lock(&r->mu);
@@ -158,6 +204,16 @@ void role_probe(struct pair *p)
 		log_warn("repl: pair %s: peer check failed: %s", p->rec.name, err);
 	else if (rc == 0 && !was_ok)
 		log_info("repl: pair %s: peer reachable again", p->rec.name);
+}
+
+void role_probe(struct pair *p)
+{
+	probe(p, 0);
+}
+
+void role_probe_idle(struct pair *p, uint64_t idle_since)
+{
+	probe(p, idle_since);
 }
 
 /* ---- the other side ------------------------------------------------------ */
@@ -402,6 +458,48 @@ int handle_role(struct repl *r, struct link *l, const struct wire_msg *m)
 	send_role_info(l, p, p->rec.last_snap);
 	pairs_unlock(r);
 	return 0;
+}
+
+int handle_synced(struct repl *r, struct link *l, const struct wire_msg *m)
+{
+	const struct wire_msg *q = m;
+	/* Test-only: behave as a peer of before, which knows no SYNCED and
+	 * drops the connection without an answer (tests/repl/idle.sh). */
+	if (getenv("FERRY_TEST_NO_SYNCED"))
+		return -EPROTO;
+	pthread_mutex_lock(&r->mu);
+	struct pair *p = pair_find(r, q->u.synced.volume);
+	if (!p || strcmp(p->rec.id, q->u.synced.pair_id)) {
+		pthread_mutex_unlock(&r->mu);
+		link_send_error(l, p ? ESTALE : ENOENT, "volume %s %s", q->u.synced.volume,
+		                p ? "belongs to another pair" : "is in no pair on this site");
+		return 0;
+	}
+	const struct pair_rec *c = &p->rec;
+	if (c->phase != PH_SECONDARY || p->running || c->last_cycle != q->u.synced.last_cycle ||
+	    strcmp(c->last_snap, q->u.synced.last_snap)) {
+		char here[STORE_NAME_MAX + 1];
+		snprintf(here, sizeof(here), "%s", c->last_snap);
+		bool sec = c->phase == PH_SECONDARY;
+		pthread_mutex_unlock(&r->mu);
+		link_send_error(l, ESTALE, sec ? "not in sync: the primary's last synced snapshot "
+		                "is %s, here %s" : "%s is not a secondary here%s",
+		                sec ? q->u.synced.last_snap : q->u.synced.volume,
+		                sec ? (here[0] ? here : "(none)") : "");
+		return 0;
+	}
+	/* Memory only: after a restart the snapshot's own time holds until
+	 * the next heartbeat; nothing is written, nothing synced. */
+	pair_contact(p);
+	if (p->asof_cycle != c->last_cycle)
+		p->asof_wall = 0;
+	p->asof_wall = MAX(p->asof_wall, q->u.synced.as_of);
+	p->asof_cycle = c->last_cycle;
+	p->last_success = now_wall_s();
+	(void)pair_change(p, NULL, NULL, NULL, 0);
+	pairs_unlock(r);
+	struct wire_msg ok = { .type = WIRE_OK };
+	return link_send(l, &ok);
 }
 
 /* ---- verbs ---------------------------------------------------------------- */

@@ -58,6 +58,14 @@ static void cycle_done(struct pair *p, int rc, uint64_t started)
 {
 	struct repl *r = p->r;
 	uint64_t now = now_mono_ns();
+	if (rc == SEND_SKIPPED) {
+		/* Nothing had changed; a heartbeat with SYNCED went instead
+		 * (its outcome is recorded like any heartbeat's). */
+		p->next_probe_ns = now + pair_heartbeat_ns(p);
+		p->next_due_ns = started + p->rec.period_s * 1000000000ull;
+		p->running = false;
+		return;
+	}
 	/* A cycle is contact enough: the next heartbeat is a full interval on. */
 	p->next_probe_ns = now + pair_heartbeat_ns(p);
 	bool stopped = r->stopping || p->removed || p->exclusive ||

@@ -697,7 +697,8 @@ static unsigned hist_bucket(double s)
 
 /* Records the commit: the new snapshot is the last synced one, and only
  * now is the previous one dropped. */
-static int commit_local(struct pair *p, struct vol *v, const struct rec_stats *st)
+static int commit_local(struct pair *p, struct vol *v, const struct rec_stats *st,
+                        uint64_t size)
 {
 	struct repl *r = p->r;
 	char prev[REC_NAME_MAX + 1], last[REC_NAME_MAX + 1], err[400], why[64];
@@ -741,6 +742,7 @@ static int commit_local(struct pair *p, struct vol *v, const struct rec_stats *s
 	p->failures = 0;
 	p->peer_err[0] = '\0';
 	p->last_success = now_wall_s();
+	p->synced_size = size;
 	pair_contact(p);
 	p->counters.cycles_ok++;
 	p->counters.data_bytes += st->data_bytes;
@@ -764,11 +766,72 @@ static int commit_local(struct pair *p, struct vol *v, const struct rec_stats *s
 	return 0;
 }
 
+bool send_idle(struct pair *p)
+{
+	struct repl *r = p->r;
+	char volume[REC_NAME_MAX + 1], last[REC_NAME_MAX + 1];
+	pthread_mutex_lock(&r->mu);
+	const struct pair_rec *c = &p->rec;
+	/* Only a pair at rest: synced, no cycle in flight (it must be
+	 * finished), none failing (a committed cycle clears the error), no
+	 * resync, and the size of the last cycle known (a resize travels
+	 * with a cycle). */
+	bool rest = c->phase == PH_PRIMARY && c->last_cycle && c->last_snap[0] &&
+	            !c->cur_cycle && !p->failures && !p->n_extra && p->synced_size;
+	uint64_t size = p->synced_size;
+	snprintf(volume, sizeof(volume), "%s", c->volume);
+	snprintf(last, sizeof(last), "%s", c->last_snap);
+	pthread_mutex_unlock(&r->mu);
+	struct vol *v;
+	if (!rest || vol_open(r->store, volume, &v) < 0)
+		return false;
+	bool same = false;
+	if (vol_head_unchanged(v, last, &same) < 0 || vol_size(v) != size)
+		same = false;
+	vol_close(v);
+	return same;
+}
+
+/* A periodic cycle of a pair at rest whose peer takes SYNCED (or may: it
+ * did not refuse it within the last minute): nothing
+ * to do but to note that the last synced snapshot is still current
+ * (the heartbeat tells the secondary).  True when it was skipped. */
+static bool skip_cycle(struct pair *p)
+{
+	struct repl *r = p->r;
+	pthread_mutex_lock(&r->mu);
+	bool want = now_mono_ns() >= p->synced_retry_ns && p->sync_req <= p->sync_taken;
+	uint64_t cycle = p->rec.last_cycle;
+	pthread_mutex_unlock(&r->mu);
+	uint64_t t = now_wall_s();
+	if (!want || !send_idle(p))
+		return false;
+	pthread_mutex_lock(&r->mu);
+	/* A `pair sync` that came meanwhile finds the same: nothing to send;
+	 * it still gets its own cycle (the next scan). */
+	bool skipped = p->rec.last_cycle == cycle && !p->rec.cur_cycle;
+	if (skipped) {
+		p->asof_wall = MAX(t, p->asof_cycle == cycle ? p->asof_wall : 0);
+		p->asof_cycle = cycle;
+		p->last_success = MAX(p->last_success, t);
+		p->counters.cycles_skipped++;
+	}
+	pthread_mutex_unlock(&r->mu);
+	/* In place of the cycle, the secondary hears that its copy is still
+	 * current (a heartbeat with SYNCED): its RPO lag stays within a
+	 * period, as with cycles. */
+	if (skipped)
+		role_probe_idle(p, t);
+	return skipped;
+}
+
 int send_cycle(struct pair *p)
 {
 	struct repl *r = p->r;
 	struct vol *v;
 	char volume[REC_NAME_MAX + 1];
+	if (skip_cycle(p))
+		return SEND_SKIPPED;
 	pthread_mutex_lock(&r->mu);
 	snprintf(volume, sizeof(volume), "%s", p->rec.volume);
 	pthread_mutex_unlock(&r->mu);
@@ -886,7 +949,7 @@ int send_cycle(struct pair *p)
 	if (m.u.cycle_ready.status == WIRE_READY_COMMITTED) {
 		/* We crashed or lost the link after the secondary committed. */
 		st.seconds = (double)(now_mono_ns() - t0) / 1e9;
-		rc = commit_local(p, v, &st);
+		rc = commit_local(p, v, &st, pp.vi.size);
 		goto out;
 	}
 	if (m.u.cycle_ready.cycle != cycle ||
@@ -940,7 +1003,7 @@ int send_cycle(struct pair *p)
 	st.zero_bytes = pp.zero_bytes;
 	st.wire_bytes = l->tx_bytes + l->rx_bytes;
 	st.seconds = (double)(now_mono_ns() - t0) / 1e9;
-	rc = commit_local(p, v, &st);
+	rc = commit_local(p, v, &st, pp.vi.size);
 out:
 	if (l) {
 		pthread_mutex_lock(&r->mu);

@@ -265,12 +265,14 @@ static void status_fill(struct pair *p, struct repl_status *st)
 	st->keep_for_s = c->keep_for_s;
 	st->has_last = c->last_cycle != 0;
 	snprintf(st->last_snap, sizeof(st->last_snap), "%s", c->last_snap);
-	st->last_time = c->last_time;
+	/* An idle pair's last synced snapshot stays current: its time is
+	 * the last time the primary found nothing changed since. */
+	st->last_time = pair_synced_time(p);
 	st->last_cycle = c->last_cycle;
 	/* Data written since the last synced snapshot is what a failover
 	 * would lose; before the first sync that is everything since create.
 	 * On a secondary whose primary went silent it keeps growing. */
-	uint64_t ref = c->last_cycle ? c->last_time : c->created;
+	uint64_t ref = c->last_cycle ? st->last_time : c->created;
 	st->rpo_lag_s = now > ref ? now - ref : 0;
 	st->last_success = p->last_success;
 	st->running = p->running;

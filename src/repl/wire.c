@@ -157,7 +157,7 @@ const char *wire_type_name(unsigned type)
 		[WIRE_VERIFY_REQ] = "VERIFY_REQ", [WIRE_DIGESTS] = "DIGESTS",
 		[WIRE_VERIFY_SUM] = "VERIFY_SUM", [WIRE_PAIR_REMOVE] = "PAIR_REMOVE",
 		[WIRE_OK] = "OK", [WIRE_ROLE] = "ROLE", [WIRE_ROLE_INFO] = "ROLE_INFO",
-		[WIRE_EXTENTS] = "EXTENTS",
+		[WIRE_EXTENTS] = "EXTENTS", [WIRE_SYNCED] = "SYNCED",
 	};
 	if (type == 0 || type >= ARRAY_SIZE(names) || !names[type])
 		return "?";
@@ -275,6 +275,13 @@ static void encode_payload(struct wr *w, const struct wire_msg *m)
 	case WIRE_VERIFY_SUM:
 		put(w, m->u.verify_sum.md5, 16);
 		put_u64(w, m->u.verify_sum.objects);
+		break;
+	case WIRE_SYNCED:
+		put_str(w, m->u.synced.volume, WIRE_NAME_MAX);
+		put_str(w, m->u.synced.pair_id, WIRE_NAME_MAX);
+		put_u64(w, m->u.synced.last_cycle);
+		put_str(w, m->u.synced.last_snap, WIRE_NAME_MAX);
+		put_u64(w, m->u.synced.as_of);
 		break;
 	case WIRE_PAIR_REMOVE:
 		put_str(w, m->u.pair_remove.volume, WIRE_NAME_MAX);
@@ -546,6 +553,18 @@ static void decode_payload(struct rd *r, struct wire_msg *m)
 	case WIRE_VERIFY_SUM:
 		get(r, m->u.verify_sum.md5, 16);
 		m->u.verify_sum.objects = get_u64(r);
+		break;
+	case WIRE_SYNCED:
+		get_str(r, m->u.synced.volume, WIRE_NAME_MAX);
+		get_str(r, m->u.synced.pair_id, WIRE_NAME_MAX);
+		m->u.synced.last_cycle = get_u64(r);
+		get_str(r, m->u.synced.last_snap, WIRE_NAME_MAX);
+		m->u.synced.as_of = get_u64(r);
+		check_name(r, m->u.synced.volume, false);
+		check_name(r, m->u.synced.pair_id, false);
+		check_name(r, m->u.synced.last_snap, false);
+		if (!m->u.synced.last_cycle || !m->u.synced.as_of)
+			r->bad = true;
 		break;
 	case WIRE_PAIR_REMOVE:
 		get_str(r, m->u.pair_remove.volume, WIRE_NAME_MAX);

@@ -54,7 +54,9 @@ enum wire_type {
 	WIRE_ROLE = 22,          /* role exchange of a pair (epoch, demote, resync) */
 	WIRE_ROLE_INFO = 23,     /* reply to ROLE */
 	WIRE_EXTENTS = 24,       /* S->C, layout of DIGESTS: (offset, length) pairs */
-	WIRE_TYPE_MAX = 24,
+	WIRE_SYNCED = 25,        /* C->S, heartbeat of an idle primary: still in
+	                          * sync with the last synced snapshot (OK back) */
+	WIRE_TYPE_MAX = 25,
 };
 
 enum wire_codec { WIRE_CODEC_NONE = 0, WIRE_CODEC_ZSTD = 1 };
@@ -239,6 +241,14 @@ struct wire_msg {
 			uint64_t last_cycle;
 			char last_snap[WIRE_NAME_MAX + 1];/* "" or a name */
 		} role_info;
+		struct {
+			char volume[WIRE_NAME_MAX + 1];   /* receiver's volume */
+			char pair_id[WIRE_NAME_MAX + 1];
+			uint64_t last_cycle;              /* >= 1 */
+			char last_snap[WIRE_NAME_MAX + 1];/* a name */
+			uint64_t as_of;                   /* unix s, >= 1: the primary's
+			                                   * volume still read as last_snap */
+		} synced;
 	} u;
 };
 

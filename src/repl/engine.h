@@ -45,8 +45,10 @@ int role_check(struct pair *p, struct link *l, char *err, size_t errlen);
  * p->peer_err). */
 void role_probe(struct pair *p);
 /* The same for a pair found idle at idle_since (unix s; send_idle): the
- * check carries SYNCED, so the secondary's last sync time advances. */
-void role_probe_idle(struct pair *p, uint64_t idle_since);
+ * check carries SYNCED, so that both sites' last sync time advances.  0 =
+ * the peer took it; -ENOTSUP = it did not (a peer of before: the cycle
+ * must run in full); other -errno = the check failed (reason in err). */
+int role_probe_idle(struct pair *p, uint64_t idle_since, char *err, size_t errlen);
 /* Serves ROLE on the receiving side of a connection. */
 int handle_role(struct repl *r, struct link *l, const struct wire_msg *m);
 /* Serves SYNCED (an idle primary's heartbeat) on the secondary. */

@@ -139,7 +139,9 @@ int role_check(struct pair *p, struct link *l, char *err, size_t errlen)
  * peer of before knows no SYNCED and drops the connection: p->peer_synced
  * stays false and cycles run as they always did; it is asked again after
  * a minute. */
-static void send_synced(struct pair *p, struct link *l, uint64_t idle_since)
+/* 1 = the peer took it, 0 = not sent (not idle, or asked again too
+ * soon after a refusal), -1 = refused. */
+static int send_synced(struct pair *p, struct link *l, uint64_t idle_since)
 {
 	struct repl *r = p->r;
 	struct wire_msg m = { .type = WIRE_SYNCED };
@@ -155,13 +157,15 @@ static void send_synced(struct pair *p, struct link *l, uint64_t idle_since)
 	 * at least until then.  idle_since: the caller checked already. */
 	m.u.synced.as_of = idle_since ? idle_since : now_wall_s();
 	if (!want || (!idle_since && !send_idle(p)))
-		return;
+		return 0;
 	int rc = link_send(l, &m);
 	struct wire_msg a;
 	if (rc == 0)
 		rc = link_expect(l, WIRE_OK, &a, 0);
 	pthread_mutex_lock(&r->mu);
 	if (rc == 0 && p->rec.last_cycle == m.u.synced.last_cycle) {
+		/* The primary's own last sync time advances only with the
+		 * secondary's word: with the secondary gone, its RPO lag grows. */
 		p->peer_synced = true;
 		p->asof_wall = MAX(m.u.synced.as_of, p->asof_cycle == p->rec.last_cycle
 		                   ? p->asof_wall : 0);
@@ -175,21 +179,27 @@ static void send_synced(struct pair *p, struct link *l, uint64_t idle_since)
 		p->synced_retry_ns = now_mono_ns() + 60 * 1000000000ull;
 	}
 	pthread_mutex_unlock(&r->mu);
+	return rc == 0 ? 1 : rc < 0 ? -1 : 0;
 }
 
-static void probe(struct pair *p, uint64_t idle_since)
+/* The heartbeat: dial, ROLE CHECK, and SYNCED when the pair is idle.
+ * Returns what dial or ROLE CHECK returned (reason in err); *synced (may be
+ * NULL) gets send_synced's answer. */
+static int probe(struct pair *p, uint64_t idle_since, int *synced, char *err, size_t errlen)
 {
 	struct repl *r = p->r;
 	struct link *l;
-	char err[512];
 	bool reached = false;
-	int rc = pair_dial(p, &l, err, sizeof(err), &reached);
+	int sy = 0;
+	int rc = pair_dial(p, &l, err, errlen, &reached);
 	if (rc == 0) {
-		rc = role_check(p, l, err, sizeof(err));
+		rc = role_check(p, l, err, errlen);
 		if (rc == 0)
-			send_synced(p, l, idle_since);
+			sy = send_synced(p, l, idle_since);
 		link_close(l);
 	}
+	if (synced)
+		*synced = sy;
 	pthread_mutex_lock(&r->mu);
 	bool was_ok = !p->peer_err[0];
 	if (rc == 0 || rc == -ESTALE || rc == -EALREADY || rc == -EAGAIN) {
@@ -204,16 +214,24 @@ static void probe(struct pair *p, uint64_t idle_since)
 		log_warn("repl: pair %s: peer check failed: %s", p->rec.name, err);
 	else if (rc == 0 && !was_ok)
 		log_info("repl: pair %s: peer reachable again", p->rec.name);
+	return rc;
 }
 
 void role_probe(struct pair *p)
 {
-	probe(p, 0);
+	char err[512];
+	(void)probe(p, 0, NULL, err, sizeof(err));
 }
 
-void role_probe_idle(struct pair *p, uint64_t idle_since)
+int role_probe_idle(struct pair *p, uint64_t idle_since, char *err, size_t errlen)
 {
-	probe(p, idle_since);
+	int synced;
+	int rc = probe(p, idle_since, &synced, err, errlen);
+	if (rc == 0 && synced <= 0) {
+		snprintf(err, errlen, "the peer did not take SYNCED");
+		rc = -ENOTSUP;
+	}
+	return rc;
 }
 
 /* ---- the other side ------------------------------------------------------ */

@@ -793,36 +793,32 @@ bool send_idle(struct pair *p)
 }
 
 /* A periodic cycle of a pair at rest whose peer takes SYNCED (or may: it
- * did not refuse it within the last minute): nothing
- * to do but to note that the last synced snapshot is still current
- * (the heartbeat tells the secondary).  True when it was skipped. */
-static bool skip_cycle(struct pair *p)
+ * did not refuse it within the last minute): nothing to send, so no
+ * snapshot; in its place a heartbeat with SYNCED tells the secondary that
+ * its copy is still current, and both sites' last sync time advances.
+ * SEND_SKIPPED; 0 = run the cycle in full; -errno = the peer check failed
+ * (a failed cycle, reason in p->error, as if the cycle had run). */
+static int skip_cycle(struct pair *p)
 {
 	struct repl *r = p->r;
 	pthread_mutex_lock(&r->mu);
 	bool want = now_mono_ns() >= p->synced_retry_ns && p->sync_req <= p->sync_taken;
-	uint64_t cycle = p->rec.last_cycle;
 	pthread_mutex_unlock(&r->mu);
 	uint64_t t = now_wall_s();
 	if (!want || !send_idle(p))
-		return false;
-	pthread_mutex_lock(&r->mu);
-	/* A `pair sync` that came meanwhile finds the same: nothing to send;
-	 * it still gets its own cycle (the next scan). */
-	bool skipped = p->rec.last_cycle == cycle && !p->rec.cur_cycle;
-	if (skipped) {
-		p->asof_wall = MAX(t, p->asof_cycle == cycle ? p->asof_wall : 0);
-		p->asof_cycle = cycle;
-		p->last_success = MAX(p->last_success, t);
-		p->counters.cycles_skipped++;
+		return 0;
+	char err[512];
+	int rc = role_probe_idle(p, t, err, sizeof(err));
+	if (rc == -ENOTSUP)
+		return 0;
+	if (rc < 0) {
+		set_error(p, "%s", err);
+		return rc;
 	}
+	pthread_mutex_lock(&r->mu);
+	p->counters.cycles_skipped++;
 	pthread_mutex_unlock(&r->mu);
-	/* In place of the cycle, the secondary hears that its copy is still
-	 * current (a heartbeat with SYNCED): its RPO lag stays within a
-	 * period, as with cycles. */
-	if (skipped)
-		role_probe_idle(p, t);
-	return skipped;
+	return SEND_SKIPPED;
 }
 
 int send_cycle(struct pair *p)
@@ -830,12 +826,13 @@ int send_cycle(struct pair *p)
 	struct repl *r = p->r;
 	struct vol *v;
 	char volume[REC_NAME_MAX + 1];
-	if (skip_cycle(p))
-		return SEND_SKIPPED;
+	int rc = skip_cycle(p);
+	if (rc)
+		return rc;
 	pthread_mutex_lock(&r->mu);
 	snprintf(volume, sizeof(volume), "%s", p->rec.volume);
 	pthread_mutex_unlock(&r->mu);
-	int rc = vol_open(r->store, volume, &v);
+	rc = vol_open(r->store, volume, &v);
 	if (rc < 0) {
 		set_error(p, "cannot open volume %s: %s", volume, strerror(-rc));
 		return rc;

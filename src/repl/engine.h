@@ -12,9 +12,10 @@
  * stream, commit.  0, or -errno with the reason in p->error.  The caller
  * (the scheduler) holds a transfer slot.  A periodic cycle of an idle
  * pair (nothing touched since the last synced snapshot, the peer takes
- * SYNCED) is skipped: nothing is written, synced or sent, and it returns
- * SEND_SKIPPED. */
+ * SYNCED) is skipped: nothing is written or synced, and it returns
+ * SEND_SKIPPED (or SEND_SKIPPED_CHECKED when it sent a heartbeat). */
 #define SEND_SKIPPED 1
+#define SEND_SKIPPED_CHECKED 2   /* skipped, and a heartbeat went instead */
 int send_cycle(struct pair *p);
 /* Primary: whether nothing changed on p's volume since its last synced
  * snapshot (a metadata check, docs/DESIGN.md "Idle pairs").  Not under mu. */

@@ -58,10 +58,11 @@ static void cycle_done(struct pair *p, int rc, uint64_t started)
 {
 	struct repl *r = p->r;
 	uint64_t now = now_mono_ns();
-	if (rc == SEND_SKIPPED) {
-		/* Nothing had changed; a heartbeat with SYNCED went instead
-		 * (its outcome is recorded like any heartbeat's). */
-		p->next_probe_ns = now + pair_heartbeat_ns(p);
+	if (rc == SEND_SKIPPED || rc == SEND_SKIPPED_CHECKED) {
+		/* Nothing had changed.  Maybe a heartbeat with SYNCED went
+		 * instead (its outcome is recorded like any heartbeat's). */
+		if (rc == SEND_SKIPPED_CHECKED)
+			p->next_probe_ns = now + pair_heartbeat_ns(p);
 		p->next_due_ns = started + p->rec.period_s * 1000000000ull;
 		p->running = false;
 		return;

@@ -792,33 +792,49 @@ bool send_idle(struct pair *p)
 	return same;
 }
 
-/* A periodic cycle of a pair at rest whose peer takes SYNCED (or may: it
- * did not refuse it within the last minute): nothing to send, so no
- * snapshot; in its place a heartbeat with SYNCED tells the secondary that
- * its copy is still current, and both sites' last sync time advances.
- * SEND_SKIPPED; 0 = run the cycle in full; -errno = the peer check failed
- * (a failed cycle, reason in p->error, as if the cycle had run). */
+/* A periodic cycle of a pair at rest: nothing to send, so no snapshot.
+ * While the peer answers heartbeats and takes SYNCED, the cycle is only
+ * noted (the primary's last sync time advances; the next heartbeat, at
+ * most every 10 s, carries SYNCED to the secondary): no connection at
+ * all.  Otherwise (the first time, after a failed heartbeat, or when a
+ * heartbeat is due anyway) the heartbeat with SYNCED goes now, and a
+ * failed one is a failed cycle (reason in p->error), as a cycle against
+ * that peer would have been.  SEND_SKIPPED or SEND_SKIPPED_CHECKED; 0 =
+ * run the cycle in full (something changed, a request, a peer that knows
+ * no SYNCED); -errno = the heartbeat failed. */
 static int skip_cycle(struct pair *p)
 {
 	struct repl *r = p->r;
 	pthread_mutex_lock(&r->mu);
-	bool want = now_mono_ns() >= p->synced_retry_ns && p->sync_req <= p->sync_taken;
+	uint64_t mono = now_mono_ns();
+	bool want = mono >= p->synced_retry_ns && p->sync_req <= p->sync_taken;
+	bool check = !p->peer_synced || p->peer_err[0] || mono >= p->next_probe_ns;
+	uint64_t cycle = p->rec.last_cycle;
 	pthread_mutex_unlock(&r->mu);
 	uint64_t t = now_wall_s();
 	if (!want || !send_idle(p))
 		return 0;
-	char err[512];
-	int rc = role_probe_idle(p, t, err, sizeof(err));
-	if (rc == -ENOTSUP)
-		return 0;
-	if (rc < 0) {
-		set_error(p, "%s", err);
-		return rc;
+	if (check) {
+		char err[512];
+		int rc = role_probe_idle(p, t, err, sizeof(err));
+		if (rc == -ENOTSUP)
+			return 0;
+		if (rc < 0) {
+			set_error(p, "%s", err);
+			return rc;
+		}
 	}
 	pthread_mutex_lock(&r->mu);
 	p->counters.cycles_skipped++;
+	if (!check && p->rec.last_cycle == cycle && p->asof_cycle == cycle) {
+		/* The secondary confirmed this snapshot (SYNCED) and answered
+		 * the last heartbeat: the copy is current as of t.  Should it
+		 * be gone, the next heartbeat fails and the skips stop. */
+		p->asof_wall = MAX(p->asof_wall, t);
+		p->last_success = MAX(p->last_success, t);
+	}
 	pthread_mutex_unlock(&r->mu);
-	return SEND_SKIPPED;
+	return check ? SEND_SKIPPED_CHECKED : SEND_SKIPPED;
 }
 
 int send_cycle(struct pair *p)

@@ -3,7 +3,8 @@
 # is skipped -- no snapshot, no record rewritten, no sync call on either
 # site -- and a heartbeat with SYNCED tells the secondary that its copy is
 # still current, so last_synced.time advances and the RPO lag stays about
-# a period on both sites while the cycle number stays.  A write is sent by
+# a period on the primary and within the heartbeat interval (<= 10 s) on
+# the secondary, while the cycle number stays.  A write is sent by
 # the next cycle; `pair sync --wait` on an idle pair still runs (and
 # commits) a cycle.  Against a secondary that knows no SYNCED (a peer of
 # before, FERRY_TEST_NO_SYNCED) the primary runs its cycles in full.

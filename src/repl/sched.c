@@ -135,6 +135,7 @@ static void *worker_main(void *arg)
 		}
 		job->busy = true;
 		pair_get(job);
+		bool quiet = false;
 		if (kind == JOB_CYCLE) {
 			r->transfers++;
 			pthread_mutex_unlock(&r->mu);
@@ -142,6 +143,12 @@ static void *worker_main(void *arg)
 			pthread_mutex_lock(&r->mu);
 			r->transfers--;
 			cycle_done(job, rc, now);
+			/* A skipped cycle changed nothing anyone waits for, unless
+			 * a verb waits for the pair or a cycle for the slot: the
+			 * other workers sleep on (50 idle pairs at 5 s would wake
+			 * every worker 10 times a second for nothing). */
+			quiet = rc == SEND_SKIPPED && !job->exclusive &&
+			        r->transfers + 1 < r->max_transfers;
 		} else {
 			job->next_probe_ns = now + pair_heartbeat_ns(job);
 			pthread_mutex_unlock(&r->mu);
@@ -150,7 +157,8 @@ static void *worker_main(void *arg)
 		}
 		job->busy = false;
 		pair_put(job);
-		pthread_cond_broadcast(&r->cv);
+		if (!quiet)
+			pthread_cond_broadcast(&r->cv);
 		/* Read-only notifications a job queued (a split brain fences). */
 		pairs_unlock(r);
 		pthread_mutex_lock(&r->mu);

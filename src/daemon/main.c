@@ -12,6 +12,7 @@
 #include <dirent.h>
 #include <errno.h>
 #include <grp.h>
+#include <malloc.h>
 #include <fcntl.h>
 #include <limits.h>
 #include <netdb.h>
@@ -1098,6 +1099,14 @@ static int run(int argc, char **argv)
 
 int main(int argc, char **argv)
 {
+	/* The I/O buffers (iSCSI READ pieces and command data up to 1 MiB,
+	 * replication frames) are above glibc's default mmap threshold, so
+	 * each one was mmap'd, faulted in page by page and unmapped again:
+	 * 40% of ferryd's CPU on 1 MiB sequential iSCSI reads (perf,
+	 * docs/PERFORMANCE.md).  Keep them in the heap, and keep up to
+	 * 64 MiB of freed memory per arena for the next ones. */
+	mallopt(M_MMAP_THRESHOLD, 4 << 20);
+	mallopt(M_TRIM_THRESHOLD, 64 << 20);
 	log_set_tag("ferryd");
 	g_term_fd = fcntl(2, F_DUPFD_CLOEXEC, 3);
 	int st = run(argc, argv);

@@ -21,6 +21,7 @@
 #include <string.h>
 #include <strings.h>
 #include <time.h>
+#include <unistd.h>
 
 #include <openssl/evp.h>
 
@@ -388,10 +389,16 @@ int export_service_start(struct daemon *d)
 		return -EINVAL;
 	}
 	if (hp) {
-		/* as many workers as the store keeps I/O in flight usefully */
+		/* as many workers as the store keeps I/O in flight usefully,
+		 * and at least two per core: page-cache I/O is CPU work, and a
+		 * worker blocked in writeback or a flush must not idle a core */
 		struct store_caps caps;
 		store_get_caps(d->store, &caps);
-		int r = iscsi_server_create_workers(hp, caps.io_depth, &g.srv);
+		long cpus = sysconf(_SC_NPROCESSORS_ONLN);
+		unsigned workers = caps.io_depth;
+		if (cpus > 0 && (unsigned long)cpus * 2 > workers)
+			workers = (unsigned)MIN((unsigned long)cpus * 2, 64ul);
+		int r = iscsi_server_create_workers(hp, workers, &g.srv);
 		if (r < 0) {
 			pthread_mutex_unlock(&g.lock);
 			log_error("cannot serve iSCSI on %s: %s", hp, strerror(-r));

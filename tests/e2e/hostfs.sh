@@ -30,12 +30,12 @@ expect 0 "mkfs.ext4" -- mkfs.ext4 -q -F -L ferry "$LOOP"
 mount_at "$LOOP" "$T/mnt" || { fail "mount"; finish; }
 expect 0 "cp -a the tree" -- cp -a "$T/src" "$T/mnt/src"
 expect 0 "fio randwrite with verify" -- fio --name=verify --filename="$T/mnt/fio.dat" --size=16M \
-	--rw=randwrite --bs=4k --ioengine=psync --direct=1 --verify=crc32c --do_verify=1 \
+	--rw=randwrite --bs=4k --ioengine=psync --direct=1 --verify=crc32c --do_verify=1 --verify_state_save=0 \
 	--end_fsync=1
 # Again with the FUSE file's page cache dropped: reads go through iSCSI.
 expect 0 "drop the FUSE file's page cache" -- dd if="$T/lun.img" iflag=nocache count=0 status=none
 expect 0 "fio verify_only, reading through iSCSI" -- fio --name=verify --filename="$T/mnt/fio.dat" \
-	--size=16M --rw=randwrite --bs=4k --ioengine=psync --direct=1 --verify=crc32c --verify_only
+	--size=16M --rw=randwrite --bs=4k --ioengine=psync --direct=1 --verify=crc32c --verify_only --verify_state_save=0
 # Freed blocks must reach site b as zero ranges: 48 MiB written, removed
 # with the fio file, fstrim (loop discard -> FUSE punch hole -> UNMAP).
 expect 0 "48 MiB junk file" -- dd if=/dev/urandom of="$T/mnt/junk" bs=1M count=48 conv=fsync status=none

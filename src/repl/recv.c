@@ -34,9 +34,11 @@
 
 /* A checkpoint (flush + atomic file replace) after this much applied data,
  * this many objects, or this much time, whichever comes first: what a
- * resume resends is bounded by these. */
+ * resume resends is bounded by these.  The object count only matters for
+ * objects with little changed data (scattered small writes): there each
+ * checkpoint costs an fsync and a rename for a few KiB, so it is high. */
 #define CKPT_EVERY_BYTES (16ull << 20)
-#define CKPT_EVERY_OBJECTS 64
+#define CKPT_EVERY_OBJECTS 1024
 #define CKPT_EVERY_NS 1000000000ull
 
 static bool secondary_phase(enum pair_phase ph)

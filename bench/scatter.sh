@@ -67,6 +67,7 @@ run_ferry() { # ROUND BUILD
 }
 
 load_writes() { # SEED: the same kind of writes onto every primary
+	local v # the callers' loops use v too
 	scatter_image "$T/delta" "$BYTES" "$COUNT" "$1"
 	for v in $BUILDS; do
 		iscsi_load "iscsi://127.0.0.1:${IPORT[$v]}/iqn.2026-11.io.ferry:v/0" "$T/delta"

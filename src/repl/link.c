@@ -258,6 +258,11 @@ static SSL_CTX *ctx_new(bool server, char *err, size_t errlen)
 	 * quietly keeps doing them itself. */
 	SSL_CTX_set_options(c, SSL_OP_ENABLE_KTLS);
 #endif
+#ifdef FERRY_TLS_READ_AHEAD
+	/* Off by default (docs/PERFORMANCE.md, "TLS read-ahead"); a build
+	 * with -DFERRY_TLS_READ_AHEAD exists only to measure it. */
+	SSL_CTX_set_read_ahead(c, 1);
+#endif
 	SSL_CTX_set_session_cache_mode(c, SSL_SESS_CACHE_OFF);
 	if (server)
 		SSL_CTX_set_num_tickets(c, 0);

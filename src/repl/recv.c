@@ -7,11 +7,21 @@
  * disk.  The commit is: flush, snapshot `target`, record it as last synced
  * (pair_change: atomic file replace), drop the checkpoint and the previous
  * snapshot, then acknowledge.
+ *
+ * Receiving never waits for a checkpoint: a flush thread per cycle makes
+ * the data durable and then writes the checkpoint, while this thread goes
+ * on reading and applying (vol_flush syncs without blocking writers).  The
+ * checkpoint it writes names only objects finished before its flush
+ * began, so "every object before next is durable" still holds.  Memory is
+ * bounded without a queue: at most one checkpoint is in flight (one due
+ * meanwhile is taken at the first object end after it), and the applied
+ * data waits in the page cache, whose dirty limit throttles the writes.
  */
 #include "repl/engine.h"
 
 #include <errno.h>
 #include <inttypes.h>
+#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
@@ -24,9 +34,11 @@
 
 /* A checkpoint (flush + atomic file replace) after this much applied data,
  * this many objects, or this much time, whichever comes first: what a
- * resume resends is bounded by these. */
+ * resume resends is bounded by these.  The object count only matters for
+ * objects with little changed data (scattered small writes): there each
+ * checkpoint costs an fsync and a rename for a few KiB, so it is high. */
 #define CKPT_EVERY_BYTES (16ull << 20)
-#define CKPT_EVERY_OBJECTS 64
+#define CKPT_EVERY_OBJECTS 1024
 #define CKPT_EVERY_NS 1000000000ull
 
 static bool secondary_phase(enum pair_phase ph)
@@ -272,6 +284,110 @@ static void release(struct repl *r, struct pair *p, struct link *l)
 	pthread_mutex_unlock(&r->mu);
 }
 
+/* The checkpoint thread of one cycle (see the top of the file). */
+struct flusher {
+	pthread_t th;
+	pthread_mutex_t mu;
+	pthread_cond_t cv;
+	bool started, busy, stop;
+	int err;                  /* first failure, reported by the receiver */
+	struct ckpt ck;           /* the checkpoint to write after the flush */
+	struct repl *r;
+	struct vol *v;
+	char name[REC_NAME_MAX + 1];
+	uint64_t flushes;
+};
+
+static void *flusher_main(void *arg)
+{
+	struct flusher *f = arg;
+	pthread_mutex_lock(&f->mu);
+	for (;;) {
+		while (!f->busy && !f->stop)
+			pthread_cond_wait(&f->cv, &f->mu);
+		if (!f->busy)
+			break;
+		struct ckpt ck = f->ck;
+		pthread_mutex_unlock(&f->mu);
+		int rc = vol_flush(f->v);
+		crash_point("apply-flushed");
+		if (rc == 0)
+			rc = ckpt_save(f->r, f->name, &ck);
+		if (rc == 0)
+			crash_point("apply-ckpt-saved");
+		pthread_mutex_lock(&f->mu);
+		if (rc < 0 && !f->err)
+			f->err = rc;
+		f->busy = false;
+		f->flushes++;
+		pthread_cond_broadcast(&f->cv);
+	}
+	pthread_mutex_unlock(&f->mu);
+	return NULL;
+}
+
+static int flusher_start(struct flusher *f, struct repl *r, struct vol *v, const char *name)
+{
+	f->r = r;
+	f->v = v;
+	snprintf(f->name, sizeof(f->name), "%s", name);
+	pthread_mutex_init(&f->mu, NULL);
+	pthread_cond_init(&f->cv, NULL);
+	int rc = -pthread_create(&f->th, NULL, flusher_main, f);
+	if (rc == 0)
+		f->started = true;
+	else {
+		pthread_cond_destroy(&f->cv);
+		pthread_mutex_destroy(&f->mu);
+	}
+	return rc;
+}
+
+/* Waits until no checkpoint is in flight; its error, or 0. */
+static int flusher_idle(struct flusher *f)
+{
+	if (!f->started)
+		return 0;
+	pthread_mutex_lock(&f->mu);
+	while (f->busy)
+		pthread_cond_wait(&f->cv, &f->mu);
+	int rc = f->err;
+	pthread_mutex_unlock(&f->mu);
+	return rc;
+}
+
+/* Hands ck to the thread unless one is in flight: 1 handed, 0 busy (try
+ * again later), or the error of an earlier checkpoint. */
+static int flusher_offer(struct flusher *f, const struct ckpt *ck)
+{
+	pthread_mutex_lock(&f->mu);
+	int rc = f->err;
+	if (rc == 0 && !f->busy) {
+		f->ck = *ck;
+		f->busy = true;
+		pthread_cond_broadcast(&f->cv);
+		rc = 1;
+	}
+	pthread_mutex_unlock(&f->mu);
+	return rc;
+}
+
+/* Lets a checkpoint in flight finish (it is valid: its data was flushed
+ * first), then ends the thread. */
+static void flusher_stop(struct flusher *f)
+{
+	if (!f->started)
+		return;
+	pthread_mutex_lock(&f->mu);
+	f->stop = true;
+	pthread_cond_broadcast(&f->cv);
+	pthread_mutex_unlock(&f->mu);
+	pthread_join(f->th, NULL);
+	pthread_cond_destroy(&f->cv);
+	pthread_mutex_destroy(&f->mu);
+	f->started = false;
+}
+
 struct apply {
 	struct repl *r;
 	struct pair *p;
@@ -279,6 +395,7 @@ struct apply {
 	struct vol *v;
 	struct vol_info vi;
 	struct ckpt ck;
+	struct flusher fl;
 	uint64_t cur_obj;         /* object receiving records, UINT64_MAX none */
 	uint64_t min_obj;         /* next object must be >= this */
 	uint8_t *zbuf;
@@ -377,19 +494,20 @@ static int apply_record(struct apply *a, const struct wire_msg *m)
 		uint64_t now = now_mono_ns();
 		if (a->since_ckpt >= CKPT_EVERY_OBJECTS || a->bytes_since_ckpt >= CKPT_EVERY_BYTES ||
 		    now - a->last_ckpt_ns >= CKPT_EVERY_NS) {
-			/* Flush first: the checkpoint promises that every object
-			 * before next_objno is durable. */
-			rc = vol_flush(a->v);
-			if (rc == 0)
-				rc = ckpt_save(a->r, a->p->rec.name, &a->ck);
+			/* The thread flushes first: the checkpoint promises that
+			 * every object before next_objno is durable.  Busy with the
+			 * previous one: this one is taken at a later object end. */
+			rc = flusher_offer(&a->fl, &a->ck);
 			if (rc < 0) {
 				snprintf(a->err, sizeof(a->err), "cannot checkpoint %s: %s", a->p->rec.volume,
 				         strerror(-rc));
 				return rc;
 			}
-			a->since_ckpt = 0;
-			a->bytes_since_ckpt = 0;
-			a->last_ckpt_ns = now;
+			if (rc == 1) {
+				a->since_ckpt = 0;
+				a->bytes_since_ckpt = 0;
+				a->last_ckpt_ns = now;
+			}
 		}
 		return 0;
 	}
@@ -614,6 +732,12 @@ static int handle_cycle(struct repl *r, struct link *l, const struct wire_msg *b
 		snprintf(a.err, sizeof(a.err), "out of memory");
 		goto fail;
 	}
+	rc = flusher_start(&a.fl, r, a.v, name);
+	if (rc < 0) {
+		snprintf(a.err, sizeof(a.err), "cannot start the checkpoint thread: %s",
+		         strerror(-rc));
+		goto fail;
+	}
 	pthread_mutex_lock(&r->mu);
 	p->running = true;
 	p->done_bytes = 0;
@@ -651,6 +775,12 @@ static int handle_cycle(struct repl *r, struct link *l, const struct wire_msg *b
 		         " objects received", a.ck.done_objects, b->u.cycle_begin.objects);
 		goto fail;
 	}
+	rc = flusher_idle(&a.fl);
+	if (rc < 0) {
+		snprintf(a.err, sizeof(a.err), "cannot checkpoint %s: %s", volume, strerror(-rc));
+		goto fail;
+	}
+	flusher_stop(&a.fl);
 	rc = commit(&a, b);
 	if (rc < 0)
 		goto fail;
@@ -677,6 +807,7 @@ fail:
 out:
 	/* A partial transfer stays as far as it was flushed; the checkpoint
 	 * on disk says where to resume. */
+	flusher_stop(&a.fl);
 	if (a.v) {
 		(void)vol_flush(a.v);
 		vol_close(a.v);

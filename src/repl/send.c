@@ -26,6 +26,8 @@
 
 #include "common/common.h"
 
+#define SPARE_MAX 8
+
 struct job {
 	struct job *next;
 	uint64_t objno;
@@ -59,6 +61,11 @@ struct pipe {
 	bool enum_done, failed;
 	const struct wire_digest *extra; /* resync: extents to add (not owned) */
 	size_t n_extra;
+	/* Frame buffers of sent jobs, reused by the next ones (under mu):
+	 * a fresh 1 MiB buffer per object costs page faults, zeroing and an
+	 * munmap or madvise each time. */
+	struct { uint8_t *buf; size_t cap; } spare[SPARE_MAX];
+	unsigned n_spare;
 	int err;
 	char errmsg[512];
 };
@@ -79,20 +86,43 @@ static void pipe_fail(struct pipe *pp, int err, const char *fmt, ...)
 	pthread_mutex_unlock(&pp->mu);
 }
 
-static void job_free(struct job *j)
+/* pp (may be NULL): keep the frame buffer for reuse; called with pp->mu
+ * held then. */
+static void job_free(struct pipe *pp, struct job *j)
 {
 	if (!j)
 		return;
 	free(j->ext);
-	free(j->frames);
+	if (pp && j->frames && pp->n_spare < SPARE_MAX) {
+		pp->spare[pp->n_spare].buf = j->frames;
+		pp->spare[pp->n_spare].cap = j->fcap;
+		pp->n_spare++;
+	} else {
+		free(j->frames);
+	}
 	free(j);
 }
 
-static int job_reserve(struct job *j, size_t more)
+static int job_reserve(struct pipe *pp, struct job *j, size_t more)
 {
 	if (j->fcap - j->flen >= more)
 		return 0;
-	size_t cap = MAX(j->fcap * 2, j->flen + more);
+	/* first frame of the job: room for all its data at once, so that the
+	 * buffer is not regrown (and copied) while the object is encoded */
+	size_t want = j->flen + more;
+	if (!j->frames) {
+		want = MAX(want, (size_t)(j->all_zero ? 0 : j->changed) + 65536);
+		pthread_mutex_lock(&pp->mu);
+		if (pp->n_spare) {
+			pp->n_spare--;
+			j->frames = pp->spare[pp->n_spare].buf;
+			j->fcap = pp->spare[pp->n_spare].cap;
+		}
+		pthread_mutex_unlock(&pp->mu);
+		if (j->fcap - j->flen >= more && j->fcap >= want)
+			return 0;
+	}
+	size_t cap = MAX(j->fcap * 2, want);
 	cap = MAX(cap, (size_t)65536);
 	uint8_t *n = realloc(j->frames, cap);
 	if (!n)
@@ -102,9 +132,9 @@ static int job_reserve(struct job *j, size_t more)
 	return 0;
 }
 
-static int job_emit(struct job *j, const struct wire_msg *m, size_t payload)
+static int job_emit(struct pipe *pp, struct job *j, const struct wire_msg *m, size_t payload)
 {
-	int rc = job_reserve(j, WIRE_HDR_LEN + 64 + payload);
+	int rc = job_reserve(pp, j, WIRE_HDR_LEN + 64 + payload);
 	if (rc < 0)
 		return rc;
 	int n = wire_encode(m, j->frames + j->flen, j->fcap - j->flen);
@@ -114,14 +144,14 @@ static int job_emit(struct job *j, const struct wire_msg *m, size_t payload)
 	return 0;
 }
 
-static int emit_zero(struct job *j, uint64_t off, uint64_t len)
+static int emit_zero(struct pipe *pp, struct job *j, uint64_t off, uint64_t len)
 {
 	struct wire_msg m = { .type = WIRE_ZERO };
 	m.u.zero.objno = j->objno;
 	m.u.zero.offset = off;
 	m.u.zero.length = len;
 	j->zero_bytes += len;
-	return job_emit(j, &m, 0);
+	return job_emit(pp, j, &m, 0);
 }
 
 struct reader {
@@ -154,7 +184,7 @@ static int emit_data(struct reader *rd, struct job *j, uint64_t off, const uint8
 		}
 	}
 	j->data_bytes += len;
-	return job_emit(j, &m, m.u.data.data_len);
+	return job_emit(rd->pp, j, &m, m.u.data.data_len);
 }
 
 /* Splits a data chunk into runs of all-zero and non-zero 4 KiB blocks:
@@ -174,7 +204,8 @@ static int emit_chunk(struct reader *rd, struct job *j, uint64_t off, const uint
 				break;
 			k += bb;
 		}
-		int rc = z ? emit_zero(j, off + i, k - i) : emit_data(rd, j, off + i, buf + i, k - i);
+		int rc = z ? emit_zero(rd->pp, j, off + i, k - i)
+		           : emit_data(rd, j, off + i, buf + i, k - i);
 		if (rc < 0)
 			return rc;
 		i = k;
@@ -190,7 +221,7 @@ static int job_encode(struct reader *rd, struct job *j)
 	uint64_t oend = MIN(ostart + osz, pp->vi.size);
 	int rc = 0;
 	if (j->all_zero) {
-		rc = emit_zero(j, ostart, oend - ostart);
+		rc = emit_zero(rd->pp, j, ostart, oend - ostart);
 		j->zero_bytes = j->changed; /* stats count what changed */
 	} else {
 		for (size_t e = 0; e < j->n_ext && rc == 0; e++) {
@@ -201,7 +232,7 @@ static int job_encode(struct reader *rd, struct job *j)
 				break;
 			}
 			if (x->kind == EXTENT_ZERO) {
-				rc = emit_zero(j, xo, xend - xo);
+				rc = emit_zero(rd->pp, j, xo, xend - xo);
 				continue;
 			}
 			while (xo < xend && rc == 0) {
@@ -217,7 +248,7 @@ static int job_encode(struct reader *rd, struct job *j)
 	if (rc == 0) {
 		struct wire_msg m = { .type = WIRE_OBJ_DONE };
 		m.u.obj_done.objno = j->objno;
-		rc = job_emit(j, &m, 0);
+		rc = job_emit(pp, j, &m, 0);
 	}
 	return rc;
 }
@@ -322,7 +353,7 @@ static void *sender_main(void *arg)
 		pp->data_bytes += j->data_bytes;
 		pp->zero_bytes += j->zero_bytes;
 		pthread_cond_broadcast(&pp->cv);
-		job_free(j);
+		job_free(pp, j);
 	}
 	pthread_mutex_unlock(&pp->mu);
 	return NULL;
@@ -371,7 +402,7 @@ static int enum_cb(void *ctx, const struct diff_object *o)
 		pthread_cond_wait(&pp->cv, &pp->mu);
 	if (pp->failed) {
 		pthread_mutex_unlock(&pp->mu);
-		job_free(j);
+		job_free(NULL, j);
 		return -ECANCELED;
 	}
 	if (pp->tail)
@@ -602,8 +633,10 @@ static int stream(struct pipe *pp, const char *base, unsigned readers)
 	while (pp->head) {
 		struct job *j = pp->head;
 		pp->head = j->next;
-		job_free(j);
+		job_free(NULL, j);
 	}
+	while (pp->n_spare)
+		free(pp->spare[--pp->n_spare].buf);
 	if (pp->failed)
 		return pp->err < 0 ? pp->err : -EIO;
 	if (pp->accounted != pp->enumerated) {

@@ -353,7 +353,7 @@ int layer_prepare_rec(struct vol *v, struct layer *l, uint64_t objno)
 		if (rc)
 			return rc;
 	}
-	l->map_dirty = true;
+	__atomic_store_n(&l->map_dirty, true, __ATOMIC_RELEASE);
 	return 0;
 }
 
@@ -370,51 +370,76 @@ int layer_seg_fd(struct layer *l, unsigned seg, bool create)
 		return e;
 	}
 	l->seg_fd[seg] = fd;
-	l->dir_dirty = true;
+	__atomic_store_n(&l->dir_dirty, true, __ATOMIC_RELEASE);
 	return fd;
 }
 
-int layer_sync(struct layer *l)
+void layer_dirty_take(struct layer *l, struct layer_dirty *d)
+{
+	d->segs = __atomic_exchange_n(&l->seg_dirty, 0, __ATOMIC_ACQ_REL);
+	d->map = __atomic_exchange_n(&l->map_dirty, false, __ATOMIC_ACQ_REL);
+	d->dir = __atomic_exchange_n(&l->dir_dirty, false, __ATOMIC_ACQ_REL);
+	d->created = __atomic_exchange_n(&l->created_dirty, false, __ATOMIC_ACQ_REL);
+}
+
+/* A failed sync leaves everything it was to sync dirty again, for the
+ * next flush to retry (atomically: writers may be marking meanwhile). */
+static int dirty_restore(struct layer *l, const struct layer_dirty *d, int rc)
+{
+	__atomic_fetch_or(&l->seg_dirty, d->segs, __ATOMIC_ACQ_REL);
+	if (d->map)
+		__atomic_store_n(&l->map_dirty, true, __ATOMIC_RELEASE);
+	if (d->dir)
+		__atomic_store_n(&l->dir_dirty, true, __ATOMIC_RELEASE);
+	if (d->created)
+		__atomic_store_n(&l->created_dirty, true, __ATOMIC_RELEASE);
+	return rc;
+}
+
+int layer_sync_dirty(struct layer *l, const struct layer_dirty *d)
 {
 	int rc = 0;
 	for (unsigned s = 0; s < MAX_SEGS; s++) {
-		if (!(l->seg_dirty & (1u << s)))
+		if (!(d->segs & (1u << s)))
 			continue;
 		if (fdatasync(l->seg_fd[s]) < 0) {
 			rc = -errno;
 			log_error("store: %s/d%u: fdatasync: %s", l->path, s, strerror(-rc));
-			return rc;
+			return dirty_restore(l, d, rc);
 		}
-		l->seg_dirty &= ~(1u << s);
 	}
-	if (l->map_dirty || l->created_dirty) {
+	if (d->map || d->created) {
 		if (msync(l->map, l->map_len, MS_SYNC) < 0) {
 			rc = -errno;
 			log_error("store: %s/map: msync: %s", l->path, strerror(-rc));
-			return rc;
+			return dirty_restore(l, d, rc);
 		}
-		l->map_dirty = false;
 	}
-	if (l->dir_dirty || l->created_dirty) {
+	if (d->dir || d->created) {
 		rc = fsync_path(l->path);
 		if (rc) {
 			log_error("store: fsync %s: %s", l->path, strerror(-rc));
-			return rc;
+			return dirty_restore(l, d, rc);
 		}
-		l->dir_dirty = false;
 	}
-	if (l->created_dirty) {
+	if (d->created) {
 		char p[4200];
 		snprintf(p, sizeof(p), "%s", l->path);
 		*strrchr(p, '/') = '\0';
 		rc = fsync_path(p);
 		if (rc) {
 			log_error("store: fsync %s: %s", p, strerror(-rc));
-			return rc;
+			return dirty_restore(l, d, rc);
 		}
-		l->created_dirty = false;
 	}
 	return 0;
+}
+
+int layer_sync(struct layer *l)
+{
+	struct layer_dirty d;
+	layer_dirty_take(l, &d);
+	return layer_sync_dirty(l, &d);
 }
 
 uint64_t layer_allocated(const struct layer *l)

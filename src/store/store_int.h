@@ -88,6 +88,8 @@ struct vol {
 	void *priv;            /* backends other than local */
 	char dir[4096];
 	pthread_mutex_t wmu;   /* serialises writers and structure changes */
+	pthread_mutex_t fmu;   /* serialises flushes; taken after wmu, and a
+	                          flush may drop wmu while it syncs */
 	pthread_rwlock_t lock; /* read: readers; write: layer list changes */
 	struct store_meta meta;
 	uint64_t objects;
@@ -180,6 +182,18 @@ int layer_prepare_rec(struct vol *v, struct layer *l, uint64_t objno);
 int layer_seg_fd(struct layer *l, unsigned seg, bool create);
 /* fdatasync dirty data, msync the map, fsync new directory entries. */
 int layer_sync(struct layer *l);
+/* layer_sync in two steps, so that the slow one runs without wmu:
+ * layer_dirty_take (under wmu) moves l's dirty state into *d;
+ * layer_sync_dirty makes durable everything d names (whatever was written
+ * before the take) and, when it fails, marks it dirty in l again.  The
+ * caller keeps l alive meanwhile (read lock) and serialises flushes
+ * (fmu) so that a flush that finds l clean knows nothing is in flight. */
+struct layer_dirty {
+	uint32_t segs;
+	bool map, dir, created;
+};
+void layer_dirty_take(struct layer *l, struct layer_dirty *d);
+int layer_sync_dirty(struct layer *l, const struct layer_dirty *d);
 uint64_t layer_allocated(const struct layer *l);
 /* Gives the map room for exactly `objects` records: file, mapping, page
  * bitmap, object index and header (made durable before it returns).

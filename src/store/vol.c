@@ -233,7 +233,7 @@ static int apply_bits(struct vol *v, struct layer *l, uint64_t b, uint64_t n, bo
 					 * lost, so a failed punch is not an I/O error. */
 					log_warn("store: %s: punch hole: %s", l->path, strerror(errno));
 				}
-				l->seg_dirty |= 1u << (a >> SEG_SHIFT);
+				__atomic_fetch_or(&l->seg_dirty, 1u << (a >> SEG_SHIFT), __ATOMIC_RELEASE);
 				i = j;
 			}
 		}
@@ -256,7 +256,7 @@ static int put_data(struct vol *v, struct layer *l, uint64_t b, uint64_t n, cons
 		log_error("store: %s: write: %s", l->path, strerror(-rc));
 		return rc;
 	}
-	l->seg_dirty |= 1u << (a >> SEG_SHIFT);
+	__atomic_fetch_or(&l->seg_dirty, 1u << (a >> SEG_SHIFT), __ATOMIC_RELEASE);
 	return apply_bits(v, l, b, n, true);
 }
 
@@ -416,18 +416,48 @@ int local_vol_read(struct vol *v, const char *snap, void *buf, uint64_t off, siz
 	return rc;
 }
 
-static int flush_locked(struct vol *v)
+static struct layer *head_or_null(struct vol *v)
 {
 	if (v->n_layers && v->layers[v->n_layers - 1]->tag == v->meta.head_epoch)
-		return layer_sync(v->layers[v->n_layers - 1]);
-	return 0;
+		return v->layers[v->n_layers - 1];
+	return NULL;
 }
 
+/* Called with wmu held (and kept). */
+static int flush_locked(struct vol *v)
+{
+	struct layer *l = head_or_null(v);
+	if (!l)
+		return 0;
+	/* waits for a flush in flight (local_vol_flush), which either made
+	 * its part durable or marked it dirty again */
+	pthread_mutex_lock(&v->fmu);
+	int rc = layer_sync(l);
+	pthread_mutex_unlock(&v->fmu);
+	return rc;
+}
+
+/* The disk wait runs without wmu: writers go on while data written before
+ * this call reaches the disk (a secondary keeps receiving while a
+ * checkpoint syncs; an initiator's SYNCHRONIZE CACHE does not stall the
+ * other writers).  The read lock keeps the layer from being dropped or
+ * remapped meanwhile. */
 int local_vol_flush(struct vol *v)
 {
 	pthread_mutex_lock(&v->wmu);
-	int rc = flush_locked(v);
+	struct layer *l = head_or_null(v);
+	if (!l) {
+		pthread_mutex_unlock(&v->wmu);
+		return 0;
+	}
+	pthread_mutex_lock(&v->fmu);
+	struct layer_dirty d;
+	layer_dirty_take(l, &d);
+	pthread_rwlock_rdlock(&v->lock);
 	pthread_mutex_unlock(&v->wmu);
+	int rc = layer_sync_dirty(l, &d);
+	pthread_rwlock_unlock(&v->lock);
+	pthread_mutex_unlock(&v->fmu);
 	return rc;
 }
 
@@ -1369,6 +1399,7 @@ void vol_free(struct vol *v)
 	free(v->trash);
 	store_meta_free(&v->meta);
 	pthread_mutex_destroy(&v->wmu);
+	pthread_mutex_destroy(&v->fmu);
 	pthread_rwlock_destroy(&v->lock);
 	free(v);
 }
@@ -1379,6 +1410,7 @@ int vol_load(struct store *s, const char *name, struct vol **out)
 	if (!v)
 		return -ENOMEM;
 	pthread_mutex_init(&v->wmu, NULL);
+	pthread_mutex_init(&v->fmu, NULL);
 	pthread_rwlock_init(&v->lock, NULL);
 	v->store = s;
 	v->refs = 1;

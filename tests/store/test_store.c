@@ -953,6 +953,8 @@ static void test_head_unchanged(void **state)
 	assert_int_equal(vol_head_unchanged(v, "s2", &same), 0);
 	assert_false(same);
 	vol_close(v);
+}
+
 /* vol_flush syncs without holding the writers' lock: flushes in a loop on
  * another thread while the volume is written, snapshotted and snapshots
  * deleted; nothing deadlocks, every flush succeeds, and the head and a

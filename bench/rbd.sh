@@ -81,6 +81,14 @@ median() { python3 -c '
 import sys, statistics
 v = [float(x) for x in sys.argv[1:] if x not in ("", "n/a")]
 print(statistics.median(v) if v else "")' "$@"; }
+# CPU seconds used so far by PIDS (user + system)
+cpu_of() { local p t=0; for p in "$@"; do [ -r /proc/$p/stat ] && t=$((t + $(awk '{print $14 + $15}' /proc/$p/stat))); done
+	python3 -c "print($t / $(getconf CLK_TCK))"; }
+# CPU seconds of this shell's waited-for children so far
+child_cpu() { times >"$T/times"; tail -1 "$T/times" | python3 -c '
+import re, sys
+print(sum(int(m) * 60 + float(s) for m, s in re.findall(r"(\d+)m([\d.]+)s", sys.stdin.read())))'; }
+sub() { python3 -c "import sys; print('%.2f' % (float(sys.argv[2]) - float(sys.argv[1])))" "$1" "$2"; }
 ratio() { python3 -c "import sys; a,b=sys.argv[1],sys.argv[2]; print('%.2fx' % (float(a)/float(b)) if a and b and float(b) else 'n/a')" "$1" "$2"; }
 
 # ---- clusters ------------------------------------------------------------------
@@ -288,35 +296,58 @@ sys.exit(0 if ok else 1)' "$1"
 		fi
 	fi
 
-	declare -A RT RW
+	# Ceph daemons of both clusters (their command lines name the conf)
+	ceph_pids() { pgrep -f -- "^ceph-(mon|mgr|osd) --conf ($CA|$CB)"; }
+	# Each round starts with both clusters' OSDs quiet: ferry deletes the
+	# previous cycle's snapshot on both sides after each cycle, and the
+	# OSDs trim its clones in the background (snaptrim), which would
+	# otherwise land on whichever contender runs next.
+	settle() {
+		local end=$((SECONDS + 120)) c
+		for c in "$CA" "$CB"; do
+			while timeout 30 ceph --conf "$c" pg stat 2>/dev/null | grep -q snaptrim; do
+				[ $SECONDS -ge $end ] && { echo "  (snaptrim still running after 120 s)" >&2; return; }
+				sleep 0.5
+			done
+		done
+	}
+	declare -A RT RW RC RK
 	order=(ferry rbd mirror)
 	for r in $(seq "$ROUNDS"); do
 		seed=$((1000 + r))
 		echo "repl round $r: $CHG random 4 KiB blocks (load $(load))"
 		for who in "${order[@]}"; do
+			[ $who = mirror ] && [ $MIRROR != 1 ] && continue
+			settle
+			k0=$(cpu_of $(ceph_pids))
 			case $who in
 			ferry)
 				stop_fa && "$B/bench/rbd_change" "$CA" rbd rv --blocks $CHG --seed $seed >/dev/null &&
 					start_fa || exit 1
+				fpids="$(cat "$T/fa/ferryd.lock") $(cat "$T/fb/ferryd.lock")"
+				k0=$(cpu_of $(ceph_pids)); c0=$(cpu_of $fpids)
 				t0=$(now)
 				timeout 600 "$B/ferry" --pool "$T/fa" pair sync rv --wait >/dev/null || { echo "sync failed" >&2; exit 1; }
 				t=$(since "$t0")
+				c=$(sub "$c0" "$(cpu_of $fpids)")
 				wb=$(fa pair status rv --json | python3 -c 'import json,sys; print(json.load(sys.stdin)["last_cycle"]["wire_bytes"])')
 				;;
 			rbd)
 				"$B/bench/rbd_change" "$CA" rbd xv --blocks $CHG --seed $seed >/dev/null || exit 1
+				k0=$(cpu_of $(ceph_pids)); c0=$(child_cpu)
 				t0=$(now)
 				RB snap create --no-progress rbd/xv@s$r &&
 					RB export-diff --no-progress --from-snap s$((r - 1)) rbd/xv@s$r - |
 					tee >(wc -c >"$T/wb") | RBB import-diff --no-progress - rbd/xv ||
 					{ echo "export-diff failed" >&2; exit 1; }
 				t=$(since "$t0")
+				c=$(sub "$c0" "$(child_cpu)")
 				sleep 0.2
 				wb=$(cat "$T/wb")
 				;;
 			mirror)
-				[ $MIRROR = 1 ] || continue
 				"$B/bench/rbd_change" "$CA" rbd mv --blocks $CHG --seed $seed >/dev/null || exit 1
+				k0=$(cpu_of $(ceph_pids)); c0=$(cpu_of $MIRROR_PID)
 				t0=$(now)
 				if RB mirror image snapshot rbd/mv >/dev/null && wait_mirror "$(primary_snap)" 600; then
 					t=$(since "$t0")
@@ -324,12 +355,17 @@ sys.exit(0 if ok else 1)' "$1"
 					echo "rbd-mirror round failed" >&2
 					t=n/a
 				fi
+				# rbd-mirror's own CPU (the rbd CLI polls are not counted)
+				c=$(sub "$c0" "$(cpu_of $MIRROR_PID)")
 				wb=n/a
 				;;
 			esac
+			k=$(sub "$k0" "$(cpu_of $(ceph_pids))")
 			RT[$who]="${RT[$who]:-} $t"
 			RW[$who]="${RW[$who]:-} $wb"
-			echo "  $who: $t s, $wb bytes"
+			RC[$who]="${RC[$who]:-} $c"
+			RK[$who]="${RK[$who]:-} $k"
+			echo "  $who: $t s, $wb bytes, CPU s: $c (tool), $k (Ceph daemons) (load $(load))"
 		done
 		order=("${order[@]:1}" "${order[0]}")
 	done
@@ -342,22 +378,24 @@ sys.exit(0 if ok else 1)' "$1"
 	{
 		echo "### Incremental replication between two clusters: 1% of a ${REPL_GB} GiB image ($CHG random 4 KiB blocks, $chb bytes) per round, ${ROUNDS} interleaved rounds"
 		echo
-		echo "| | seconds, median (min..max) | wire bytes / changed bytes | ferry is faster by |"
-		echo "|---|---:|---:|---:|"
+		echo "| | seconds, median (min..max) | wire bytes / changed bytes | ferry is faster by | CPU s, tool | CPU s, Ceph daemons |"
+		echo "|---|---:|---:|---:|---:|---:|"
 		# shellcheck disable=SC2086
 		wf=$(median ${RW[ferry]}); wr=$(median ${RW[rbd]})
 		# shellcheck disable=SC2086
-		echo "| ferry pair sync --wait ($vf) | $(stats ${RT[ferry]}) | $(python3 -c "print('%.3f' % ($wf / $chb))") | |"
+		echo "| ferry pair sync --wait ($vf) | $(stats ${RT[ferry]}) | $(python3 -c "print('%.3f' % ($wf / $chb))") | | $(stats ${RC[ferry]}) | $(stats ${RK[ferry]}) |"
 		# shellcheck disable=SC2086
-		echo "| rbd snap create + export-diff \\| import-diff ($vr) | $(stats ${RT[rbd]}) | $(python3 -c "print('%.3f' % ($wr / $chb))") | $(ratio "$(median ${RT[rbd]})" "$(median ${RT[ferry]})") |"
+		echo "| rbd snap create + export-diff \\| import-diff ($vr) | $(stats ${RT[rbd]}) | $(python3 -c "print('%.3f' % ($wr / $chb))") | $(ratio "$(median ${RT[rbd]})" "$(median ${RT[ferry]})") | $(stats ${RC[rbd]}) | $(stats ${RK[rbd]}) |"
 		if [ $MIRROR = 1 ]; then
 			# shellcheck disable=SC2086
-			echo "| rbd-mirror, snapshot mode (mirror image snapshot until replayed) | $(stats ${RT[mirror]}) | n/a | $(ratio "$(median ${RT[mirror]})" "$(median ${RT[ferry]})") |"
+			echo "| rbd-mirror, snapshot mode (mirror image snapshot until replayed) | $(stats ${RT[mirror]}) | n/a | $(ratio "$(median ${RT[mirror]})" "$(median ${RT[ferry]})") | $(stats ${RC[mirror]}) | $(stats ${RK[mirror]}) |"
 		else
-			echo "| rbd-mirror, snapshot mode | could not be set up here | | |"
+			echo "| rbd-mirror, snapshot mode | could not be set up here | | | | |"
 		fi
 		echo
 		echo "Initial copy of the ${REPL_GB} GiB image: ferry ${init_ferry} s, export-diff | import-diff ${init_rbd} s."
+		echo "CPU s, tool: both ferryd (ferry); the rbd export-diff and import-diff processes; the rbd-mirror daemon."
+		echo "CPU s, Ceph daemons: the mon, mgr and OSD of both clusters during the round. Each round starts after both clusters' snapshot trimming has finished."
 		echo
 	} | tee -a "$RES"
 	[ -n "$MIRROR_PID" ] && kill -TERM "$MIRROR_PID" 2>/dev/null; MIRROR_PID=

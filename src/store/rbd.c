@@ -70,7 +70,7 @@
 #define DIFF_THREADS 8
 #define DIFF_WINDOW 16                 /* objects narrowed ahead of the caller */
 #define DIFF_BUF_BUDGET (64u << 20)    /* narrowing buffers of all threads */
-#define WB_MAX_OPS 32                  /* writes in flight per volume */
+#define WB_MAX_OPS 256                 /* writes in flight per volume */
 #define WB_MAX_BYTES (32u << 20)       /* ... and their bytes */
 
 struct rbd_store {

@@ -22,11 +22,13 @@
 # round.
 #
 #   bench/rbd.sh BUILD_DIR [RESULTS_MD]
-# Environment: BENCH_ROUNDS (3), BENCH_PARTS (iscsi,repl,precision),
+# Environment: BENCH_ROUNDS (3), BENCH_PARTS (iscsi,repl,precision), BENCH_SETTLE (0),
 #   BENCH_LUN_MB (1024), BENCH_4K_COUNT (10000), BENCH_REPL_GB (4),
 #   BENCH_CEPH_A / BENCH_CEPH_B: ceph.conf of running clusters to use
 #   (default: two throw-away clusters made here with scripts/ceph-cluster.sh,
 #   with Ceph's default 1 s paxos interval, removed at the end).
+# PID lists ($(ceph_pids), $fpids) are split into words on purpose.
+# shellcheck disable=SC2046,SC2086
 set -u
 B=$(cd "${1:?usage: bench/rbd.sh BUILD_DIR [RESULTS_MD]}" && pwd)
 OUT=${2:-}
@@ -84,8 +86,9 @@ print(statistics.median(v) if v else "")' "$@"; }
 # CPU seconds used so far by PIDS (user + system)
 cpu_of() { local p t=0; for p in "$@"; do [ -r /proc/$p/stat ] && t=$((t + $(awk '{print $14 + $15}' /proc/$p/stat))); done
 	python3 -c "print($t / $(getconf CLK_TCK))"; }
-# CPU seconds of this shell's waited-for children so far
-child_cpu() { times >"$T/times"; tail -1 "$T/times" | python3 -c '
+# CPU seconds of this shell's waited-for children so far: `times >FILE`
+# (in this shell, not in a $(...) subshell), then child_cpu FILE
+child_cpu() { tail -1 "$1" | python3 -c '
 import re, sys
 print(sum(int(m) * 60 + float(s) for m, s in re.findall(r"(\d+)m([\d.]+)s", sys.stdin.read())))'; }
 sub() { python3 -c "import sys; print('%.2f' % (float(sys.argv[2]) - float(sys.argv[1])))" "$1" "$2"; }
@@ -244,17 +247,25 @@ if [[ $PARTS == *repl* ]]; then
 	# snapshot (rbd-mirror's status reporting did not work here).
 	MIRROR=0
 	primary_snap() { # newest mirror snapshot id of A's mv
-		RB snap ls --all rbd/mv --format json | python3 -c '
+		RB snap ls --all rbd/mv --format json 2>/dev/null | python3 -c '
 import json, sys
-ids = [s["id"] for s in json.load(sys.stdin) if s["namespace"].get("type") == "mirror"]
+try:
+    snaps = json.load(sys.stdin)
+except ValueError:  # no image (yet): no output
+    snaps = []
+ids = [s["id"] for s in snaps if s["namespace"].get("type") == "mirror"]
 print(max(ids) if ids else "")'
 	}
 	mirror_done() { # SNAP_ID
 		RBB snap ls --all rbd/mv --format json 2>/dev/null | python3 -c '
 import json, sys
 sid = int(sys.argv[1])
+try:
+    snaps = json.load(sys.stdin)
+except ValueError:  # not replicated to B yet: no output
+    sys.exit(1)
 ok = any(s["namespace"].get("type") == "mirror" and s["namespace"].get("primary_snap_id") == sid
-         and s["namespace"].get("complete") for s in json.load(sys.stdin))
+         and s["namespace"].get("complete") for s in snaps)
 sys.exit(0 if ok else 1)' "$1"
 	}
 	wait_mirror() { # SNAP_ID SECONDS
@@ -298,15 +309,18 @@ sys.exit(0 if ok else 1)' "$1"
 
 	# Ceph daemons of both clusters (their command lines name the conf)
 	ceph_pids() { pgrep -f -- "^ceph-(mon|mgr|osd) --conf ($CA|$CB)"; }
-	# Each round starts with both clusters' OSDs quiet: ferry deletes the
-	# previous cycle's snapshot on both sides after each cycle, and the
-	# OSDs trim its clones in the background (snaptrim), which would
-	# otherwise land on whichever contender runs next.
+	# BENCH_SETTLE=1: each round starts after both clusters' snapshot
+	# trimming (snaptrim) has finished, at most 60 s: ferry and rbd-mirror
+	# delete the previous cycle's snapshot after each cycle and the OSDs
+	# trim its clones in the background.  Off by default: these OSDs sit
+	# on a file, count as rotational and sleep 5 s between trims
+	# (osd_snap_trim_sleep_hdd), so trimming takes minutes but little CPU.
 	settle() {
-		local end=$((SECONDS + 120)) c
+		[ "${BENCH_SETTLE:-0}" = 1 ] || return 0
+		local end=$((SECONDS + 60)) c
 		for c in "$CA" "$CB"; do
 			while timeout 30 ceph --conf "$c" pg stat 2>/dev/null | grep -q snaptrim; do
-				[ $SECONDS -ge $end ] && { echo "  (snaptrim still running after 120 s)" >&2; return; }
+				[ $SECONDS -ge $end ] && { echo "  (snaptrim still running after 60 s)" >&2; return; }
 				sleep 0.5
 			done
 		done
@@ -334,14 +348,15 @@ sys.exit(0 if ok else 1)' "$1"
 				;;
 			rbd)
 				"$B/bench/rbd_change" "$CA" rbd xv --blocks $CHG --seed $seed >/dev/null || exit 1
-				k0=$(cpu_of $(ceph_pids)); c0=$(child_cpu)
+				k0=$(cpu_of $(ceph_pids)); times >"$T/times0"
 				t0=$(now)
 				RB snap create --no-progress rbd/xv@s$r &&
 					RB export-diff --no-progress --from-snap s$((r - 1)) rbd/xv@s$r - |
 					tee >(wc -c >"$T/wb") | RBB import-diff --no-progress - rbd/xv ||
 					{ echo "export-diff failed" >&2; exit 1; }
 				t=$(since "$t0")
-				c=$(sub "$c0" "$(child_cpu)")
+				times >"$T/times1"
+				c=$(sub "$(child_cpu "$T/times0")" "$(child_cpu "$T/times1")")
 				sleep 0.2
 				wb=$(cat "$T/wb")
 				;;
@@ -395,7 +410,7 @@ sys.exit(0 if ok else 1)' "$1"
 		echo
 		echo "Initial copy of the ${REPL_GB} GiB image: ferry ${init_ferry} s, export-diff | import-diff ${init_rbd} s."
 		echo "CPU s, tool: both ferryd (ferry); the rbd export-diff and import-diff processes; the rbd-mirror daemon."
-		echo "CPU s, Ceph daemons: the mon, mgr and OSD of both clusters during the round. Each round starts after both clusters' snapshot trimming has finished."
+		echo "CPU s, Ceph daemons: the mon, mgr and OSD of both clusters during the round.$([ "${BENCH_SETTLE:-0}" = 1 ] && echo " Each round started after both clusters' snapshot trimming had finished (or 60 s).")"
 		echo
 	} | tee -a "$RES"
 	[ -n "$MIRROR_PID" ] && kill -TERM "$MIRROR_PID" 2>/dev/null; MIRROR_PID=
@@ -406,14 +421,21 @@ fi
 if [[ $PARTS == *precision* ]]; then
 	[ -f "$T/fa/ferryd.lock" ] && kill -0 "$(cat "$T/fa/ferryd.lock")" 2>/dev/null || ferryd_a || exit 1
 	# blocks RBD reports (rbd diff: the extents of rbd_diff_iterate2, whole_object off)
-	rbd_blocks() { # FROM IMAGE@TO [--whole-object]
-		RB diff --from-snap "$1" "$2" ${3:-} --format json | python3 -c '
+	rbd_blocks() { # FROM IMAGE@TO [--whole-object]: blocks, or n/a (reason on stderr)
+		local _
+		for _ in 1 2; do
+			# shellcheck disable=SC2086
+			RB diff --from-snap "$1" "$2" ${3:-} --format json >"$T/rdiff" 2>"$T/rdiff.err" &&
+			python3 -c '
 import json, sys
 blocks = set()
-for e in json.load(sys.stdin):
+for e in json.load(open(sys.argv[1])):
     for b in range(e["offset"] // 4096, (e["offset"] + e["length"] + 4095) // 4096):
         blocks.add(b)
-print(len(blocks))'
+print(len(blocks))' "$T/rdiff" 2>>"$T/rdiff.err" && return
+		done
+		echo "bench/rbd.sh: rbd diff --from-snap $1 $2 ${3:-} failed: $(tail -2 "$T/rdiff.err")" >&2
+		echo n/a
 	}
 	ferry_blocks() { # VOL@FROM VOL@TO (the seconds it took in $T/ft)
 		local t0 out
@@ -422,7 +444,7 @@ print(len(blocks))'
 		since "$t0" >"$T/ft"
 		python3 -c 'import json,sys; print(sum((e["length"] + 4095) // 4096 for e in json.loads(sys.argv[1])["extents"]))' "$out"
 	}
-	prec() { python3 -c "print('%.2f' % ($1 / $2))"; }
+	prec() { [ "$1" = n/a ] && echo n/a || python3 -c "print('%.2f' % ($1 / $2))"; }
 	{
 		echo "### Diff precision (blocks reported / blocks changed; 1.00 is exact)"
 		echo

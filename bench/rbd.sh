@@ -22,11 +22,13 @@
 # round.
 #
 #   bench/rbd.sh BUILD_DIR [RESULTS_MD]
-# Environment: BENCH_ROUNDS (3), BENCH_PARTS (iscsi,repl,precision),
+# Environment: BENCH_ROUNDS (3), BENCH_PARTS (iscsi,repl,precision), BENCH_SETTLE (0),
 #   BENCH_LUN_MB (1024), BENCH_4K_COUNT (10000), BENCH_REPL_GB (4),
 #   BENCH_CEPH_A / BENCH_CEPH_B: ceph.conf of running clusters to use
 #   (default: two throw-away clusters made here with scripts/ceph-cluster.sh,
 #   with Ceph's default 1 s paxos interval, removed at the end).
+# PID lists ($(ceph_pids), $fpids) are split into words on purpose.
+# shellcheck disable=SC2046,SC2086
 set -u
 B=$(cd "${1:?usage: bench/rbd.sh BUILD_DIR [RESULTS_MD]}" && pwd)
 OUT=${2:-}
@@ -81,6 +83,15 @@ median() { python3 -c '
 import sys, statistics
 v = [float(x) for x in sys.argv[1:] if x not in ("", "n/a")]
 print(statistics.median(v) if v else "")' "$@"; }
+# CPU seconds used so far by PIDS (user + system)
+cpu_of() { local p t=0; for p in "$@"; do [ -r /proc/$p/stat ] && t=$((t + $(awk '{print $14 + $15}' /proc/$p/stat))); done
+	python3 -c "print($t / $(getconf CLK_TCK))"; }
+# CPU seconds of this shell's waited-for children so far: `times >FILE`
+# (in this shell, not in a $(...) subshell), then child_cpu FILE
+child_cpu() { tail -1 "$1" | python3 -c '
+import re, sys
+print(sum(int(m) * 60 + float(s) for m, s in re.findall(r"(\d+)m([\d.]+)s", sys.stdin.read())))'; }
+sub() { python3 -c "import sys; print('%.2f' % (float(sys.argv[2]) - float(sys.argv[1])))" "$1" "$2"; }
 ratio() { python3 -c "import sys; a,b=sys.argv[1],sys.argv[2]; print('%.2fx' % (float(a)/float(b)) if a and b and float(b) else 'n/a')" "$1" "$2"; }
 
 # ---- clusters ------------------------------------------------------------------
@@ -236,17 +247,25 @@ if [[ $PARTS == *repl* ]]; then
 	# snapshot (rbd-mirror's status reporting did not work here).
 	MIRROR=0
 	primary_snap() { # newest mirror snapshot id of A's mv
-		RB snap ls --all rbd/mv --format json | python3 -c '
+		RB snap ls --all rbd/mv --format json 2>/dev/null | python3 -c '
 import json, sys
-ids = [s["id"] for s in json.load(sys.stdin) if s["namespace"].get("type") == "mirror"]
+try:
+    snaps = json.load(sys.stdin)
+except ValueError:  # no image (yet): no output
+    snaps = []
+ids = [s["id"] for s in snaps if s["namespace"].get("type") == "mirror"]
 print(max(ids) if ids else "")'
 	}
 	mirror_done() { # SNAP_ID
 		RBB snap ls --all rbd/mv --format json 2>/dev/null | python3 -c '
 import json, sys
 sid = int(sys.argv[1])
+try:
+    snaps = json.load(sys.stdin)
+except ValueError:  # not replicated to B yet: no output
+    sys.exit(1)
 ok = any(s["namespace"].get("type") == "mirror" and s["namespace"].get("primary_snap_id") == sid
-         and s["namespace"].get("complete") for s in json.load(sys.stdin))
+         and s["namespace"].get("complete") for s in snaps)
 sys.exit(0 if ok else 1)' "$1"
 	}
 	wait_mirror() { # SNAP_ID SECONDS
@@ -288,35 +307,62 @@ sys.exit(0 if ok else 1)' "$1"
 		fi
 	fi
 
-	declare -A RT RW
+	# Ceph daemons of both clusters (their command lines name the conf)
+	ceph_pids() { pgrep -f -- "^ceph-(mon|mgr|osd) --conf ($CA|$CB)"; }
+	# BENCH_SETTLE=1: each round starts after both clusters' snapshot
+	# trimming (snaptrim) has finished, at most 60 s: ferry and rbd-mirror
+	# delete the previous cycle's snapshot after each cycle and the OSDs
+	# trim its clones in the background.  Off by default: these OSDs sit
+	# on a file, count as rotational and sleep 5 s between trims
+	# (osd_snap_trim_sleep_hdd), so trimming takes minutes but little CPU.
+	settle() {
+		[ "${BENCH_SETTLE:-0}" = 1 ] || return 0
+		local end=$((SECONDS + 60)) c
+		for c in "$CA" "$CB"; do
+			while timeout 30 ceph --conf "$c" pg stat 2>/dev/null | grep -q snaptrim; do
+				[ $SECONDS -ge $end ] && { echo "  (snaptrim still running after 60 s)" >&2; return; }
+				sleep 0.5
+			done
+		done
+	}
+	declare -A RT RW RC RK
 	order=(ferry rbd mirror)
 	for r in $(seq "$ROUNDS"); do
 		seed=$((1000 + r))
 		echo "repl round $r: $CHG random 4 KiB blocks (load $(load))"
 		for who in "${order[@]}"; do
+			[ $who = mirror ] && [ $MIRROR != 1 ] && continue
+			settle
+			k0=$(cpu_of $(ceph_pids))
 			case $who in
 			ferry)
 				stop_fa && "$B/bench/rbd_change" "$CA" rbd rv --blocks $CHG --seed $seed >/dev/null &&
 					start_fa || exit 1
+				fpids="$(cat "$T/fa/ferryd.lock") $(cat "$T/fb/ferryd.lock")"
+				k0=$(cpu_of $(ceph_pids)); c0=$(cpu_of $fpids)
 				t0=$(now)
 				timeout 600 "$B/ferry" --pool "$T/fa" pair sync rv --wait >/dev/null || { echo "sync failed" >&2; exit 1; }
 				t=$(since "$t0")
+				c=$(sub "$c0" "$(cpu_of $fpids)")
 				wb=$(fa pair status rv --json | python3 -c 'import json,sys; print(json.load(sys.stdin)["last_cycle"]["wire_bytes"])')
 				;;
 			rbd)
 				"$B/bench/rbd_change" "$CA" rbd xv --blocks $CHG --seed $seed >/dev/null || exit 1
+				k0=$(cpu_of $(ceph_pids)); times >"$T/times0"
 				t0=$(now)
 				RB snap create --no-progress rbd/xv@s$r &&
 					RB export-diff --no-progress --from-snap s$((r - 1)) rbd/xv@s$r - |
 					tee >(wc -c >"$T/wb") | RBB import-diff --no-progress - rbd/xv ||
 					{ echo "export-diff failed" >&2; exit 1; }
 				t=$(since "$t0")
+				times >"$T/times1"
+				c=$(sub "$(child_cpu "$T/times0")" "$(child_cpu "$T/times1")")
 				sleep 0.2
 				wb=$(cat "$T/wb")
 				;;
 			mirror)
-				[ $MIRROR = 1 ] || continue
 				"$B/bench/rbd_change" "$CA" rbd mv --blocks $CHG --seed $seed >/dev/null || exit 1
+				k0=$(cpu_of $(ceph_pids)); c0=$(cpu_of $MIRROR_PID)
 				t0=$(now)
 				if RB mirror image snapshot rbd/mv >/dev/null && wait_mirror "$(primary_snap)" 600; then
 					t=$(since "$t0")
@@ -324,12 +370,17 @@ sys.exit(0 if ok else 1)' "$1"
 					echo "rbd-mirror round failed" >&2
 					t=n/a
 				fi
+				# rbd-mirror's own CPU (the rbd CLI polls are not counted)
+				c=$(sub "$c0" "$(cpu_of $MIRROR_PID)")
 				wb=n/a
 				;;
 			esac
+			k=$(sub "$k0" "$(cpu_of $(ceph_pids))")
 			RT[$who]="${RT[$who]:-} $t"
 			RW[$who]="${RW[$who]:-} $wb"
-			echo "  $who: $t s, $wb bytes"
+			RC[$who]="${RC[$who]:-} $c"
+			RK[$who]="${RK[$who]:-} $k"
+			echo "  $who: $t s, $wb bytes, CPU s: $c (tool), $k (Ceph daemons) (load $(load))"
 		done
 		order=("${order[@]:1}" "${order[0]}")
 	done
@@ -342,22 +393,24 @@ sys.exit(0 if ok else 1)' "$1"
 	{
 		echo "### Incremental replication between two clusters: 1% of a ${REPL_GB} GiB image ($CHG random 4 KiB blocks, $chb bytes) per round, ${ROUNDS} interleaved rounds"
 		echo
-		echo "| | seconds, median (min..max) | wire bytes / changed bytes | ferry is faster by |"
-		echo "|---|---:|---:|---:|"
+		echo "| | seconds, median (min..max) | wire bytes / changed bytes | ferry is faster by | CPU s, tool | CPU s, Ceph daemons |"
+		echo "|---|---:|---:|---:|---:|---:|"
 		# shellcheck disable=SC2086
 		wf=$(median ${RW[ferry]}); wr=$(median ${RW[rbd]})
 		# shellcheck disable=SC2086
-		echo "| ferry pair sync --wait ($vf) | $(stats ${RT[ferry]}) | $(python3 -c "print('%.3f' % ($wf / $chb))") | |"
+		echo "| ferry pair sync --wait ($vf) | $(stats ${RT[ferry]}) | $(python3 -c "print('%.3f' % ($wf / $chb))") | | $(stats ${RC[ferry]}) | $(stats ${RK[ferry]}) |"
 		# shellcheck disable=SC2086
-		echo "| rbd snap create + export-diff \\| import-diff ($vr) | $(stats ${RT[rbd]}) | $(python3 -c "print('%.3f' % ($wr / $chb))") | $(ratio "$(median ${RT[rbd]})" "$(median ${RT[ferry]})") |"
+		echo "| rbd snap create + export-diff \\| import-diff ($vr) | $(stats ${RT[rbd]}) | $(python3 -c "print('%.3f' % ($wr / $chb))") | $(ratio "$(median ${RT[rbd]})" "$(median ${RT[ferry]})") | $(stats ${RC[rbd]}) | $(stats ${RK[rbd]}) |"
 		if [ $MIRROR = 1 ]; then
 			# shellcheck disable=SC2086
-			echo "| rbd-mirror, snapshot mode (mirror image snapshot until replayed) | $(stats ${RT[mirror]}) | n/a | $(ratio "$(median ${RT[mirror]})" "$(median ${RT[ferry]})") |"
+			echo "| rbd-mirror, snapshot mode (mirror image snapshot until replayed) | $(stats ${RT[mirror]}) | n/a | $(ratio "$(median ${RT[mirror]})" "$(median ${RT[ferry]})") | $(stats ${RC[mirror]}) | $(stats ${RK[mirror]}) |"
 		else
-			echo "| rbd-mirror, snapshot mode | could not be set up here | | |"
+			echo "| rbd-mirror, snapshot mode | could not be set up here | | | | |"
 		fi
 		echo
 		echo "Initial copy of the ${REPL_GB} GiB image: ferry ${init_ferry} s, export-diff | import-diff ${init_rbd} s."
+		echo "CPU s, tool: both ferryd (ferry); the rbd export-diff and import-diff processes; the rbd-mirror daemon."
+		echo "CPU s, Ceph daemons: the mon, mgr and OSD of both clusters during the round.$([ "${BENCH_SETTLE:-0}" = 1 ] && echo " Each round started after both clusters' snapshot trimming had finished (or 60 s).")"
 		echo
 	} | tee -a "$RES"
 	[ -n "$MIRROR_PID" ] && kill -TERM "$MIRROR_PID" 2>/dev/null; MIRROR_PID=
@@ -368,14 +421,21 @@ fi
 if [[ $PARTS == *precision* ]]; then
 	[ -f "$T/fa/ferryd.lock" ] && kill -0 "$(cat "$T/fa/ferryd.lock")" 2>/dev/null || ferryd_a || exit 1
 	# blocks RBD reports (rbd diff: the extents of rbd_diff_iterate2, whole_object off)
-	rbd_blocks() { # FROM IMAGE@TO [--whole-object]
-		RB diff --from-snap "$1" "$2" ${3:-} --format json | python3 -c '
+	rbd_blocks() { # FROM IMAGE@TO [--whole-object]: blocks, or n/a (reason on stderr)
+		local _
+		for _ in 1 2; do
+			# shellcheck disable=SC2086
+			RB diff --from-snap "$1" "$2" ${3:-} --format json >"$T/rdiff" 2>"$T/rdiff.err" &&
+			python3 -c '
 import json, sys
 blocks = set()
-for e in json.load(sys.stdin):
+for e in json.load(open(sys.argv[1])):
     for b in range(e["offset"] // 4096, (e["offset"] + e["length"] + 4095) // 4096):
         blocks.add(b)
-print(len(blocks))'
+print(len(blocks))' "$T/rdiff" 2>>"$T/rdiff.err" && return
+		done
+		echo "bench/rbd.sh: rbd diff --from-snap $1 $2 ${3:-} failed: $(tail -2 "$T/rdiff.err")" >&2
+		echo n/a
 	}
 	ferry_blocks() { # VOL@FROM VOL@TO (the seconds it took in $T/ft)
 		local t0 out
@@ -384,7 +444,7 @@ print(len(blocks))'
 		since "$t0" >"$T/ft"
 		python3 -c 'import json,sys; print(sum((e["length"] + 4095) // 4096 for e in json.loads(sys.argv[1])["extents"]))' "$out"
 	}
-	prec() { python3 -c "print('%.2f' % ($1 / $2))"; }
+	prec() { [ "$1" = n/a ] && echo n/a || python3 -c "print('%.2f' % ($1 / $2))"; }
 	{
 		echo "### Diff precision (blocks reported / blocks changed; 1.00 is exact)"
 		echo

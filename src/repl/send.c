@@ -235,6 +235,25 @@ static int job_encode(struct reader *rd, struct job *j)
 				rc = emit_zero(rd->pp, j, xo, xend - xo);
 				continue;
 			}
+			/* This data extent and the next ones that fit in the buffer
+			 * are read in one request (on RBD: one RADOS operation for
+			 * the object, instead of one per extent). */
+			size_t k = e, bytes = 0;
+			while (k < j->n_ext && j->ext[k].kind == EXTENT_DATA &&
+			       j->ext[k].offset >= ostart && j->ext[k].length &&
+			       j->ext[k].offset + j->ext[k].length <= oend &&
+			       bytes + j->ext[k].length <= pp->chunk)
+				bytes += (size_t)j->ext[k++].length;
+			if (k > e + 1) {
+				rc = vol_read_extents(pp->v, pp->snap, &j->ext[e], k - e, rd->buf);
+				const uint8_t *p = rd->buf;
+				for (size_t i = e; i < k && rc == 0; i++) {
+					rc = emit_chunk(rd, j, j->ext[i].offset, p, (size_t)j->ext[i].length);
+					p += j->ext[i].length;
+				}
+				e = k - 1;
+				continue;
+			}
 			while (xo < xend && rc == 0) {
 				size_t n = (size_t)MIN((uint64_t)pp->chunk, xend - xo);
 				rc = vol_read(pp->v, pp->snap, rd->buf, xo, n);

@@ -249,6 +249,21 @@ int vol_read(struct vol *v, const char *snap, void *buf, uint64_t off, size_t le
 	return v->store->ops->read(v, snap, buf, off, len);
 }
 
+int vol_read_extents(struct vol *v, const char *snap, const struct extent *ext, size_t n,
+                     void *buf)
+{
+	if (v->store->ops->read_extents)
+		return v->store->ops->read_extents(v, snap, ext, n, buf);
+	uint8_t *p = buf;
+	for (size_t i = 0; i < n; i++) {
+		int rc = v->store->ops->read(v, snap, p, ext[i].offset, (size_t)ext[i].length);
+		if (rc < 0)
+			return rc;
+		p += ext[i].length;
+	}
+	return 0;
+}
+
 int vol_write(struct vol *v, const void *buf, uint64_t off, size_t len)
 {
 	return v->store->ops->write(v, buf, off, len);

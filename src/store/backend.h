@@ -45,6 +45,9 @@ struct store_ops {
 	/* volume */
 	int (*info)(struct vol *v, struct vol_info *out);
 	int (*read)(struct vol *v, const char *snap, void *buf, uint64_t off, size_t len);
+	/* optional: NULL reads the ranges one by one */
+	int (*read_extents)(struct vol *v, const char *snap, const struct extent *ext, size_t n,
+	                    void *buf);
 	int (*write)(struct vol *v, const void *buf, uint64_t off, size_t len);
 	int (*write_zeroes)(struct vol *v, uint64_t off, uint64_t len);
 	int (*discard)(struct vol *v, uint64_t off, uint64_t len);

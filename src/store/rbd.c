@@ -70,7 +70,7 @@
 #define DIFF_THREADS 8
 #define DIFF_WINDOW 16                 /* objects narrowed ahead of the caller */
 #define DIFF_BUF_BUDGET (64u << 20)    /* narrowing buffers of all threads */
-#define WB_MAX_OPS 32                  /* writes in flight per volume */
+#define WB_MAX_OPS 256                 /* writes in flight per volume */
 #define WB_MAX_BYTES (32u << 20)       /* ... and their bytes */
 
 struct rbd_store {
@@ -91,6 +91,10 @@ struct rbd_snap {
 	char name[STORE_NAME_MAX + 1];
 	uint64_t id;
 	rbd_image_t img;
+	uint64_t size;         /* the snapshot's own size */
+	rados_ioctx_t dio;     /* direct reads at this snapshot (NULL: through
+	                          librbd only; see snap_direct) */
+	char prefix[64];       /* its data objects' name prefix */
 };
 
 struct rbd_vol {
@@ -322,19 +326,62 @@ static size_t img_clip(rbd_image_t img, uint64_t off, size_t len)
 	return off >= end ? 0 : (size_t)MIN((uint64_t)len, end - off);
 }
 
+static void snap_close(struct rbd_snap *p)
+{
+	if (p->dio)
+		rados_ioctx_destroy(p->dio);
+	rbd_close(p->img);
+	free(p);
+}
+
+/* Direct reads.  Reading a snapshot through librbd costs one RADOS
+ * operation per range; narrowing a diff and sending it read many small
+ * ranges of each object (one per changed 4 KiB block when writes were
+ * scattered), so a cycle was bound by the OSD's operation rate.  RADOS
+ * reads any number of ranges of one object in one operation.  For an
+ * image with default striping (object n of the image holds bytes
+ * n*object_size..), no parent and no separate data pool, the data
+ * objects are <prefix>.<objno as %016x>, and reading them at the
+ * snapshot's id is what librbd itself does for a snapshot read (an object
+ * absent at the snapshot reads as zeros; past its end, zeros).  The head
+ * is never read this way: librbd orders head reads after writes. */
+static void snap_direct(struct vol *v, struct rbd_snap *p)
+{
+	struct rbd_store *rs = RS(v->store);
+	uint64_t su = 0, sc = 0;
+	rbd_linked_image_spec_t pi;
+	rbd_snap_spec_t ps;
+	if (rbd_get_stripe_unit(p->img, &su) < 0 || su != RV(v)->osz ||
+	    rbd_get_stripe_count(p->img, &sc) < 0 || sc != 1 ||
+	    rbd_get_data_pool_id(p->img) != rados_ioctx_get_id(rs->io))
+		return;
+	int rc = rbd_get_parent(p->img, &pi, &ps);
+	if (rc == 0) {
+		rbd_linked_image_spec_cleanup(&pi);
+		rbd_snap_spec_cleanup(&ps);
+	}
+	if (rc != -ENOENT || rbd_get_block_name_prefix(p->img, p->prefix, sizeof(p->prefix)) < 0)
+		return;
+	rados_ioctx_t io;
+	if (rados_ioctx_create2(rs->cluster, rados_ioctx_get_id(rs->io), &io) < 0)
+		return;
+	rados_ioctx_set_namespace(io, rs->ns[0] ? rs->ns : NULL);
+	rados_ioctx_snap_set_read(io, p->id);
+	p->dio = io;
+}
+
 /* The snapshot named name, opened read-only on first use.  Caller holds
- * rv->lock (read or write).  NULL name: NULL (the head). */
-static int snap_handle(struct vol *v, const char *name, rbd_image_t *out)
+ * rv->lock (read or write).  NULL name: *out NULL (the head). */
+static int snap_get(struct vol *v, const char *name, struct rbd_snap **out)
 {
 	struct rbd_vol *rv = RV(v);
-	if (!name) {
-		*out = rv->img;
+	*out = NULL;
+	if (!name)
 		return 0;
-	}
 	pthread_mutex_lock(&rv->mu);
 	for (struct rbd_snap *p = rv->snaps; p; p = p->next) {
 		if (!strcmp(p->name, name)) {
-			*out = p->img;
+			*out = p;
 			pthread_mutex_unlock(&rv->mu);
 			return 0;
 		}
@@ -352,10 +399,78 @@ static int snap_handle(struct vol *v, const char *name, rbd_image_t *out)
 		return seen(v->store, rc);
 	}
 	snprintf(p->name, sizeof(p->name), "%s", name);
+	p->size = img_size(p->img);
+	snap_direct(v, p);
 	p->next = rv->snaps;
 	rv->snaps = p;
-	*out = p->img;
+	*out = p;
 	pthread_mutex_unlock(&rv->mu);
+	return 0;
+}
+
+/* The image handle of snapshot name (NULL: the head), as snap_get. */
+static int snap_handle(struct vol *v, const char *name, rbd_image_t *out)
+{
+	struct rbd_snap *p;
+	int rc = snap_get(v, name, &p);
+	*out = rc ? NULL : p ? p->img : RV(v)->img;
+	return rc;
+}
+
+/* One range to read: len bytes at image offset off into dst. */
+struct rrun {
+	uint64_t off;
+	size_t len;
+	uint8_t *dst;
+};
+#define DIRECT_MAX_RUNS 256    /* ranges per RADOS operation */
+
+/* Reads the n runs (all inside object objno) of snapshot p, which has
+ * direct reads, in as few RADOS operations as DIRECT_MAX_RUNS allows. */
+static int direct_read(struct rbd_vol *rv, const struct rbd_snap *p, uint64_t objno,
+                       const struct rrun *r, size_t n)
+{
+	char oid[96];
+	snprintf(oid, sizeof(oid), "%s.%016" PRIx64, p->prefix, objno);
+	const uint64_t o0 = objno * rv->osz;
+	size_t got[DIRECT_MAX_RUNS], in[DIRECT_MAX_RUNS];
+	int prv[DIRECT_MAX_RUNS];
+	for (size_t b = 0; b < n; b += DIRECT_MAX_RUNS) {
+		size_t m = MIN(n - b, (size_t)DIRECT_MAX_RUNS), k = 0;
+		rados_read_op_t op = rados_create_read_op();
+		if (!op)
+			return -ENOMEM;
+		for (size_t i = 0; i < m; i++) {
+			const struct rrun *x = &r[b + i];
+			/* zeros past the snapshot's own end (taken before a grow) */
+			in[i] = x->off >= p->size ? 0 : (size_t)MIN((uint64_t)x->len, p->size - x->off);
+			memset(x->dst + in[i], 0, x->len - in[i]);
+			got[i] = 0;
+			prv[i] = 0;
+			if (in[i]) {
+				rados_read_op_read(op, x->off - o0, in[i], (char *)x->dst, &got[i], &prv[i]);
+				k++;
+			}
+		}
+		int rc = k ? rados_read_op_operate(op, p->dio, oid, 0) : 0;
+		rados_release_read_op(op);
+		if (rc == -ENOENT) {
+			/* no such object at the snapshot: zeros */
+			for (size_t i = 0; i < m; i++)
+				memset(r[b + i].dst, 0, in[i]);
+			continue;
+		}
+		if (rc < 0)
+			return rc;
+		for (size_t i = 0; i < m; i++) {
+			if (!in[i])
+				continue;
+			if (prv[i] < 0)
+				return prv[i];
+			if (got[i] < in[i])
+				memset(r[b + i].dst + got[i], 0, in[i] - got[i]);
+		}
+	}
 	return 0;
 }
 
@@ -367,8 +482,7 @@ static void snap_forget(struct rbd_vol *rv, const char *name)
 		if (!strcmp((*pp)->name, name)) {
 			struct rbd_snap *p = *pp;
 			*pp = p->next;
-			rbd_close(p->img);
-			free(p);
+			snap_close(p);
 			break;
 		}
 	}
@@ -542,8 +656,7 @@ static void vol_free_rbd(struct vol *v)
 		while (rv->snaps) {
 			struct rbd_snap *p = rv->snaps;
 			rv->snaps = p->next;
-			rbd_close(p->img);
-			free(p);
+			snap_close(p);
 		}
 		dcache_free(rv->dc);
 		if (rv->img)
@@ -766,6 +879,52 @@ static int rbd_read_op(struct vol *v, const char *snap, void *buf, uint64_t off,
 	pthread_rwlock_unlock(&rv->lock);
 	if (rc < 0 && rc != -ENOENT)
 		log_error("store: rbd: %s: read %" PRIu64 "+%zu: %s", v->name, off, len, strerror(-rc));
+	return seen(v->store, rc);
+}
+
+/* Ranges of one object of a snapshot with direct reads: one RADOS
+ * operation; otherwise one read per range. */
+static int rbd_read_extents_op(struct vol *v, const char *snap, const struct extent *ext, size_t n,
+                               void *buf)
+{
+	struct rbd_vol *rv = RV(v);
+	int rc = fenced(v->store);
+	if (rc || !n)
+		return rc;
+	pthread_rwlock_rdlock(&rv->lock);
+	uint64_t objno = ext[0].offset / rv->osz;
+	bool one = true;
+	for (size_t i = 0; i < n && !rc; i++) {
+		rc = check_range(rv, ext[i].offset, ext[i].length);
+		one &= ext[i].length && ext[i].offset / rv->osz == objno &&
+		       (ext[i].offset + ext[i].length - 1) / rv->osz == objno;
+	}
+	struct rbd_snap *sp = NULL;
+	if (!rc)
+		rc = snap_get(v, snap, &sp);
+	struct rrun *r = NULL;
+	if (!rc && sp && sp->dio && one && (r = malloc(n * sizeof(*r)))) {
+		uint8_t *p = buf;
+		for (size_t i = 0; i < n; i++) {
+			r[i] = (struct rrun){ext[i].offset, (size_t)ext[i].length, p};
+			p += ext[i].length;
+		}
+		rc = direct_read(rv, sp, objno, r, n);
+		free(r);
+	} else if (!rc) {
+		rbd_image_t img = sp ? sp->img : rv->img;
+		uint8_t *p = buf;
+		for (size_t i = 0; i < n && !rc; i++) {
+			if (!sp)
+				wb_wait_range(rv, ext[i].offset, ext[i].length);
+			rc = read_at(img, p, ext[i].offset, (size_t)ext[i].length);
+			p += ext[i].length;
+		}
+	}
+	pthread_rwlock_unlock(&rv->lock);
+	if (rc < 0 && rc != -ENOENT)
+		log_error("store: rbd: %s: read of %zu ranges from %" PRIu64 ": %s", v->name, n,
+		          ext[0].offset, strerror(-rc));
 	return seen(v->store, rc);
 }
 
@@ -1019,6 +1178,7 @@ struct dobj {
 struct dctx {
 	struct vol *v;
 	rbd_image_t to_img, from_img; /* from_img NULL: since creation (zeros) */
+	struct rbd_snap *to_snap, *from_snap; /* NULL: the head / since creation */
 	const char *from;
 	uint64_t *objs;
 	size_t n_objs;
@@ -1032,7 +1192,7 @@ struct dctx {
 
 /* Narrows object objno: RBD's extents for it, then the exact blocks. */
 static int narrow(struct dctx *c, uint8_t *tob, uint8_t *fromb, uint8_t *rep, struct extv *ev,
-                  rbd_completion_t *comp, struct dobj *d)
+                  rbd_completion_t *comp, struct rrun *runs, struct dobj *d)
 {
 	struct rbd_vol *rv = RV(c->v);
 	const uint64_t osz = rv->osz, size = rv->size;
@@ -1057,10 +1217,11 @@ static int narrow(struct dctx *c, uint8_t *tob, uint8_t *fromb, uint8_t *rep, st
 	for (uint32_t k = 0; k < nb; k++)
 		nrep += rep[k];
 	atomic_fetch_add(&diff_reported, nrep);
-	/* Read what was reported, at both ends: every run of the object at
-	 * once (aio), the cluster's latency paid once per object, not per run. */
-	rc = 0;
-	size_t nc = 0;
+	/* Read what was reported, at both ends: every run of the object in
+	 * one RADOS operation per side (snapshots with direct reads), or all
+	 * at once through librbd (aio): the cluster's latency is paid once
+	 * per object, not per run. */
+	size_t nr = 0;
 	for (uint32_t k = 0; k < nb;) {
 		if (!rep[k]) {
 			k++;
@@ -1070,27 +1231,43 @@ static int narrow(struct dctx *c, uint8_t *tob, uint8_t *fromb, uint8_t *rep, st
 		while (j < nb && rep[j])
 			j++;
 		uint64_t a = o0 + (uint64_t)k * STORE_BLOCK, b = MIN(o0 + (uint64_t)j * STORE_BLOCK, o1);
-		for (int side = 0; side < 2 && !rc; side++) {
-			rbd_image_t img = side ? c->from_img : c->to_img;
-			uint8_t *dst = (side ? fromb : tob) + (a - o0);
+		runs[nr++] = (struct rrun){a, (size_t)(b - a), tob + (a - o0)};
+		k = j;
+	}
+	rc = 0;
+	size_t nc = 0;
+	for (int side = 0; side < 2 && !rc; side++) {
+		rbd_image_t img = side ? c->from_img : c->to_img;
+		struct rbd_snap *sp = side ? c->from_snap : c->to_snap;
+		uint8_t *base = side ? fromb : tob;
+		for (size_t i = 0; i < nr; i++)
+			runs[i].dst = base + (runs[i].off - o0);
+		if (!img) {
+			/* since creation: the older side is zeros */
+			for (size_t i = 0; i < nr; i++)
+				memset(runs[i].dst, 0, runs[i].len);
+			continue;
+		}
+		if (sp && sp->dio) {
+			rc = direct_read(rv, sp, d->objno, runs, nr);
+			continue;
+		}
+		for (size_t i = 0; i < nr && !rc; i++) {
 			/* zeros past a snapshot's own end (taken before a grow) */
-			size_t in = img ? img_clip(img, a, (size_t)(b - a)) : 0;
-			memset(dst + in, 0, (size_t)(b - a) - in);
+			size_t in = img_clip(img, runs[i].off, runs[i].len);
+			memset(runs[i].dst + in, 0, runs[i].len - in);
 			if (!in)
 				continue;
 			rc = rbd_aio_create_completion(NULL, NULL, &comp[nc]);
 			if (rc)
 				break;
-			rc = rbd_aio_read(img, a, in, (char *)dst, comp[nc]);
+			rc = rbd_aio_read(img, runs[i].off, in, (char *)runs[i].dst, comp[nc]);
 			if (rc < 0) {
 				rbd_aio_release(comp[nc]);
 				break;
 			}
 			nc++;
 		}
-		if (rc)
-			break;
-		k = j;
 	}
 	for (size_t i = 0; i < nc; i++) {
 		rbd_aio_wait_for_complete(comp[i]);
@@ -1140,6 +1317,7 @@ static void *diff_worker(void *arg)
 	uint8_t *tob = malloc(rv->osz), *fromb = malloc(rv->osz), *rep = malloc(bpo);
 	/* at most one run per two blocks, read at both ends */
 	rbd_completion_t *comp = malloc((bpo + 1) * sizeof(*comp));
+	struct rrun *runs = malloc((bpo + 1) * sizeof(*runs));
 	struct extv ev = {0};
 	pthread_mutex_lock(&c->mu);
 	for (;;) {
@@ -1153,8 +1331,9 @@ static void *diff_worker(void *arg)
 		d->done = false;
 		d->n_ext = 0;
 		pthread_mutex_unlock(&c->mu);
-		int rc = (!tob || !fromb || !rep || !comp) ? -ENOMEM
-		                                           : narrow(c, tob, fromb, rep, &ev, comp, d);
+		int rc = (!tob || !fromb || !rep || !comp || !runs)
+		                 ? -ENOMEM
+		                 : narrow(c, tob, fromb, rep, &ev, comp, runs, d);
 		pthread_mutex_lock(&c->mu);
 		d->rc = rc;
 		d->done = true;
@@ -1166,6 +1345,7 @@ static void *diff_worker(void *arg)
 	free(fromb);
 	free(rep);
 	free(comp);
+	free(runs);
 	return NULL;
 }
 
@@ -1191,11 +1371,13 @@ static int diff_locked(struct vol *v, const char *from, const char *to, diff_cb 
 			if (fi.id > ti.id)
 				return -EINVAL;
 		}
-		if ((rc = snap_handle(v, from, &c.from_img)))
+		if ((rc = snap_get(v, from, &c.from_snap)))
 			return rc;
+		c.from_img = c.from_snap->img;
 	}
-	if ((rc = snap_handle(v, to, &c.to_img)))
+	if ((rc = snap_get(v, to, &c.to_snap)))
 		return rc;
+	c.to_img = c.to_snap ? c.to_snap->img : rv->img;
 	/* Objects that may have changed, from the object maps (fast-diff). */
 	struct extv ev = {0};
 	rc = rbd_diff_iterate2(c.to_img, from, 0, rv->size, 1, 1, ext_cb, &ev);
@@ -2344,6 +2526,7 @@ const struct store_ops store_rbd_ops = {
 	.vol_release = rbd_vol_release_op,
 	.info = rbd_vol_info,
 	.read = rbd_read_op,
+	.read_extents = rbd_read_extents_op,
 	.write = rbd_write_op,
 	.write_zeroes = rbd_zero_op,
 	.discard = rbd_zero_op,

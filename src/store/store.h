@@ -175,6 +175,15 @@ int vol_resize(struct vol *v, uint64_t size);
 /* Reads len bytes at off from snapshot snap (NULL = the head).  off and
  * len need no alignment.  Unwritten ranges read as zeros. */
 int vol_read(struct vol *v, const char *snap, void *buf, uint64_t off, size_t len);
+struct extent;
+/* Reads the n ranges ext[] (their offset and length; kind is ignored) of
+ * snapshot snap (NULL = the head), back to back into buf (which holds the
+ * sum of their lengths).  When every range lies in one object, a backend
+ * may read them in one request (RBD: one RADOS operation instead of one
+ * per range), so callers that read many small ranges of an object should
+ * pass them together.  Same errors as vol_read. */
+int vol_read_extents(struct vol *v, const char *snap, const struct extent *ext, size_t n,
+                     void *buf);
 /* Writes to the head.  No alignment needed.  All-zero 4 KiB blocks are
  * stored as zero ranges (no data).  Not durable until vol_flush(). */
 int vol_write(struct vol *v, const void *buf, uint64_t off, size_t len);

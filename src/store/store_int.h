@@ -185,6 +185,10 @@ extern int (*store_fold_fault)(uint64_t folded);
  * layers are clipped, 2: the layers have their new size, 3: volume.meta
  * holds the new size) so that a test can kill the process there. */
 extern void (*store_resize_hook)(int step);
+/* Test hook, NULL otherwise: vol_flatten calls it after copying each
+ * object (objno) and with UINT64_MAX just before its commit, so that a
+ * test can kill the process there. */
+extern void (*store_flatten_hook)(uint64_t objno);
 
 /* snprintf for paths: truncation is an error (-ENAMETOOLONG), not a
  * silently different file. */

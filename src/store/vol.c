@@ -21,6 +21,7 @@ static const uint8_t zero_block[STORE_BLOCK];
 
 int (*store_fold_fault)(uint64_t folded);
 void (*store_resize_hook)(int step);
+void (*store_flatten_hook)(uint64_t objno);
 
 /* ---- helpers ------------------------------------------------------------ */
 
@@ -1660,10 +1661,16 @@ int local_vol_flatten(struct vol *v, store_progress_cb cb, void *ctx)
 		rc = flatten_object(v, l, o, buf);
 		if (cb && !rc)
 			cb(ctx, o + 1, objects);
+		if (store_flatten_hook)
+			store_flatten_hook(o);
 	}
 	if (!rc)
 		rc = layer_sync(l);
+	if (!rc)
+		rc = layers_dir_sync(v); /* the base's name is durable before the commit */
 	free(buf);
+	if (!rc && store_flatten_hook)
+		store_flatten_hook(UINT64_MAX);
 	pthread_mutex_lock(&v->wmu);
 	if (rc)
 		goto out;

@@ -485,6 +485,8 @@ static int volume_clone(struct dreq *r)
 		return dreq_fail(r, "the %s backend does not make clones", caps.backend);
 	if (!store_vol_exists(r->store, src->vol))
 		return dreq_fail(r, "no such volume '%s'", src->vol);
+	if (store_vol_exists(r->store, name))
+		return dreq_fail(r, "volume '%s' already exists", name);
 	uint64_t t0 = now_mono_ns();
 	int e = store_vol_clone(r->store, src->vol, src->snap, name);
 	double ms = (double)(now_mono_ns() - t0) / 1e6;

@@ -67,11 +67,18 @@ int local_vol_create(struct store *s, const char *name, const struct vol_params 
 
 int local_vol_create_meta(struct store *s, const char *name, const struct store_meta *m)
 {
+	pthread_mutex_lock(&s->mu);
+	int rc = local_vol_create_meta_locked(s, name, m);
+	pthread_mutex_unlock(&s->mu);
+	return rc;
+}
+
+int local_vol_create_meta_locked(struct store *s, const char *name, const struct store_meta *m)
+{
 	int rc;
 	char fin[8400], tmp[8400], pth[8500];
 	spath(fin, sizeof(fin), "%s/%s", s->vdir, name);
 	spath(tmp, sizeof(tmp), "%s/.%s.tmp", s->vdir, name);
-	pthread_mutex_lock(&s->mu);
 	struct stat st;
 	if (lstat(fin, &st) == 0) {
 		rc = -EEXIST;
@@ -98,7 +105,6 @@ int local_vol_create_meta(struct store *s, const char *name, const struct store_
 		rm_rf(tmp);
 	}
 out:
-	pthread_mutex_unlock(&s->mu);
 	return rc;
 }
 

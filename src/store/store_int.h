@@ -158,6 +158,7 @@ int local_vol_flatten(struct vol *v, store_progress_cb cb, void *ctx);
 /* Creates volume name from meta m (store.c): built aside, then renamed
  * into place (atomic).  -EEXIST, or an I/O error (logged). */
 int local_vol_create_meta(struct store *s, const char *name, const struct store_meta *m);
+int local_vol_create_meta_locked(struct store *s, const char *name, const struct store_meta *m);
 /* Reads and parses volume name's volume.meta (no log); m owned by the
  * caller (store_meta_free). */
 int local_meta_read(struct store *s, const char *name, struct store_meta *m);

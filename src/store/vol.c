@@ -1557,36 +1557,59 @@ fail:
 
 /* ---- clones ------------------------------------------------------------- */
 
+/* The clone's volume.meta: src's geometry, parent snapshot sn. */
+static int clone_meta(const struct store_meta *src, const char *sname, const struct meta_snap *sn,
+                      struct store_meta *m)
+{
+	*m = (struct store_meta){.size = src->size, .object_size = src->object_size,
+	                         .block_size = src->block_size, .head_epoch = CLONE_FIRST_EPOCH,
+	                         .next_snap_id = 1, .parent_snap_id = sn->id,
+	                         .parent_epoch = sn->epoch};
+	snprintf(m->parent, sizeof(m->parent), "%s", sname);
+	snprintf(m->parent_snap, sizeof(m->parent_snap), "%s", sn->name);
+	return store_uuid_new(m->uuid);
+}
+
 int local_vol_clone(struct store *s, const char *src, const char *snap, const char *dst)
 {
 	if (!strcmp(src, dst))
 		return -EINVAL;
-	struct vol *sv;
-	int rc = vol_open(s, src, &sv);
-	if (rc)
-		return rc;
-	/* Under the source's wmu no snapshot delete can run: the snapshot
-	 * found here is the one the clone is committed against. */
+	struct store_meta m;
+	int rc;
+	/* Serialised with the snapshot's delete, which runs on the open
+	 * volume under its wmu.  Not open: nobody can open it while the
+	 * store's mu is held, so its volume.meta is the truth for the whole
+	 * create (and loading a big volume is not paid for a clone). */
+	pthread_mutex_lock(&s->mu);
+	struct vol *sv = store_find_open(s, src);
+	if (!sv) {
+		struct store_meta pm;
+		rc = local_meta_read(s, src, &pm);
+		if (rc == 0) {
+			const struct meta_snap *sn = NULL;
+			for (size_t i = 0; i < pm.n_snaps && !sn; i++)
+				if (!strcmp(pm.snaps[i].name, snap))
+					sn = &pm.snaps[i];
+			rc = sn ? clone_meta(&pm, src, sn, &m) : -ENOENT;
+			store_meta_free(&pm);
+		}
+		if (rc == 0)
+			rc = local_vol_create_meta_locked(s, dst, &m);
+		pthread_mutex_unlock(&s->mu);
+		goto done;
+	}
+	sv->refs++;
+	pthread_mutex_unlock(&s->mu);
 	pthread_mutex_lock(&sv->wmu);
 	const struct meta_snap *sn = snap_find(sv, snap, NULL);
-	if (!sn) {
-		rc = -ENOENT;
-		goto out;
-	}
-	struct store_meta m = {.size = sv->meta.size, .object_size = sv->meta.object_size,
-	                       .block_size = sv->meta.block_size,
-	                       .head_epoch = CLONE_FIRST_EPOCH, .next_snap_id = 1,
-	                       .parent_snap_id = sn->id, .parent_epoch = sn->epoch};
-	snprintf(m.parent, sizeof(m.parent), "%s", src);
-	snprintf(m.parent_snap, sizeof(m.parent_snap), "%s", snap);
-	rc = store_uuid_new(m.uuid);
+	rc = sn ? clone_meta(&sv->meta, src, sn, &m) : -ENOENT;
 	if (!rc)
 		rc = local_vol_create_meta(s, dst, &m);
-	if (!rc)
-		log_info("store: %s: cloned from %s@%s", dst, src, snap);
-out:
 	pthread_mutex_unlock(&sv->wmu);
 	vol_close(sv);
+done:
+	if (!rc)
+		log_info("store: %s: cloned from %s@%s", dst, src, snap);
 	return rc;
 }
 

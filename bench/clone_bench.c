@@ -132,6 +132,20 @@ int main(int argc, char **argv)
 		       ms[k][0], ms[k][rounds - 1], rounds);
 	}
 	printf("ratio big/small (medians): %.2f\n", ms[1][rounds / 2] / ms[0][rounds / 2]);
+	/* flatten of a clone of the small one: its cost follows the data */
+	{
+		struct vol *c;
+		if ((rc = store_vol_clone(s, names[0], "s", "flat")) || (rc = vol_open(s, "flat", &c)))
+			die("clone for flatten", rc);
+		sync();
+		uint64_t t0 = now_mono_ns();
+		if ((rc = vol_flatten(c, NULL, NULL)))
+			die("flatten", rc);
+		double sec = (double)(now_mono_ns() - t0) / 1e9;
+		printf("flatten of a clone of the %llu GiB volume: %.2f s (%.0f MB/s of data copied)\n",
+		       (unsigned long long)gib[0], sec, sec > 0 ? (double)(gib[0] << 30) / sec / 1e6 : 0);
+		vol_close(c);
+	}
 	for (int k = 0; k < 2; k++)
 		vol_close(src[k]);
 	store_close(s);

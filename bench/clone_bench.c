@@ -18,7 +18,7 @@
 #include <string.h>
 #include <unistd.h>
 
-static void die(const char *what, int rc)
+static _Noreturn void die(const char *what, int rc)
 {
 	fprintf(stderr, "clone_bench: %s: %s\n", what, strerror(-rc));
 	exit(1);
@@ -134,7 +134,7 @@ int main(int argc, char **argv)
 	printf("ratio big/small (medians): %.2f\n", ms[1][rounds / 2] / ms[0][rounds / 2]);
 	/* flatten of a clone of the small one: its cost follows the data */
 	{
-		struct vol *c;
+		struct vol *c = NULL;
 		if ((rc = store_vol_clone(s, names[0], "s", "flat")) || (rc = vol_open(s, "flat", &c)))
 			die("clone for flatten", rc);
 		sync();

@@ -950,32 +950,37 @@ static bool fold_can_wait(int rc)
 int local_snap_delete(struct vol *v, const char *name)
 {
 	pthread_mutex_lock(&v->wmu);
+	/* A clone reads through this snapshot's epoch: it stays until its
+	 * clones are removed or flattened.  Asked before the write lock, so
+	 * that readers do not wait for the scan of the volumes; no clone can
+	 * appear meanwhile (a clone of an open volume is made under its wmu).
+	 * The meta only changes under wmu. */
+	int rc = 0;
+	if (snap_find(v, name, NULL)) {
+		char(*cl)[STORE_NAME_MAX + 1] = NULL;
+		size_t ncl = 0;
+		rc = local_vol_clones(v->store, v->name, name, &cl, &ncl);
+		free(cl);
+		if (rc == 0 && ncl) {
+			log_debug("store: %s: snapshot %s has %zu clone(s): kept", v->name, name, ncl);
+			rc = -EBUSY;
+		} else if (rc) {
+			log_error("store: %s: cannot tell whether snapshot %s has clones: %s", v->name,
+			          name, strerror(-rc));
+		}
+		if (rc) {
+			pthread_mutex_unlock(&v->wmu);
+			return rc;
+		}
+	}
 	pthread_rwlock_wrlock(&v->lock);
 	size_t idx;
-	int rc = 0;
 	const struct meta_snap *sp = snap_find(v, name, &idx);
 	if (!sp) {
 		rc = -ENOENT;
 		goto out;
 	}
 	struct meta_snap s = *sp;
-	/* A clone reads through this snapshot's epoch: it stays until its
-	 * clones are removed or flattened.  (Clones are created under this
-	 * volume's wmu, so none can appear while it is held.) */
-	char(*cl)[STORE_NAME_MAX + 1] = NULL;
-	size_t ncl = 0;
-	rc = local_vol_clones(v->store, v->name, s.name, &cl, &ncl);
-	free(cl);
-	if (rc == 0 && ncl) {
-		log_debug("store: %s: snapshot %s has %zu clone(s): kept", v->name, s.name, ncl);
-		rc = -EBUSY;
-		goto out;
-	}
-	if (rc) {
-		log_error("store: %s: cannot tell whether snapshot %s has clones: %s", v->name,
-		          s.name, strerror(-rc));
-		goto out;
-	}
 	memmove(&v->meta.snaps[idx], &v->meta.snaps[idx + 1],
 	        (v->meta.n_snaps - idx - 1) * sizeof(s));
 	v->meta.n_snaps--;

@@ -54,6 +54,15 @@ static const struct ctl_cmd_spec volume_cmds[] = {
 	  {"shrink", CTL_A_BOOL, 0, NULL, NULL,
 	   "allow a smaller size: the data past it is dropped (refused for a volume that has "
 	   "snapshots, is exported or is in a pair)"}}},
+	{"clone", "make NEW a writable thin clone of snapshot SRC@SNAP, at once (no data is "
+	 "copied); the snapshot is kept while NEW depends on it",
+	 {{"SRC@SNAP", CTL_A_VOL_SNAP, 0, NULL, NULL, "volume and snapshot to clone"},
+	  {"NEW", CTL_A_VOL, 0, NULL, NULL, "name of the new volume"}},
+	 {{0}}},
+	{"flatten", "copy into clone NAME what it still reads from its parent snapshot, making "
+	 "it an independent volume (online; shows progress)",
+	 {{"NAME", CTL_A_VOL, 0, NULL, NULL, "volume name (a clone)"}},
+	 {{0}}},
 	{"takeover", "shared (RBD) pool: serve here a volume whose holding ferryd is dead; "
 	 "its client is fenced (blocklisted) first",
 	 {{"NAME", CTL_A_VOL, 0, NULL, NULL, "volume name"}},

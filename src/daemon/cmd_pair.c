@@ -502,6 +502,17 @@ static int pair_create(struct dreq *r)
 	o.remote_name = rn->set ? rn->str : NULL;
 	o.force = ctl_flag(r->cmd, "force")->set;
 	const char *name = ctl_pos(r->cmd, "NAME")->str;
+	struct vol *v;
+	if (vol_open(r->store, name, &v) == 0) {
+		struct vol_info vi;
+		int e = vol_info(v, &vi);
+		vol_close(v);
+		/* Its first cycle would have to send the parent's data, which
+		 * no layer of the clone records (docs/DESIGN.md, Clones). */
+		if (e == 0 && vi.parent[0])
+			return dreq_fail(r, "volume '%s' is a clone of %s: replicate it after `ferry "
+			                 "volume flatten %s` (or pair the parent)", name, vi.parent, name);
+	}
 	struct repl_created res;
 	struct repl_err err = { "" };
 	struct sbuf b;
@@ -863,6 +874,7 @@ static int pair_points(struct dreq *r)
 			jw_key(&w, "bytes"); jw_u64(&w, pt[i].bytes);
 			jw_key(&w, "last"); jw_bool(&w, pt[i].last);
 			jw_key(&w, "pinned"); jw_bool(&w, pt[i].pinned);
+			jw_key(&w, "clones"); jw_u64(&w, pt[i].clones);
 			jw_obj_end(&w);
 		}
 		jw_arr_end(&w);
@@ -875,10 +887,14 @@ static int pair_points(struct dreq *r)
 			time_t t = (time_t)pt[i].time;
 			gmtime_r(&t, &tm);
 			strftime(ts, sizeof(ts), "%Y-%m-%dT%H:%M:%SZ", &tm);
-			sbuf_printf(&b, "%-32s %8" PRIu64 "  %-20s %10s%s%s\n", pt[i].snapshot,
+			char cl[48] = "";
+			if (pt[i].clones)
+				snprintf(cl, sizeof(cl), "  (clones: %" PRIu32 ", kept while they exist)",
+				         pt[i].clones);
+			sbuf_printf(&b, "%-32s %8" PRIu64 "  %-20s %10s%s%s%s\n", pt[i].snapshot,
 			            pt[i].cycle, ts, fmt_bytes(pt[i].bytes, sz, sizeof(sz)),
 			            pt[i].last ? "  (last synced)" : "",
-			            pt[i].pinned && !pt[i].last ? "  (kept: promote --at)" : "");
+			            pt[i].pinned && !pt[i].last ? "  (kept: promote --at)" : "", cl);
 		}
 	}
 	free(pt);

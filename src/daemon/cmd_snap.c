@@ -84,8 +84,12 @@ static int snap_rm(struct dreq *r)
 	if (dreq_open_vol(r, t->vol, NULL, &v))
 		return 1;
 	int st = 0, e = vol_snap_delete(v, t->snap);
+	char cl[1024];
 	if (e == -ENOENT)
 		st = dreq_fail(r, "no such snapshot '%s'", t->str);
+	else if (e == -EBUSY && daemon_clones_of(r->store, t->vol, t->snap, cl, sizeof(cl)))
+		st = dreq_fail(r, "snapshot '%s' has clones: %s (remove them, or make them "
+		               "independent with ferry volume flatten, first)", t->str, cl);
 	else if (e == -EBUSY)
 		st = dreq_fail(r, "snapshot '%s' is in use", t->str);
 	else if (e < 0)

@@ -29,6 +29,11 @@ static void json_vol(struct jw *w, const struct vol_info *vi)
 	jw_u64(w, vi->allocated_bytes);
 	jw_key(w, "snapshots");
 	jw_u64(w, vi->snapshots);
+	jw_key(w, "parent");
+	if (vi->parent[0])
+		jw_str(w, vi->parent);
+	else
+		jw_null(w);
 	jw_obj_end(w);
 }
 
@@ -95,8 +100,8 @@ static int volume_list(struct dreq *r)
 	if (json)
 		jw_arr_begin(&w);
 	else
-		sbuf_printf(&b, "%-24s %12s %12s %6s %s\n", "NAME", "SIZE", "ALLOCATED", "SNAPS",
-		            "UUID");
+		sbuf_printf(&b, "%-24s %12s %12s %6s %-36s %s\n", "NAME", "SIZE", "ALLOCATED",
+		            "SNAPS", "UUID", "PARENT");
 	for (size_t i = 0; i < n; i++) {
 		struct vol *v;
 		struct vol_info vi;
@@ -111,9 +116,10 @@ static int volume_list(struct dreq *r)
 			json_vol(&w, &vi);
 		} else {
 			char s1[32], s2[32];
-			sbuf_printf(&b, "%-24s %12s %12s %6" PRIu32 " %s\n", vi.name,
+			sbuf_printf(&b, "%-24s %12s %12s %6" PRIu32 " %-36s %s\n", vi.name,
 			            fmt_bytes(vi.size, s1, sizeof(s1)),
-			            fmt_bytes(vi.allocated_bytes, s2, sizeof(s2)), vi.snapshots, vi.uuid);
+			            fmt_bytes(vi.allocated_bytes, s2, sizeof(s2)), vi.snapshots, vi.uuid,
+			            vi.parent[0] ? vi.parent : "-");
 		}
 	}
 	free(names);
@@ -150,6 +156,7 @@ static int volume_info(struct dreq *r)
 		sbuf_printf(&b, "allocated_bytes: %" PRIu64 " (%s)\n", vi.allocated_bytes,
 		            fmt_bytes(vi.allocated_bytes, s, sizeof(s)));
 		sbuf_printf(&b, "snapshots:       %" PRIu32 "\n", vi.snapshots);
+		sbuf_printf(&b, "parent:          %s\n", vi.parent[0] ? vi.parent : "-");
 	}
 	return dreq_out_sbuf(r, &b);
 }
@@ -170,6 +177,10 @@ static int volume_rm(struct dreq *r)
 	char who[1536];
 	if (e == -EBUSY && store_vol_holder(r->store, name, who, sizeof(who)) == 0)
 		return dreq_fail(r, "volume '%s' is held by another gateway: %s", name, who);
+	char cl[1024];
+	if (e == -EBUSY && daemon_clones_of(r->store, name, NULL, cl, sizeof(cl)))
+		return dreq_fail(r, "volume '%s' has clones: %s (remove them, or make them independent "
+		                 "with ferry volume flatten, first)", name, cl);
 	if (e == -EBUSY)
 		return dreq_fail(r, "volume '%s' is in use", name);
 	if (e < 0)
@@ -443,6 +454,89 @@ static int volume_resize(struct dreq *r)
 	                          : "") < 0;
 }
 
+size_t daemon_clones_of(struct store *s, const char *vol, const char *snap, char *buf, size_t n)
+{
+	char(*names)[STORE_NAME_MAX + 1] = NULL;
+	size_t k = 0;
+	buf[0] = '\0';
+	if (store_vol_clones(s, vol, snap, &names, &k) < 0)
+		return 0;
+	size_t o = 0;
+	for (size_t i = 0; i < k && o + 1 < n; i++) {
+		int w = snprintf(buf + o, n - o, "%s%s", i ? ", " : "", names[i]);
+		if (w < 0)
+			break;
+		o += (size_t)w;
+	}
+	free(names);
+	return k;
+}
+
+static int volume_clone(struct dreq *r)
+{
+	const struct ctl_val *src = ctl_pos(r->cmd, "SRC@SNAP");
+	const char *name = ctl_pos(r->cmd, "NEW")->vol;
+	int rs = dreq_name_reserved(r, name, "volume");
+	if (rs)
+		return rs;
+	struct store_caps caps;
+	store_get_caps(r->store, &caps);
+	if (!caps.clone)
+		return dreq_fail(r, "the %s backend does not make clones", caps.backend);
+	if (!store_vol_exists(r->store, src->vol))
+		return dreq_fail(r, "no such volume '%s'", src->vol);
+	if (store_vol_exists(r->store, name))
+		return dreq_fail(r, "volume '%s' already exists", name);
+	uint64_t t0 = now_mono_ns();
+	int e = store_vol_clone(r->store, src->vol, src->snap, name);
+	double ms = (double)(now_mono_ns() - t0) / 1e6;
+	if (e == -EEXIST)
+		return dreq_fail(r, "volume '%s' already exists", name);
+	if (e == -ENOENT)
+		return dreq_fail(r, "no such snapshot '%s'", src->str);
+	if (e == -EOPNOTSUPP)
+		return dreq_fail(r, "the %s backend does not make clones", caps.backend);
+	if (e < 0)
+		return dreq_fail(r, "cannot clone '%s' to '%s': %s", src->str, name, strerror(-e));
+	log_info("cloned %s to volume %s in %.2f ms", src->str, name, ms);
+	return dreq_printf(r, "volume %s: clone of %s (%.2f ms); %s is kept while %s depends on "
+	                   "it (ferry volume flatten %s makes it independent)\n", name, src->str,
+	                   ms, src->str, name, name) < 0;
+}
+
+static void flatten_progress(void *ctx, uint64_t done, uint64_t total)
+{
+	dreq_progress(ctx, done, total, "flatten");
+}
+
+static int volume_flatten(struct dreq *r)
+{
+	const char *name = ctl_pos(r->cmd, "NAME")->vol;
+	struct vol_info vi;
+	if (get_info(r, name, &vi))
+		return 1;
+	if (!vi.parent[0])
+		return dreq_printf(r, "volume %s: not a clone (nothing to flatten)\n", name) < 0;
+	struct vol *v;
+	if (dreq_open_vol(r, name, NULL, &v))
+		return 1;
+	uint64_t t0 = now_mono_ns();
+	int e = vol_flatten(v, flatten_progress, r);
+	vol_close(v);
+	double s = (double)(now_mono_ns() - t0) / 1e9;
+	if (e == -EBUSY)
+		return dreq_fail(r, "volume '%s' is being flattened already", name);
+	if (e == -EINVAL) /* flattened in between */
+		return dreq_printf(r, "volume %s: not a clone (nothing to flatten)\n", name) < 0;
+	if (e == -EOPNOTSUPP)
+		return dreq_fail(r, "cannot flatten volume '%s': the backend does not do it", name);
+	if (e < 0)
+		return dreq_fail(r, "cannot flatten volume '%s': %s (it is still a clone of %s)", name,
+		                 strerror(-e), vi.parent);
+	log_info("flattened volume %s (was a clone of %s) in %.1f s", name, vi.parent, s);
+	return dreq_printf(r, "volume %s: independent of %s now (%.1f s)\n", name, vi.parent, s) < 0;
+}
+
 static int volume_takeover(struct dreq *r)
 {
 	const char *name = ctl_pos(r->cmd, "NAME")->vol;
@@ -527,6 +621,8 @@ const struct dgroup dgroup_volume = {
 		{"export", volume_export},
 		{"md5", volume_md5},
 		{"resize", volume_resize},
+		{"clone", volume_clone},
+		{"flatten", volume_flatten},
 		{"takeover", volume_takeover},
 		{"release", volume_release},
 		{NULL, NULL},

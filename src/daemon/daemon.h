@@ -83,6 +83,9 @@ void daemon_open_error(struct store *s, const char *name, int e, char *buf, size
 /* Opens volume name (checking that snap exists when non-empty).  Returns
  * 0 with *v (caller closes with vol_close), or 1 after telling the CLI. */
 int dreq_open_vol(struct dreq *r, const char *name, const char *snap, struct vol **v);
+/* The clones of vol (at snap; NULL: any snapshot) as "a, b, c" in buf;
+ * returns how many there are (0 also when the backend has no clones). */
+size_t daemon_clones_of(struct store *s, const char *vol, const char *snap, char *buf, size_t n);
 
 /* A command group: verbs and their handlers.  A handler returns the exit
  * status of the command (0, 1 runtime failure, 2 usage). */

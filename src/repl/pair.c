@@ -511,6 +511,10 @@ void drop_pair_snaps(struct repl *r, struct pair *p, const char *vol, const char
 					newer++;
 				pthread_mutex_unlock(&r->mu);
 			}
+			/* -EBUSY: a point with clones stays (store.h) until they are
+			 * removed or flattened; this runs after every commit, so it
+			 * goes at the first one after that, and the cycle never fails
+			 * for it. */
 			if (!needed)
 				(void)vol_snap_delete(v, si->name);
 		}

@@ -310,6 +310,8 @@ struct repl_point {
 	uint64_t bytes;
 	bool last;                           /* the last synced snapshot */
 	bool pinned;                         /* left by promote --at: the operator's */
+	uint32_t clones;                     /* volumes cloned from it (it is kept
+	                                        while they exist, whatever --keep says) */
 };
 int repl_pair_points(struct repl *r, const char *name, struct repl_point **out, size_t *n,
                      struct repl_err *err);

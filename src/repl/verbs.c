@@ -721,6 +721,11 @@ int repl_pair_points(struct repl *r, const char *name, struct repl_point **out, 
 		pt->time = s[i].ctime;
 		pt->last = !strcmp(s[i].name, c.last_snap);
 		pt->pinned = cy <= c.pinned_cycle;
+		char(*cl)[STORE_NAME_MAX + 1] = NULL;
+		size_t ncl = 0;
+		if (store_vol_clones(r->store, c.volume, s[i].name, &cl, &ncl) == 0)
+			pt->clones = (uint32_t)ncl;
+		free(cl);
 		struct bytes_ctx b = { 0 };
 		rc = vol_diff(v, k ? pts[k - 1].snapshot : NULL, s[i].name, count_data, &b);
 		pt->bytes = b.bytes;

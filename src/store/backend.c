@@ -195,11 +195,8 @@ struct vol *store_find_open(struct store *s, const char *name)
 	return NULL;
 }
 
-int vol_open(struct store *s, const char *name, struct vol **out)
+int store_vol_get_locked(struct store *s, const char *name, struct vol **out)
 {
-	if (!name_valid(name))
-		return -EINVAL;
-	pthread_mutex_lock(&s->mu);
 	struct vol *v = store_find_open(s, name);
 	int rc = 0;
 	if (v) {
@@ -211,9 +208,18 @@ int vol_open(struct store *s, const char *name, struct vol **out)
 			s->open = v;
 		}
 	}
-	pthread_mutex_unlock(&s->mu);
 	if (!rc)
 		*out = v;
+	return rc;
+}
+
+int vol_open(struct store *s, const char *name, struct vol **out)
+{
+	if (!name_valid(name))
+		return -EINVAL;
+	pthread_mutex_lock(&s->mu);
+	int rc = store_vol_get_locked(s, name, out);
+	pthread_mutex_unlock(&s->mu);
 	return rc;
 }
 
@@ -235,6 +241,36 @@ void vol_close(struct vol *v)
 	}
 	pthread_mutex_unlock(&s->mu);
 	s->ops->vol_unload(v);
+}
+
+/* ---- clones --------------------------------------------------------------- */
+
+int store_vol_clone(struct store *s, const char *src, const char *snap, const char *dst)
+{
+	if (!name_valid(src) || !name_valid(snap) || !name_valid(dst)) {
+		log_error("store: clone: invalid name");
+		return -EINVAL;
+	}
+	if (!s->ops->clone)
+		return -EOPNOTSUPP;
+	return s->ops->clone(s, src, snap, dst);
+}
+
+int store_vol_clones(struct store *s, const char *src, const char *snap,
+                     char (**names)[STORE_NAME_MAX + 1], size_t *n)
+{
+	if (!name_valid(src) || (snap && !name_valid(snap)))
+		return -EINVAL;
+	if (!s->ops->clones)
+		return -EOPNOTSUPP;
+	return s->ops->clones(s, src, snap, names, n);
+}
+
+int vol_flatten(struct vol *v, store_progress_cb cb, void *ctx)
+{
+	if (!v->store->ops->flatten)
+		return -EOPNOTSUPP;
+	return v->store->ops->flatten(v, cb, ctx);
 }
 
 /* ---- volumes: one call through the table each ---------------------------- */

@@ -71,6 +71,9 @@ struct store_ops {
 	int (*resize)(struct vol *v, uint64_t new_size);                   /* caps.resize */
 	int (*clone)(struct store *s, const char *src, const char *snap, /* caps.clone */
 	             const char *dst);
+	int (*clones)(struct store *s, const char *src, const char *snap, /* caps.clone */
+	              char (**names)[STORE_NAME_MAX + 1], size_t *n);
+	int (*flatten)(struct vol *v, store_progress_cb cb, void *ctx);   /* caps.clone */
 };
 
 extern const struct store_ops store_local_ops;
@@ -80,5 +83,8 @@ extern const struct store_ops store_rbd_ops;
 
 /* The open volume called name, or NULL.  Caller holds s->mu. */
 struct vol *store_find_open(struct store *s, const char *name);
+/* vol_open with s->mu already held (a clone's load opens its parent).
+ * The reference is dropped with vol_close (without s->mu). */
+int store_vol_get_locked(struct store *s, const char *name, struct vol **out);
 
 #endif

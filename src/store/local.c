@@ -24,7 +24,7 @@ const struct store_ops store_local_ops = {
 		.rollback_o1 = true,              /* one rename of the head layer */
 		.rollback_atomic = true,
 		.resize = true,                   /* vol.c: atomic, online grow */
-		.clone = false,
+		.clone = true,                    /* vol.c: reads fall through to the parent */
 		.shared = false,
 		.io_depth = 4,                    /* page cache: a few callers saturate it */
 	},
@@ -52,4 +52,7 @@ const struct store_ops store_local_ops = {
 	.diff = local_diff,
 	.object_is_zero = local_object_is_zero,
 	.resize = local_vol_resize,
+	.clone = local_vol_clone,
+	.clones = local_vol_clones,
+	.flatten = local_vol_flatten,
 };

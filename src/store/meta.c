@@ -231,6 +231,23 @@ int store_meta_parse(const void *buf, size_t len, struct store_meta *m, const ch
 	if (m->next_snap_id == 0 || m->next_snap_id >= (1ull << 62))
 		FAIL("bad next snapshot id");
 
+	/* optional: parent SRC SNAP SNAPID EPOCH (a clone) */
+	struct cur save = c;
+	if (next_line(&c, &ls, &ll) && ll > 7 && !memcmp(ls, "parent ", 7)) {
+		uint64_t id, ep;
+		if (split(ls, ll, f, fl, 5) != 5 || fl[1] > STORE_NAME_MAX || fl[2] > STORE_NAME_MAX ||
+		    !field_u64(f[3], fl[3], &id) || !field_u64(f[4], fl[4], &ep) || id == 0 || ep == 0)
+			FAIL("bad parent line");
+		memcpy(m->parent, f[1], fl[1]);
+		memcpy(m->parent_snap, f[2], fl[2]);
+		if (!name_valid(m->parent) || !name_valid(m->parent_snap))
+			FAIL("bad parent name");
+		m->parent_snap_id = id;
+		m->parent_epoch = ep;
+	} else {
+		c = save;
+	}
+
 	while (next_line(&c, &ls, &ll)) {
 		struct meta_snap s;
 		uint64_t id, ep, ct;
@@ -283,6 +300,9 @@ int store_meta_format(const struct store_meta *m, char **out, size_t *len)
 	            META_VERSION, m->uuid, (unsigned long long)m->size, m->object_size,
 	            m->block_size, (unsigned long long)m->head_epoch,
 	            (unsigned long long)m->next_snap_id);
+	if (m->parent[0])
+		sbuf_printf(&b, "parent %s %s %llu %llu\n", m->parent, m->parent_snap,
+		            (unsigned long long)m->parent_snap_id, (unsigned long long)m->parent_epoch);
 	for (size_t i = 0; i < m->n_snaps; i++) {
 		const struct meta_snap *s = &m->snaps[i];
 		sbuf_printf(&b, "snap %llu %llu %llu %s\n", (unsigned long long)s->id,

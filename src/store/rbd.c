@@ -1116,11 +1116,30 @@ static int rbd_snap_create_op(struct vol *v, const char *name)
 	return seen(v->store, rc);
 }
 
+static int children_of(struct store *s, rbd_image_t img, char (**names)[STORE_NAME_MAX + 1],
+                       size_t *n, size_t *cap);
+static int rbd_vol_clones_op(struct store *s, const char *src, const char *snap,
+                             char (**names)[STORE_NAME_MAX + 1], size_t *n);
+static void parent_of(rbd_image_t img, char *out, size_t n);
+
 static int rbd_snap_delete_op(struct vol *v, const char *name)
 {
 	struct rbd_vol *rv = RV(v);
 	int rc = fenced(v->store);
 	if (rc)
+		return rc;
+	/* With clone format 2 Ceph would not refuse: it parks a snapshot
+	 * with children in its trash.  A clone keeps its snapshot (store.h). */
+	rbd_image_t at;
+	size_t kids = 0, cap = 0;
+	rc = snap_handle(v, name, &at);
+	if (rc == 0)
+		rc = children_of(v->store, at, NULL, &kids, &cap);
+	if (rc == 0 && kids) {
+		log_debug("store: rbd: %s: snapshot %s has %zu clone(s): kept", v->name, name, kids);
+		return -EBUSY;
+	}
+	if (rc < 0 && rc != -ENOENT)
 		return rc;
 	pthread_rwlock_wrlock(&rv->lock);
 	snap_forget(rv, name);
@@ -1852,6 +1871,7 @@ static int rbd_vol_info(struct vol *v, struct vol_info *out)
 	memcpy(out->uuid, rv->uuid, sizeof(out->uuid));
 	out->object_size = rv->osz;
 	out->block_size = rv->bs;
+	parent_of(rv->img, out->parent, sizeof(out->parent));
 	/* Snapshot deletes and resizes wait for the read lock: the list and
 	 * the size stay true. */
 	pthread_rwlock_rdlock(&rv->lock);
@@ -1992,6 +2012,14 @@ static int rbd_vol_remove_op(struct store *s, const char *name, bool force)
 	}
 	struct owner rec;
 	rc = peek(s, name, NULL, 0, &rec);
+	if (rc < 0)
+		goto out;
+	char(*cl)[STORE_NAME_MAX + 1] = NULL;
+	size_t ncl = 0;
+	rc = rbd_vol_clones_op(s, name, NULL, &cl, &ncl);
+	free(cl);
+	if (rc == 0 && ncl)
+		rc = -EBUSY; /* store_vol_clones names them */
 	if (rc < 0)
 		goto out;
 	if (rec.gw[0] && strcmp(rec.gw, rs->gw)) {
@@ -2498,6 +2526,223 @@ static void rbd_close_op(struct store *s)
 	s->priv = NULL;
 }
 
+
+/* ---- clones (clone format 2: no snapshot protection) ---------------------------- */
+
+/* The children of the image img at the snapshot it is set to: their names
+ * appended to *names (when names is not NULL), their count added to *n.
+ * Every child counts, also one in another pool or in the trash: Ceph
+ * would park the snapshot in its trash rather than delete it. */
+static int children_of(struct store *s, rbd_image_t img, char (**names)[STORE_NAME_MAX + 1],
+                       size_t *n, size_t *cap)
+{
+	size_t max = 8;
+	rbd_linked_image_spec_t *c = NULL;
+	int rc;
+	for (;;) {
+		c = calloc(max, sizeof(*c));
+		if (!c)
+			return -ENOMEM;
+		rc = rbd_list_children3(img, c, &max);
+		if (rc != -ERANGE)
+			break;
+		free(c);
+	}
+	if (rc < 0) {
+		free(c);
+		return seen(s, rc);
+	}
+	for (size_t i = 0; i < max; i++) {
+		if (names) {
+			if (*n == *cap) {
+				size_t nc = *cap ? *cap * 2 : 8;
+				void *x = realloc(*names, nc * sizeof(**names));
+				if (!x) {
+					rc = -ENOMEM;
+					break;
+				}
+				*names = x;
+				*cap = nc;
+			}
+			snprintf((*names)[*n], STORE_NAME_MAX + 1, "%s", c[i].image_name);
+		}
+		(*n)++;
+	}
+	rbd_linked_image_spec_list_cleanup(c, max);
+	free(c);
+	return rc < 0 ? rc : 0;
+}
+
+static int rbd_vol_clones_op(struct store *s, const char *src, const char *snap,
+                             char (**names)[STORE_NAME_MAX + 1], size_t *n)
+{
+	int rc = fenced(s);
+	if (rc)
+		return rc;
+	rbd_image_t img;
+	rc = rbd_open_read_only(RS(s)->io, src, &img, NULL);
+	if (rc < 0)
+		return seen(s, rc);
+	int max = 16;
+	rbd_snap_info_t *si = NULL;
+	for (;;) {
+		si = calloc((size_t)max, sizeof(*si));
+		if (!si) {
+			rbd_close(img);
+			return -ENOMEM;
+		}
+		rc = rbd_snap_list(img, si, &max);
+		if (rc != -ERANGE)
+			break;
+		free(si);
+	}
+	char(*a)[STORE_NAME_MAX + 1] = NULL;
+	size_t k = 0, cap = 0;
+	int ns = rc;
+	for (int i = 0; i < ns && rc >= 0; i++) {
+		if (snap && strcmp(si[i].name, snap))
+			continue;
+		rc = rbd_snap_set(img, si[i].name);
+		if (rc >= 0)
+			rc = children_of(s, img, &a, &k, &cap);
+	}
+	if (ns >= 0)
+		rbd_snap_list_end(si);
+	free(si);
+	rbd_close(img);
+	if (rc < 0) {
+		free(a);
+		return seen(s, rc);
+	}
+	if (!a && !(a = malloc(sizeof(*a))))
+		return -ENOMEM;
+	qsort(a, k, sizeof(*a), cmp_name);
+	*names = a;
+	*n = k;
+	return 0;
+}
+
+static int rbd_vol_clone_op(struct store *s, const char *src, const char *snap, const char *dst)
+{
+	struct rbd_store *rs = RS(s);
+	int rc = fenced(s);
+	if (rc)
+		return rc;
+	if (!strcmp(src, dst))
+		return -EINVAL;
+	rbd_image_t p;
+	rc = rbd_open_read_only(rs->io, src, &p, snap);
+	if (rc < 0)
+		return seen(s, rc);
+	rbd_image_info_t pi;
+	char bs[16], uuid[37], tmp[STORE_NAME_MAX + 64];
+	rc = rbd_stat(p, &pi, sizeof(pi));
+	if (rc >= 0)
+		rc = meta_get(p, KEY_BS, bs, sizeof(bs));
+	rbd_close(p);
+	if (rc < 0)
+		return seen(s, rc == -ENOENT ? -EIO : rc);
+	if ((rc = store_uuid_new(uuid)))
+		return rc;
+	/* Like a create: made under a temporary name and renamed once
+	 * complete, so a crash leaves no half-made clone. */
+	snprintf(tmp, sizeof(tmp), NEW_PREFIX "%.8s-%s", rs->gw, dst);
+	pthread_mutex_lock(&s->mu);
+	rbd_image_t img = NULL;
+	rbd_image_options_t o;
+	rbd_image_options_create(&o);
+	rbd_image_options_set_uint64(o, RBD_IMAGE_OPTION_FEATURES, RBD_FEATURES);
+	rbd_image_options_set_uint64(o, RBD_IMAGE_OPTION_ORDER, (uint64_t)pi.order);
+	rbd_image_options_set_uint64(o, RBD_IMAGE_OPTION_CLONE_FORMAT, 2);
+	rc = rbd_open_read_only(rs->io, dst, &img, NULL);
+	if (rc == 0) {
+		rbd_close(img);
+		img = NULL;
+		rc = -EEXIST;
+		goto out;
+	}
+	if (rc != -ENOENT)
+		goto out;
+	(void)rbd_remove(rs->io, tmp);
+	rc = rbd_clone3(rs->io, src, snap, rs->io, tmp, o);
+	if (rc < 0)
+		goto out;
+	rc = rbd_open(rs->io, tmp, &img, NULL);
+	struct owner me;
+	owner_self(s, &me);
+	/* (a clone starts with its parent's image metadata: replaced here) */
+	if (!rc)
+		rc = rbd_metadata_set(img, KEY_BS, bs);
+	if (!rc)
+		rc = rbd_metadata_set(img, KEY_UUID, uuid);
+	if (!rc)
+		rc = owner_put(img, &me);
+	if (img) {
+		rbd_close(img);
+		img = NULL;
+	}
+	if (!rc)
+		rc = rbd_rename(rs->io, tmp, dst);
+	if (rc < 0)
+		(void)rbd_remove(rs->io, tmp);
+out:
+	rbd_image_options_destroy(o);
+	pthread_mutex_unlock(&s->mu);
+	if (rc < 0 && rc != -EEXIST && rc != -ENOENT)
+		log_error("store: rbd: cloning %s@%s to %s: %s", src, snap, dst, strerror(-rc));
+	return seen(s, rc);
+}
+
+struct flatten_ctx {
+	store_progress_cb cb;
+	void *ctx;
+};
+
+static int flatten_progress(uint64_t done, uint64_t total, void *arg)
+{
+	struct flatten_ctx *f = arg;
+	if (f->cb)
+		f->cb(f->ctx, done, total);
+	return 0;
+}
+
+static int rbd_flatten_op(struct vol *v, store_progress_cb cb, void *ctx)
+{
+	struct rbd_vol *rv = RV(v);
+	int rc = fenced(v->store);
+	if (rc)
+		return rc;
+	rbd_linked_image_spec_t pimg;
+	rbd_snap_spec_t psnap;
+	rc = rbd_get_parent(rv->img, &pimg, &psnap);
+	if (rc == -ENOENT)
+		return -EINVAL; /* not a clone */
+	if (rc < 0)
+		return seen(v->store, rc);
+	rbd_linked_image_spec_cleanup(&pimg);
+	rbd_snap_spec_cleanup(&psnap);
+	struct flatten_ctx f = {cb, ctx};
+	pthread_rwlock_rdlock(&rv->lock);
+	rc = rbd_flatten_with_progress(rv->img, flatten_progress, &f);
+	pthread_rwlock_unlock(&rv->lock);
+	if (rc < 0)
+		log_error("store: rbd: %s: flatten: %s", v->name, strerror(-rc));
+	return seen(v->store, rc);
+}
+
+/* "SRC@SNAP" of a clone in out (n bytes), "" for a volume without parent. */
+static void parent_of(rbd_image_t img, char *out, size_t n)
+{
+	rbd_linked_image_spec_t pimg;
+	rbd_snap_spec_t psnap;
+	out[0] = '\0';
+	if (rbd_get_parent(img, &pimg, &psnap) < 0)
+		return;
+	snprintf(out, n, "%s@%s", pimg.image_name, psnap.name);
+	rbd_linked_image_spec_cleanup(&pimg);
+	rbd_snap_spec_cleanup(&psnap);
+}
+
 const struct store_ops store_rbd_ops = {
 	.name = "rbd",
 	.caps = {
@@ -2509,7 +2754,7 @@ const struct store_ops store_rbd_ops = {
 		.rollback_o1 = false,             /* ~ what changed since the snapshot */
 		.rollback_atomic = false,         /* repeatable */
 		.resize = true,                   /* rbd_resize2; snapshots keep theirs */
-		.clone = false,
+		.clone = true,                    /* rbd_clone3, clone format 2 */
 		.shared = true,
 		.io_depth = 32,                   /* network round trips: keep many in flight */
 	},
@@ -2541,4 +2786,7 @@ const struct store_ops store_rbd_ops = {
 	.object_is_zero = rbd_object_is_zero_op,
 	.object_mapped = rbd_object_mapped_op,
 	.resize = rbd_resize_op,
+	.clone = rbd_vol_clone_op,
+	.clones = rbd_vol_clones_op,
+	.flatten = rbd_flatten_op,
 };

@@ -62,10 +62,23 @@ int local_vol_create(struct store *s, const char *name, const struct vol_params 
 	rc = store_uuid_new(m.uuid);
 	if (rc)
 		return rc;
+	return local_vol_create_meta(s, name, &m);
+}
+
+int local_vol_create_meta(struct store *s, const char *name, const struct store_meta *m)
+{
+	pthread_mutex_lock(&s->mu);
+	int rc = local_vol_create_meta_locked(s, name, m);
+	pthread_mutex_unlock(&s->mu);
+	return rc;
+}
+
+int local_vol_create_meta_locked(struct store *s, const char *name, const struct store_meta *m)
+{
+	int rc;
 	char fin[8400], tmp[8400], pth[8500];
 	spath(fin, sizeof(fin), "%s/%s", s->vdir, name);
 	spath(tmp, sizeof(tmp), "%s/.%s.tmp", s->vdir, name);
-	pthread_mutex_lock(&s->mu);
 	struct stat st;
 	if (lstat(fin, &st) == 0) {
 		rc = -EEXIST;
@@ -77,7 +90,7 @@ int local_vol_create(struct store *s, const char *name, const struct vol_params 
 	char *txt = NULL;
 	size_t n;
 	if (!rc)
-		rc = store_meta_format(&m, &txt, &n);
+		rc = store_meta_format(m, &txt, &n);
 	if (!rc) {
 		spath(pth, sizeof(pth), "%s/volume.meta", tmp);
 		rc = write_file_atomic(pth, txt, n);
@@ -92,8 +105,46 @@ int local_vol_create(struct store *s, const char *name, const struct vol_params 
 		rm_rf(tmp);
 	}
 out:
-	pthread_mutex_unlock(&s->mu);
 	return rc;
+}
+
+/* Reads and parses volume name's volume.meta.  m owned by the caller. */
+int local_meta_read(struct store *s, const char *name, struct store_meta *m)
+{
+	char p[8400], *txt = NULL;
+	size_t n;
+	spath(p, sizeof(p), "%s/%s/volume.meta", s->vdir, name);
+	int rc = read_file(p, META_MAX_BYTES, &txt, &n);
+	if (rc)
+		return rc;
+	const char *why;
+	rc = store_meta_parse(txt, n, m, &why);
+	free(txt);
+	return rc;
+}
+
+int local_vol_clones(struct store *s, const char *src, const char *snap,
+                     char (**names)[STORE_NAME_MAX + 1], size_t *n)
+{
+	char(*all)[STORE_NAME_MAX + 1] = NULL;
+	size_t na = 0, k = 0;
+	/* The clones' own volume.meta is the one truth (each is created and
+	 * flattened atomically there): nothing in the parent can go stale. */
+	int rc = local_vol_list(s, &all, &na);
+	if (rc)
+		return rc;
+	for (size_t i = 0; i < na; i++) {
+		struct store_meta m;
+		if (local_meta_read(s, all[i], &m))
+			continue;
+		bool hit = !strcmp(m.parent, src) && (!snap || !strcmp(m.parent_snap, snap));
+		store_meta_free(&m);
+		if (hit)
+			memmove(all[k++], all[i], sizeof(all[i]));
+	}
+	*names = all;
+	*n = k;
+	return 0;
 }
 
 int local_vol_remove(struct store *s, const char *name, bool force)
@@ -105,6 +156,15 @@ int local_vol_remove(struct store *s, const char *name, bool force)
 	if (store_find_open(s, name)) {
 		rc = -EBUSY;
 		goto out;
+	}
+	char(*cl)[STORE_NAME_MAX + 1] = NULL;
+	size_t ncl = 0;
+	if (local_vol_clones(s, name, NULL, &cl, &ncl) == 0) {
+		free(cl);
+		if (ncl) {
+			rc = -EBUSY; /* store_vol_clones names them */
+			goto out;
+		}
 	}
 	spath(p, sizeof(p), "%s/%s/volume.meta", s->vdir, name);
 	rc = read_file(p, META_MAX_BYTES, &txt, &n);

@@ -53,6 +53,8 @@ struct vol_info {
 	uint64_t objects;         /* ceil(size / object_size) */
 	uint64_t allocated_bytes; /* data stored, head and snapshots together */
 	uint32_t snapshots;
+	char parent[2 * STORE_NAME_MAX + 2]; /* "SRC@SNAP" for a clone not yet
+	                                        flattened, "" otherwise */
 };
 
 struct snap_info {
@@ -148,6 +150,29 @@ int store_vol_holder(struct store *s, const char *name, char *buf, size_t n);
 int store_vol_release(struct store *s, const char *name);
 int store_vol_takeover(struct store *s, const char *name, unsigned wait_ms, char *msg, size_t n);
 
+/* ---- clones ----------------------------------------------------------- */
+/* Makes volume dst a writable thin clone of src at snapshot snap
+ * (caps.clone): no data is copied, so it takes the same time whatever src
+ * holds.  dst has src's size and geometry; it reads as src@snap until
+ * written; writes to dst never change src or its snapshots.  While dst
+ * has not been flattened, snap cannot be deleted (vol_snap_delete:
+ * -EBUSY) nor src removed (store_vol_remove: -EBUSY), and dst cannot be
+ * resized.  Snapshots of dst are ordinary snapshots; vol_diff of dst from
+ * creation (from = NULL) is refused with -EOPNOTSUPP until it is flattened
+ * (a diff between two of its snapshots works).  Atomic: after a crash dst
+ * exists completely or not at all.  0, -ENOENT (src or snap), -EEXIST
+ * (dst), -EINVAL, -EOPNOTSUPP (backend), -ENOSPC/-EIO. */
+int store_vol_clone(struct store *s, const char *src, const char *snap, const char *dst);
+/* Names of the volumes that are clones of src at snapshot snap (NULL: at
+ * any snapshot) and not flattened, sorted.  *names is one malloc'd array
+ * (caller frees), *n may be 0.  -EOPNOTSUPP where the backend has no
+ * clones. */
+int store_vol_clones(struct store *s, const char *src, const char *snap,
+                     char (**names)[STORE_NAME_MAX + 1], size_t *n);
+
+/* Progress of long work: done out of total units (bytes or objects). */
+typedef void (*store_progress_cb)(void *ctx, uint64_t done, uint64_t total);
+
 /* ---- volume ----------------------------------------------------------- */
 /* Opens a volume.  The same volume may be opened several times (each call
  * returns a reference to one shared object); each open needs a close.
@@ -156,6 +181,14 @@ int store_vol_takeover(struct store *s, const char *name, unsigned wait_ms, char
 int vol_open(struct store *s, const char *name, struct vol **out);
 void vol_close(struct vol *v);
 int vol_info(struct vol *v, struct vol_info *out);
+
+/* Makes clone v independent of its parent: copies what it still reads
+ * from the parent's snapshot, then drops the link (atomic commit; a crash
+ * before it leaves the clone as it was, and the next flatten starts
+ * over).  Reads and writes go on meanwhile.  cb (may be NULL) is called
+ * with objects done / total.  0, -EINVAL (not a clone), -EBUSY (a flatten
+ * of v is already running), -EOPNOTSUPP, -ENOSPC/-EIO. */
+int vol_flatten(struct vol *v, store_progress_cb cb, void *ctx);
 
 /* The volume's size in bytes, without a lock (for a per-command check). */
 uint64_t vol_size(struct vol *v);

@@ -37,6 +37,13 @@ struct store_meta {
 	uint32_t block_size;
 	uint64_t head_epoch;
 	uint64_t next_snap_id;
+	/* A clone (docs/FORMAT.md §3): reads that no layer of this volume
+	 * decides fall through to volume parent at snapshot parent_snap
+	 * (id parent_snap_id, epoch parent_epoch).  parent[0] == 0: none. */
+	char parent[STORE_NAME_MAX + 1];
+	char parent_snap[STORE_NAME_MAX + 1];
+	uint64_t parent_snap_id;
+	uint64_t parent_epoch;
 	struct meta_snap *snaps; /* creation order (increasing id and epoch) */
 	size_t n_snaps;
 	size_t cap_snaps;
@@ -103,6 +110,11 @@ struct vol {
 	char **trash;
 	size_t n_trash;
 	uint64_t trash_seq;
+	/* A clone's parent (meta.parent), open for as long as v is: reads
+	 * that no layer of v decides go to it at meta.parent_epoch.  Changed
+	 * only by a flatten, under wmu and the write lock. */
+	struct vol *parent;
+	bool flattening;       /* under wmu */
 };
 
 struct store {
@@ -142,6 +154,22 @@ int local_rollback(struct vol *v, const char *name);
 int local_head_unchanged(struct vol *v, const char *name, bool *same);
 int local_diff(struct vol *v, const char *from, const char *to, diff_cb cb, void *ctx);
 int local_object_is_zero(struct vol *v, const char *snap, uint64_t objno, bool *zero);
+int local_vol_clone(struct store *s, const char *src, const char *snap, const char *dst);
+int local_vol_clones(struct store *s, const char *src, const char *snap,
+                     char (**names)[STORE_NAME_MAX + 1], size_t *n);
+int local_vol_flatten(struct vol *v, store_progress_cb cb, void *ctx);
+/* Creates volume name from meta m (store.c): built aside, then renamed
+ * into place (atomic).  -EEXIST, or an I/O error (logged). */
+int local_vol_create_meta(struct store *s, const char *name, const struct store_meta *m);
+int local_vol_create_meta_locked(struct store *s, const char *name, const struct store_meta *m);
+/* Reads and parses volume name's volume.meta (no log); m owned by the
+ * caller (store_meta_free). */
+int local_meta_read(struct store *s, const char *name, struct store_meta *m);
+/* The clone epoch reserved for a flatten's base layer: a clone starts
+ * with head_epoch CLONE_FIRST_EPOCH, and its flatten writes the parent's
+ * data into layer CLONE_BASE_TAG below every layer of its own. */
+#define CLONE_BASE_TAG 1u
+#define CLONE_FIRST_EPOCH 2u
 
 /* Loads volume dir (finishing interrupted snapshot deletes; a fold that
  * cannot run for lack of space is left for later and the load succeeds);
@@ -161,6 +189,10 @@ extern int (*store_fold_fault)(uint64_t folded);
  * layers are clipped, 2: the layers have their new size, 3: volume.meta
  * holds the new size) so that a test can kill the process there. */
 extern void (*store_resize_hook)(int step);
+/* Test hook, NULL otherwise: vol_flatten calls it after copying each
+ * object (objno) and with UINT64_MAX just before its commit, so that a
+ * test can kill the process there. */
+extern void (*store_flatten_hook)(uint64_t objno);
 
 /* snprintf for paths: truncation is an error (-ENAMETOOLONG), not a
  * silently different file. */

@@ -21,6 +21,7 @@ static const uint8_t zero_block[STORE_BLOCK];
 
 int (*store_fold_fault)(uint64_t folded);
 void (*store_resize_hook)(int step);
+void (*store_flatten_hook)(uint64_t objno);
 
 /* ---- helpers ------------------------------------------------------------ */
 
@@ -128,6 +129,32 @@ static int32_t data_owner(const struct vol *v, int32_t o, uint64_t objno, uint32
 	return rec_bit(r + v->bpo / 8, i) ? o : -1;
 }
 
+/* Where block i is read from, given its owner o (resolve): a layer index
+ * (its data), -1 (zeros) or -2 (no layer of this clone decides it: the
+ * parent's snapshot does). */
+static int32_t block_src(const struct vol *v, int32_t o, uint64_t objno, uint32_t i)
+{
+	if (o < 0)
+		return v->parent ? -2 : -1;
+	return data_owner(v, o, objno, i);
+}
+
+static int read_epoch(struct vol *v, uint64_t ep, void *buf, uint64_t off, uint64_t len);
+static int parent_object_zero(struct vol *v, uint64_t objno, bool *zero);
+
+/* Reads [off, off+len) of a clone's parent at the clone's snapshot.  The
+ * parent may have grown since (never shrunk: the snapshot is pinned);
+ * past its size the snapshot reads zeros. */
+static int parent_read(struct vol *v, uint8_t *buf, uint64_t off, uint64_t len)
+{
+	struct vol *p = v->parent;
+	uint64_t psize = local_vol_size(p);
+	uint64_t n = off < psize ? MIN(len, psize - off) : 0;
+	if (n < len)
+		memset(buf + n, 0, len - n);
+	return n ? read_epoch(p, v->meta.parent_epoch, buf, off, n) : 0;
+}
+
 static int read_upto(struct vol *v, size_t k, uint8_t *buf, uint64_t off, uint64_t len,
                      int32_t *owner)
 {
@@ -140,13 +167,17 @@ static int read_upto(struct vol *v, size_t k, uint8_t *buf, uint64_t off, uint64
 		uint32_t i1 = (uint32_t)DIV_ROUND_UP(cend - ostart, STORE_BLOCK);
 		resolve(v, k, objno, i0, i1, owner);
 		for (uint32_t i = i0; i < i1;) {
-			int32_t d = data_owner(v, owner[i - i0], objno, i);
+			int32_t d = block_src(v, owner[i - i0], objno, i);
 			uint32_t j = i + 1;
-			while (j < i1 && data_owner(v, owner[j - i0], objno, j) == d)
+			while (j < i1 && block_src(v, owner[j - i0], objno, j) == d)
 				j++;
 			uint64_t a = MAX(pos, ostart + (uint64_t)i * STORE_BLOCK);
 			uint64_t b = MIN(cend, ostart + (uint64_t)j * STORE_BLOCK);
-			if (d < 0) {
+			if (d == -2) {
+				int rc = parent_read(v, buf + (a - off), a, b - a);
+				if (rc)
+					return rc;
+			} else if (d < 0) {
 				memset(buf + (a - off), 0, b - a);
 			} else {
 				const struct layer *l = v->layers[d];
@@ -398,6 +429,21 @@ int local_vol_discard(struct vol *v, uint64_t off, uint64_t len)
 	return do_write(v, NULL, off, len);
 }
 
+/* Reads at epoch ep (a snapshot's, or the head's).  A clone's read of a
+ * block none of its layers holds takes its parent's read lock inside its
+ * own: locks are always taken child before parent, never the reverse. */
+static int read_epoch(struct vol *v, uint64_t ep, void *buf, uint64_t off, uint64_t len)
+{
+	int32_t *owner = malloc(v->bpo * sizeof(*owner));
+	if (!owner)
+		return -ENOMEM;
+	pthread_rwlock_rdlock(&v->lock);
+	int rc = read_upto(v, layers_upto(v, ep), buf, off, len, owner);
+	pthread_rwlock_unlock(&v->lock);
+	free(owner);
+	return rc;
+}
+
 int local_vol_read(struct vol *v, const char *snap, void *buf, uint64_t off, size_t len)
 {
 	int rc = check_range(v, off, len);
@@ -472,6 +518,9 @@ int local_vol_info(struct vol *v, struct vol_info *out)
 	out->block_size = v->meta.block_size;
 	out->objects = v->objects;
 	out->snapshots = (uint32_t)v->meta.n_snaps;
+	if (v->meta.parent[0])
+		snprintf(out->parent, sizeof(out->parent), "%s@%s", v->meta.parent,
+		         v->meta.parent_snap);
 	for (size_t i = 0; i < v->n_layers; i++)
 		out->allocated_bytes += layer_allocated(v->layers[i]);
 	pthread_rwlock_unlock(&v->lock);
@@ -598,6 +647,13 @@ int local_vol_resize(struct vol *v, uint64_t size)
 	pthread_rwlock_wrlock(&v->lock);
 	int rc = 0;
 	uint64_t old = v->meta.size, old_objects = v->objects;
+	if (v->parent && size != old) {
+		/* Its reads fall through to the parent within its size: a grow
+		 * after a shrink would show the parent's bytes again. */
+		log_error("store: %s: a clone is resized only after a flatten", v->name);
+		rc = -EBUSY;
+		goto out;
+	}
 	uint64_t objects = DIV_ROUND_UP(size, v->meta.object_size);
 	if (size == old)
 		goto out;
@@ -924,9 +980,31 @@ static bool fold_can_wait(int rc)
 int local_snap_delete(struct vol *v, const char *name)
 {
 	pthread_mutex_lock(&v->wmu);
+	/* A clone reads through this snapshot's epoch: it stays until its
+	 * clones are removed or flattened.  Asked before the write lock, so
+	 * that readers do not wait for the scan of the volumes; no clone can
+	 * appear meanwhile (a clone of an open volume is made under its wmu).
+	 * The meta only changes under wmu. */
+	int rc = 0;
+	if (snap_find(v, name, NULL)) {
+		char(*cl)[STORE_NAME_MAX + 1] = NULL;
+		size_t ncl = 0;
+		rc = local_vol_clones(v->store, v->name, name, &cl, &ncl);
+		free(cl);
+		if (rc == 0 && ncl) {
+			log_debug("store: %s: snapshot %s has %zu clone(s): kept", v->name, name, ncl);
+			rc = -EBUSY;
+		} else if (rc) {
+			log_error("store: %s: cannot tell whether snapshot %s has clones: %s", v->name,
+			          name, strerror(-rc));
+		}
+		if (rc) {
+			pthread_mutex_unlock(&v->wmu);
+			return rc;
+		}
+	}
 	pthread_rwlock_wrlock(&v->lock);
 	size_t idx;
-	int rc = 0;
 	const struct meta_snap *sp = snap_find(v, name, &idx);
 	if (!sp) {
 		rc = -ENOENT;
@@ -1085,13 +1163,15 @@ static int diff_object(struct vol *v, size_t lo, size_t hi, uint64_t objno,
 	if (!any)
 		return 0;
 	resolve(v, hi, objno, 0, nb, sc->owner);
-	bool all_zero = true;
+	bool all_zero = true, fall = false;
 	size_t ne = 0;
 	const uint64_t base = objno * v->meta.object_size;
 	for (uint32_t i = 0; i < nb; i++) {
 		bool data = data_owner(v, sc->owner[i], objno, i) >= 0;
 		if (data)
 			all_zero = false;
+		if (sc->owner[i] < 0)
+			fall = true; /* never a touched block: those have an owner */
 		if (!sc->touched[i])
 			continue;
 		enum extent_kind kind = data ? EXTENT_DATA : EXTENT_ZERO;
@@ -1103,6 +1183,11 @@ static int diff_object(struct vol *v, size_t lo, size_t hi, uint64_t objno,
 		} else {
 			sc->ext[ne++] = (struct extent){.offset = a, .length = len, .kind = kind};
 		}
+	}
+	if (all_zero && fall && v->parent) {
+		int rc = parent_object_zero(v, objno, &all_zero);
+		if (rc)
+			return rc;
 	}
 	struct diff_object d = {.objno = objno, .extents = sc->ext, .n_extents = ne,
 	                        .all_zero = all_zero};
@@ -1128,6 +1213,14 @@ int local_diff(struct vol *v, const char *from, const char *to, diff_cb cb, void
 		pthread_mutex_lock(&v->wmu);
 	pthread_rwlock_rdlock(&v->lock);
 	uint64_t a = 0, b;
+	if (!from && v->parent) {
+		/* From creation, a clone's content includes its parent's, which
+		 * no layer of its own records: flatten it first. */
+		log_error("store: %s: a diff from creation of a clone (of %s@%s) needs a flatten "
+		          "first", v->name, v->meta.parent, v->meta.parent_snap);
+		rc = -EOPNOTSUPP;
+		goto out;
+	}
 	if (from)
 		rc = epoch_of(v, from, &a);
 	if (!rc)
@@ -1183,6 +1276,52 @@ out_free:
 	return rc;
 }
 
+static int object_zero_epoch(struct vol *v, uint64_t ep, uint64_t objno, bool *zero);
+
+/* Whether a clone's parent snapshot reads object objno as zeros. */
+static int parent_object_zero(struct vol *v, uint64_t objno, bool *zero)
+{
+	struct vol *p = v->parent;
+	if (objno >= p->objects || objno * p->meta.object_size >= local_vol_size(p)) {
+		*zero = true;
+		return 0;
+	}
+	return object_zero_epoch(p, v->meta.parent_epoch, objno, zero);
+}
+
+/* Called with the read lock held.  Blocks that fall through to a clone's
+ * parent count as data when the parent's object is not all zeros (a
+ * cheap upper bound: may say "data" for an object that reads as zeros). */
+static int object_zero_locked(struct vol *v, uint64_t ep, uint64_t objno, int32_t *owner,
+                              bool *zero)
+{
+	uint32_t nb = obj_blocks(v, objno);
+	resolve(v, layers_upto(v, ep), objno, 0, nb, owner);
+	*zero = true;
+	bool fall = false;
+	for (uint32_t i = 0; i < nb && *zero; i++) {
+		if (owner[i] < 0)
+			fall = true;
+		else if (data_owner(v, owner[i], objno, i) >= 0)
+			*zero = false;
+	}
+	if (*zero && fall && v->parent)
+		return parent_object_zero(v, objno, zero);
+	return 0;
+}
+
+static int object_zero_epoch(struct vol *v, uint64_t ep, uint64_t objno, bool *zero)
+{
+	int32_t *owner = malloc(v->bpo * sizeof(*owner));
+	if (!owner)
+		return -ENOMEM;
+	pthread_rwlock_rdlock(&v->lock);
+	int rc = object_zero_locked(v, ep, objno, owner, zero);
+	pthread_rwlock_unlock(&v->lock);
+	free(owner);
+	return rc;
+}
+
 int local_object_is_zero(struct vol *v, const char *snap, uint64_t objno, bool *zero)
 {
 	if (objno >= v->objects)
@@ -1193,14 +1332,8 @@ int local_object_is_zero(struct vol *v, const char *snap, uint64_t objno, bool *
 	pthread_rwlock_rdlock(&v->lock);
 	uint64_t ep;
 	int rc = epoch_of(v, snap, &ep);
-	if (!rc) {
-		uint32_t nb = obj_blocks(v, objno);
-		resolve(v, layers_upto(v, ep), objno, 0, nb, owner);
-		*zero = true;
-		for (uint32_t i = 0; i < nb && *zero; i++)
-			if (data_owner(v, owner[i], objno, i) >= 0)
-				*zero = false;
-	}
+	if (!rc)
+		rc = object_zero_locked(v, ep, objno, owner, zero);
 	pthread_rwlock_unlock(&v->lock);
 	free(owner);
 	return rc;
@@ -1398,10 +1531,40 @@ void vol_free(struct vol *v)
 		free(v->trash[i]);
 	free(v->trash);
 	store_meta_free(&v->meta);
+	if (v->parent)
+		vol_close(v->parent); /* never called with the store's mu held */
 	pthread_mutex_destroy(&v->wmu);
 	pthread_mutex_destroy(&v->fmu);
 	pthread_rwlock_destroy(&v->lock);
 	free(v);
+}
+
+/* A clone's parent is opened with its own load (under the store's mu,
+ * which vol_load runs under); it is checked first from its volume.meta, so
+ * that nothing can fail once the reference is taken. */
+static int load_parent(struct vol *v)
+{
+	struct store_meta pm;
+	const struct store_meta *m = &v->meta;
+	int rc = local_meta_read(v->store, m->parent, &pm);
+	if (rc) {
+		log_error("store: %s: its parent volume %s cannot be read: %s", v->name, m->parent,
+		          strerror(-rc));
+		return rc == -ENOENT ? -EIO : rc;
+	}
+	bool ok = false;
+	for (size_t i = 0; i < pm.n_snaps; i++)
+		if (!strcmp(pm.snaps[i].name, m->parent_snap))
+			ok = pm.snaps[i].id == m->parent_snap_id && pm.snaps[i].epoch == m->parent_epoch;
+	ok = ok && pm.object_size == m->object_size;
+	store_meta_free(&pm);
+	if (!ok) {
+		log_error("store: %s: its parent snapshot %s@%s (id %llu, epoch %llu) is gone or "
+		          "differs", v->name, m->parent, m->parent_snap,
+		          (unsigned long long)m->parent_snap_id, (unsigned long long)m->parent_epoch);
+		return -EIO;
+	}
+	return store_vol_get_locked(v->store, m->parent, &v->parent);
 }
 
 int vol_load(struct store *s, const char *name, struct vol **out)
@@ -1442,9 +1605,223 @@ int vol_load(struct store *s, const char *name, struct vol **out)
 	trash_empty(v);
 	if (rc)
 		goto fail;
+	if (v->meta.parent[0] && (rc = load_parent(v)))
+		goto fail;
 	*out = v;
 	return 0;
 fail:
 	vol_free(v);
+	return rc;
+}
+
+/* ---- clones ------------------------------------------------------------- */
+
+/* The clone's volume.meta: src's geometry, parent snapshot sn. */
+static int clone_meta(const struct store_meta *src, const char *sname, const struct meta_snap *sn,
+                      struct store_meta *m)
+{
+	*m = (struct store_meta){.size = src->size, .object_size = src->object_size,
+	                         .block_size = src->block_size, .head_epoch = CLONE_FIRST_EPOCH,
+	                         .next_snap_id = 1, .parent_snap_id = sn->id,
+	                         .parent_epoch = sn->epoch};
+	snprintf(m->parent, sizeof(m->parent), "%s", sname);
+	snprintf(m->parent_snap, sizeof(m->parent_snap), "%s", sn->name);
+	return store_uuid_new(m->uuid);
+}
+
+int local_vol_clone(struct store *s, const char *src, const char *snap, const char *dst)
+{
+	if (!strcmp(src, dst))
+		return -EINVAL;
+	struct store_meta m;
+	int rc;
+	/* Serialised with the snapshot's delete, which runs on the open
+	 * volume under its wmu.  Not open: nobody can open it while the
+	 * store's mu is held, so its volume.meta is the truth for the whole
+	 * create (and loading a big volume is not paid for a clone). */
+	pthread_mutex_lock(&s->mu);
+	struct vol *sv = store_find_open(s, src);
+	if (!sv) {
+		struct store_meta pm;
+		rc = local_meta_read(s, src, &pm);
+		if (rc == 0) {
+			const struct meta_snap *sn = NULL;
+			for (size_t i = 0; i < pm.n_snaps && !sn; i++)
+				if (!strcmp(pm.snaps[i].name, snap))
+					sn = &pm.snaps[i];
+			rc = sn ? clone_meta(&pm, src, sn, &m) : -ENOENT;
+			store_meta_free(&pm);
+		}
+		if (rc == 0)
+			rc = local_vol_create_meta_locked(s, dst, &m);
+		pthread_mutex_unlock(&s->mu);
+		goto done;
+	}
+	sv->refs++;
+	pthread_mutex_unlock(&s->mu);
+	pthread_mutex_lock(&sv->wmu);
+	const struct meta_snap *sn = snap_find(sv, snap, NULL);
+	rc = sn ? clone_meta(&sv->meta, src, sn, &m) : -ENOENT;
+	if (!rc)
+		rc = local_vol_create_meta(s, dst, &m);
+	pthread_mutex_unlock(&sv->wmu);
+	vol_close(sv);
+done:
+	if (!rc)
+		log_info("store: %s: cloned from %s@%s", dst, src, snap);
+	return rc;
+}
+
+/* Copies into l every block that the parent's snapshot holds as data in
+ * object objno (buf: one object).  The data goes before the bits, as for
+ * every write (put_data). */
+static int flatten_object(struct vol *v, struct layer *l, uint64_t objno, uint8_t *buf)
+{
+	bool zero;
+	int rc = parent_object_zero(v, objno, &zero);
+	if (rc || zero)
+		return rc;
+	uint64_t off = objno * v->meta.object_size;
+	uint64_t len = MIN((uint64_t)v->meta.object_size, v->meta.size - off);
+	rc = parent_read(v, buf, off, len);
+	if (rc)
+		return rc;
+	uint32_t nb = (uint32_t)DIV_ROUND_UP(len, STORE_BLOCK);
+	if (len % STORE_BLOCK) /* the volume's last block: whole blocks are stored */
+		memset(buf + len, 0, nb * STORE_BLOCK - len);
+	uint64_t b0 = off / STORE_BLOCK;
+	for (uint32_t i = 0; i < nb;) {
+		if (buf_is_zero(buf + (size_t)i * STORE_BLOCK, STORE_BLOCK)) {
+			i++;
+			continue;
+		}
+		uint32_t j = i + 1;
+		while (j < nb && !buf_is_zero(buf + (size_t)j * STORE_BLOCK, STORE_BLOCK))
+			j++;
+		rc = put_data(v, l, b0 + i, j - i, buf + (size_t)i * STORE_BLOCK);
+		if (rc)
+			return rc;
+		i = j;
+	}
+	return 0;
+}
+
+int local_vol_flatten(struct vol *v, store_progress_cb cb, void *ctx)
+{
+	pthread_mutex_lock(&v->wmu);
+	int rc = 0;
+	if (!v->parent)
+		rc = -EINVAL;
+	else if (v->flattening)
+		rc = -EBUSY;
+	else if (layer_find(v, CLONE_BASE_TAG, NULL) || v->meta.head_epoch < CLONE_FIRST_EPOCH)
+		rc = -EAGAIN; /* an earlier flatten's base not folded yet (no space) */
+	if (!rc)
+		v->flattening = true;
+	uint64_t objects = v->objects;
+	pthread_mutex_unlock(&v->wmu);
+	if (rc) {
+		if (rc == -EAGAIN)
+			log_error("store: %s: an earlier flatten's base layer waits for space to be "
+			          "folded; retry after freeing space", v->name);
+		return rc;
+	}
+	/* The base layer is built beside the live layer list, with the tag
+	 * reserved below every layer of the clone.  Its blocks hold exactly
+	 * the parent's bytes, so whatever a crash leaves of it reads the same
+	 * as the parent: an open simply folds it into the clone's first
+	 * anchor, and the next flatten starts over.  The copy reads only the
+	 * parent's (pinned) snapshot: the clone's I/O goes on meanwhile. */
+	struct layer *l = NULL;
+	uint8_t *buf = malloc(v->meta.object_size);
+	uint64_t t0 = now_mono_ns();
+	if (!buf)
+		rc = -ENOMEM;
+	if (!rc)
+		rc = layer_create(v, CLONE_BASE_TAG, &l);
+	for (uint64_t o = 0; o < objects && !rc; o++) {
+		rc = flatten_object(v, l, o, buf);
+		if (cb && !rc)
+			cb(ctx, o + 1, objects);
+		if (store_flatten_hook)
+			store_flatten_hook(o);
+	}
+	if (!rc)
+		rc = layer_sync(l);
+	if (!rc)
+		rc = layers_dir_sync(v); /* the base's name is durable before the commit */
+	free(buf);
+	if (!rc && store_flatten_hook)
+		store_flatten_hook(UINT64_MAX);
+	pthread_mutex_lock(&v->wmu);
+	if (rc)
+		goto out;
+	if (v->n_layers == v->cap_layers) {
+		size_t cap = v->cap_layers ? v->cap_layers * 2 : 8;
+		struct layer **n = realloc(v->layers, cap * sizeof(*n));
+		pthread_rwlock_wrlock(&v->lock);
+		if (n) {
+			v->layers = n;
+			v->cap_layers = cap;
+		}
+		pthread_rwlock_unlock(&v->lock);
+		if (!n) {
+			rc = -ENOMEM;
+			goto out;
+		}
+	}
+	pthread_rwlock_wrlock(&v->lock);
+	memmove(v->layers + 1, v->layers, v->n_layers * sizeof(*v->layers));
+	v->layers[0] = l;
+	v->n_layers++;
+	struct store_meta old = v->meta;
+	v->meta.parent[0] = '\0';
+	v->meta.parent_snap[0] = '\0';
+	v->meta.parent_snap_id = 0;
+	v->meta.parent_epoch = 0;
+	/* Commit point: volume.meta without the parent line. */
+	rc = vol_meta_save(v);
+	struct vol *p = NULL;
+	if (rc) {
+		memcpy(v->meta.parent, old.parent, sizeof(old.parent));
+		memcpy(v->meta.parent_snap, old.parent_snap, sizeof(old.parent_snap));
+		v->meta.parent_snap_id = old.parent_snap_id;
+		v->meta.parent_epoch = old.parent_epoch;
+		/* the base layer stays: it reads as the parent does */
+	} else {
+		p = v->parent;
+		v->parent = NULL;
+		l = NULL;
+		/* The base is a leftover below the first anchor: fold it there,
+		 * so that the clone's layers are what a volume's always are. */
+		int e = finish_folds(v, 0, CLONE_BASE_TAG);
+		if (e)
+			log_warn("store: %s: flattened; the base layer is not folded yet (%s), "
+			         "retried at the next open or snapshot delete", v->name, strerror(-e));
+	}
+	pthread_rwlock_unlock(&v->lock);
+	if (!rc)
+		log_info("store: %s: flattened (independent of %s@%s) in %.1f s", v->name, old.parent,
+		         old.parent_snap, (double)(now_mono_ns() - t0) / 1e9);
+	if (p) {
+		v->flattening = false;
+		pthread_mutex_unlock(&v->wmu);
+		trash_empty(v);
+		vol_close(p);
+		return 0;
+	}
+out:
+	if (rc && l && v->n_layers && v->layers[0] == l) {
+		/* the commit failed after l joined the list: it stays there */
+		l = NULL;
+	}
+	v->flattening = false;
+	pthread_mutex_unlock(&v->wmu);
+	if (l) {
+		char path[4200];
+		snprintf(path, sizeof(path), "%s", l->path);
+		layer_free(l);
+		rm_rf(path); /* harmless if it stayed: it reads as the parent */
+	}
 	return rc;
 }

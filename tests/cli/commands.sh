@@ -26,7 +26,8 @@ expect 0 "info --json" -- ferry volume info db --json
 check "info --json fields" python3 -c '
 import json,sys
 v = json.loads(sys.argv[1])
-assert set(v) == {"name","uuid","size","object_size","block_size","objects","allocated_bytes","snapshots"}, v
+assert set(v) == {"name","uuid","size","object_size","block_size","objects","allocated_bytes","snapshots","parent"}, v
+assert v["parent"] is None, v
 assert v["name"] == "db" and v["size"] == 32 << 20 and v["object_size"] == 4 << 20, v
 assert v["block_size"] == 512 and v["objects"] == 8 and v["allocated_bytes"] == 0, v
 ' "$OUT"

@@ -49,7 +49,7 @@ for m in fw raw; do
 	is $m "export pair snap status volume" ferry ""
 	is $m "volume" ferry vo
 	is $m "--help --pool --version" ferry --
-	is $m "create discard export info list md5 release resize rm takeover write" ferry volume ""
+	is $m "clone create discard export flatten info list md5 release resize rm takeover write" ferry volume ""
 	is $m "demote" ferry pair de
 	is $m "--block-size --help --object-size --size" ferry volume create x --
 	is $m "--block-size --help --object-size" ferry volume create x --size 1M --
@@ -61,6 +61,8 @@ for m in fw raw; do
 	is $m "db logs web" ferry "--pool=$POOL" volume md5 ""
 	is $m "db@monday db@tuesday" ferry --pool "$POOL" snap rm db@
 	is $m "db@tuesday" ferry --pool "$POOL" snap rm db@t
+	is $m "db@monday db@tuesday" ferry --pool "$POOL" volume clone db@
+	is $m "" ferry --pool "$POOL" volume clone db@monday ""
 	is $m "logs" ferry --pool "$POOL" pair status ""
 	is $m "web" ferry --pool "$POOL" export rm ""
 	is $m "web" ferry --pool "$POOL" export add w

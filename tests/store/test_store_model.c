@@ -382,6 +382,58 @@ static void op_resize(struct model *m)
 	      "vol_info after a resize");
 }
 
+/* Backends with caps.clone: a clone of a random snapshot reads as the
+ * snapshot, takes writes without changing the model's volume, keeps its
+ * snapshot from being deleted, and (half the time) is flattened first;
+ * removing it frees the snapshot again. */
+static void op_clone(struct model *m)
+{
+	if (!m->caps.clone || !m->n_snaps)
+		return;
+	struct msnap *s = &m->snaps[rng_below(&m->r, m->n_snaps)];
+	bool flatten = rng_below(&m->r, 2);
+	if (getenv("FERRY_MODEL_TRACE"))
+		print_message("op %llu: clone %s%s\n", (unsigned long long)m->op, s->name,
+		              flatten ? " + flatten" : "");
+	(void)store_vol_remove(m->st, "c", true); /* a leftover of a failed run */
+	int rc = store_vol_clone(m->st, "v", s->name, "c");
+	CHECK(m, rc == 0, "clone %s: %d", s->name, rc);
+	struct vol *c;
+	CHECK(m, vol_open(m->st, "c", &c) == 0, "open the clone");
+	uint8_t *want = malloc(m->size);
+	memcpy(want, s->data, m->size);
+	CHECK(m, vol_read(c, NULL, m->rbuf, 0, m->size) == 0 && !memcmp(m->rbuf, want, m->size),
+	      "the clone of %s reads as it", s->name);
+	for (int i = 0; i < 3; i++) {
+		uint64_t off = rng_below(&m->r, m->size);
+		uint64_t len = 1 + rng_below(&m->r, MIN(m->size - off, 3 * (uint64_t)m->osz));
+		rng_fill(&m->r, want + off, len);
+		CHECK(m, vol_write(c, want + off, off, len) == 0, "clone write");
+	}
+	rc = vol_snap_delete(m->v, s->name);
+	CHECK(m, rc == -EBUSY, "delete of a cloned snapshot: %d", rc);
+	if (flatten) {
+		rc = vol_flatten(c, NULL, NULL);
+		CHECK(m, rc == 0, "flatten: %d", rc);
+		struct vol_info vi;
+		CHECK(m, vol_info(c, &vi) == 0 && !vi.parent[0], "a parent after the flatten");
+	}
+	CHECK(m, vol_read(c, NULL, m->rbuf, 0, m->size) == 0 && !memcmp(m->rbuf, want, m->size),
+	      "the clone reads its writes over %s", s->name);
+	CHECK(m, vol_read(m->v, s->name, m->rbuf, 0, m->size) == 0 &&
+	         !memcmp(m->rbuf, s->data, m->size), "%s unchanged by its clone", s->name);
+	vol_close(c);
+	free(want);
+	if (flatten) {
+		char(*names)[STORE_NAME_MAX + 1];
+		size_t n;
+		CHECK(m, store_vol_clones(m->st, "v", s->name, &names, &n) == 0 && n == 0,
+		      "a flattened clone still counts");
+		free(names);
+	}
+	CHECK(m, store_vol_remove(m->st, "c", true) == 0, "remove the clone");
+}
+
 static void run_one(uint64_t seed, uint64_t ops)
 {
 	struct model M = {0}, *m = &M;
@@ -446,6 +498,8 @@ static void run_one(uint64_t seed, uint64_t ops)
 		} else if (x < 92 && m->caps.resize) {
 			op_resize(m);
 			full = true;
+		} else if (x < 93) {
+			op_clone(m);
 		} else {
 			int f = (int)rng_below(&m->r, m->n_snaps + 1) - 1;
 			int t = f + 1 + (int)rng_below(&m->r, m->n_snaps - (size_t)(f + 1) + 1);

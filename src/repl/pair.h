@@ -118,6 +118,8 @@ struct pair {
 
 	/* Links. */
 	struct link *active;              /* link of the running cycle, for abort */
+	bool ending;                      /* CYCLE_END sent: only the commit's answer
+	                                   * is awaited (pause lets it arrive) */
 	struct bucket bucket;
 	/* Call-back.  Primary: connections the secondary offered, newest
 	 * last, with the monotonic time each arrived.  Secondary: the

@@ -1049,6 +1049,9 @@ int send_cycle(struct pair *p)
 	p->done_bytes += pp.skipped_bytes;
 	pthread_mutex_unlock(&r->mu);
 
+	pthread_mutex_lock(&r->mu);
+	p->ending = true;
+	pthread_mutex_unlock(&r->mu);
 	m = (struct wire_msg){ .type = WIRE_CYCLE_END };
 	m.u.cycle_end.cycle = cycle;
 	m.u.cycle_end.objects = c.objects;
@@ -1073,6 +1076,8 @@ out:
 	if (l) {
 		pthread_mutex_lock(&r->mu);
 		p->active = NULL;
+		p->ending = false;
+		pthread_cond_broadcast(&r->cv);
 		pthread_mutex_unlock(&r->mu);
 		link_close(l);
 	}

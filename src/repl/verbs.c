@@ -420,6 +420,17 @@ static int set_paused(struct repl *r, const char *name, bool paused, struct repl
 	if (rc == 0) {
 		/* A running transfer stops now; its checkpoint makes the resume
 		 * cheap. */
+		if (paused && p->active && p->ending) {
+			/* CYCLE_END is out: the secondary may have committed
+			 * already.  Let the cycle hear the answer, so that both
+			 * sites name the same last synced snapshot once pause
+			 * returns (bounded; the link's timeouts bound it too). */
+			uint64_t until = now_mono_ns() + 30000000000ull;
+			pair_get(p);
+			while (p->active && p->ending && now_mono_ns() < until)
+				cond_wait_until(r, until);
+			pair_put(p);
+		}
 		if (paused && p->active)
 			link_abort(p->active);
 		if (!paused) {

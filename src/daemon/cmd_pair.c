@@ -501,6 +501,15 @@ static int pair_create(struct dreq *r)
 	o.remote_name = rn->set ? rn->str : NULL;
 	o.force = ctl_flag(r->cmd, "force")->set;
 	const char *name = ctl_pos(r->cmd, "NAME")->str;
+	char grp[STORE_NAME_MAX + 1];
+	if (daemon_group_exists(r->d, name))
+		return dreq_fail(r, "'%s' is a consistency group: replicating a group is not "
+		                    "implemented yet (pair its volumes one by one, or wait for it)",
+		                 name);
+	if (daemon_group_of(r->d, name, grp))
+		return dreq_fail(r, "volume '%s' is in consistency group '%s': a grouped volume cannot "
+		                    "have a pair of its own (ferry group remove %s %s first)",
+		                 name, grp, grp, name);
 	struct repl_created res;
 	struct repl_err err = { "" };
 	struct sbuf b;

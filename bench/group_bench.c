@@ -206,6 +206,17 @@ int main(int argc, char **argv)
 	for (unsigned c = 0; c < cuts; c++) {
 		sleep_ms(20);
 		hold[c] = cut();
+		if ((c + 1) % 50 == 0 && c + 1 < cuts) {
+			/* so far, for a run that does not get to the end */
+			uint64_t *sofar = malloc((c + 1) * sizeof(*sofar));
+			memcpy(sofar, hold, (c + 1) * sizeof(*sofar));
+			qsort(sofar, c + 1, sizeof(*sofar), cmp_u64);
+			printf("so_far\tcuts=%u\tmedian_ms=%.3f\tmax_ms=%.3f\tcut_call_mean_ms=%.1f\t"
+			       "delete_mean_ms=%.1f\n", c + 1, sofar[(c + 1) / 2] / 1e6, sofar[c] / 1e6,
+			       g_cut_ns / 1e6 / (c + 1), g_del_ns / 1e6 / (c + 1));
+			fflush(stdout);
+			free(sofar);
+		}
 	}
 	load_stop();
 	double wps = (double)(atomic_load(&g_writes) - w0) / ((double)(now_mono_ns() - t0) / 1e9);

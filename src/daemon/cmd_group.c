@@ -90,8 +90,10 @@ static int groups_parse(char *txt, struct group **out, size_t *n, int *bad_line)
 	struct group *g = NULL;
 	size_t ng = 0;
 	int line = 0, rc = 0;
-	char *save = NULL;
-	for (char *l = strtok_r(txt, "\n", &save); l; l = strtok_r(NULL, "\n", &save)) {
+	for (char *l = txt, *next; l && *l; l = next) {
+		next = strchr(l, '\n');
+		if (next)
+			*next++ = '\0';
 		line++;
 		if (l[0] == '#' || l[strspn(l, " \t\r")] == '\0')
 			continue;

@@ -15,7 +15,7 @@ mkdir -p "$out"
 echo "# machine: $(nproc) cores, $(free -g | awk '/Mem/{print $2}') GiB, $(uname -r), load $(cut -d' ' -f1-3 /proc/loadavg)"
 dir=$(mktemp -d /var/tmp/ferry-bench-store.XXXXXX)
 trap 'rm -rf "$dir"' EXIT
-all="store link sync incr scatter pacing idle iscsi repl metrics rbd clone"
+all="store link sync incr scatter pacing idle iscsi repl metrics rbd clone group"
 for b in ${BENCH_ONLY:-$all}; do
 	echo
 	echo "== $b"

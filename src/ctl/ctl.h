@@ -112,6 +112,8 @@ enum ctl_arg_type {
 #define CTL_OPTIONAL 0x1u /* positional that may be left out */
 #define CTL_REQUIRED 0x2u /* flag that must be given */
 #define CTL_HIDDEN 0x4u   /* flag not shown by --help */
+#define CTL_REST 0x8u     /* last positional: takes every value left (at least
+                           * one); all of them are in ctl_cmd.rest */
 
 struct ctl_arg_spec {
 	const char *name; /* positional: metavar ("NAME"); flag: without "--" */
@@ -156,6 +158,10 @@ struct ctl_cmd {
 	bool help;                          /* --help was asked for */
 	struct ctl_val pos[CTL_MAX_POS];
 	struct ctl_val flag[CTL_MAX_FLAGS];
+	/* The values of a CTL_REST positional, in order (checked as its type;
+	 * pointers into argv).  pos[] holds the first of them. */
+	const char *rest[CTL_MAX_ARGC];
+	size_t n_rest;
 };
 
 /* Parses argv (argv[0] is the group, e.g. {"volume","create","db",

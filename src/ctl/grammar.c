@@ -75,8 +75,10 @@ static const struct ctl_cmd_spec volume_cmds[] = {
 };
 
 static const struct ctl_cmd_spec snap_cmds[] = {
-	{"create", "freeze the volume's current content as a snapshot",
-	 {{"NAME@SNAP", CTL_A_VOL_SNAP, 0, NULL, NULL, "volume and new snapshot name"}},
+	{"create", "freeze the volume's current content as a snapshot; for a consistency group, "
+	 "every member's at one cut (writes are held for it, not failed)",
+	 {{"NAME@SNAP", CTL_A_VOL_SNAP, 0, NULL, NULL,
+	   "volume (or consistency group) and new snapshot name"}},
 	 {{0}}},
 	{"list", "list a volume's snapshots in creation order",
 	 {{"NAME", CTL_A_VOL, 0, NULL, NULL, "volume name"}},
@@ -87,6 +89,33 @@ static const struct ctl_cmd_spec snap_cmds[] = {
 	{"diff", "list the 4 KiB-exact extents changed from FROM (default: creation) to TO",
 	 {{"NAME@FROM", CTL_A_VOL_SNAP, CTL_OPTIONAL, NULL, NULL, "older snapshot"},
 	  {"NAME@TO", CTL_A_VOL_SNAP, 0, NULL, NULL, "newer snapshot"}},
+	 {F_JSON}},
+};
+
+/* Consistency groups (src/daemon/cmd_group.c). */
+#define F_GROUP {"NAME", CTL_A_NAME, 0, NULL, NULL, \
+	"group name (groups and volumes share one namespace)"}
+static const struct ctl_cmd_spec group_cmds[] = {
+	{"create", "make a consistency group of volumes: `snap create NAME@SNAP` snapshots them "
+	 "all at one cut",
+	 {F_GROUP,
+	  {"VOLUME...", CTL_A_VOL, CTL_REST, NULL, NULL,
+	   "member volumes: each in no other group and in no pair of its own"}},
+	 {{0}}},
+	{"add", "add a volume to a group",
+	 {F_GROUP, {"VOLUME", CTL_A_VOL, 0, NULL, NULL, "volume (in no group, in no pair)"}},
+	 {{0}}},
+	{"remove", "take a volume out of a group (the volume and its snapshots stay)",
+	 {F_GROUP, {"VOLUME", CTL_A_VOL, 0, NULL, NULL, "member volume"}},
+	 {{0}}},
+	{"rm", "delete a group (its volumes and their snapshots stay)",
+	 {F_GROUP},
+	 {{0}}},
+	{"list", "list the consistency groups",
+	 {{0}},
+	 {F_JSON}},
+	{"info", "show a group's members and its last cut",
+	 {F_GROUP},
 	 {F_JSON}},
 };
 
@@ -234,11 +263,14 @@ static const struct ctl_group_spec group_volume = {"volume", "thin-provisioned v
                                                    volume_cmds, ARRAY_SIZE(volume_cmds)};
 static const struct ctl_group_spec group_snap = {"snap", "snapshots and their differences",
                                                  snap_cmds, ARRAY_SIZE(snap_cmds)};
+static const struct ctl_group_spec group_group = {"group", "consistency groups of volumes",
+                                                  group_cmds, ARRAY_SIZE(group_cmds)};
 
 /* The command groups: one line per group. */
 static const struct ctl_group_spec *const groups[] = {
 	&group_volume,
 	&group_snap,
+	&group_group,
 	&group_pair,
 	&group_export,
 	&group_status,
@@ -480,7 +512,8 @@ int ctl_cmd_parse(int argc, const char *const argv[], struct ctl_cmd *cmd, char 
 	         first == 2 ? argv[1] : "");
 
 	size_t np = n_pos(s), nf = n_flags(s);
-	int posi[CTL_MAX_POS];
+	bool rest = np && (s->pos[np - 1].flags & CTL_REST);
+	int posi[CTL_MAX_ARGC + 1];
 	size_t ngiven = 0;
 	bool only_pos = false;
 	for (int i = first; i < argc; i++) {
@@ -534,8 +567,12 @@ int ctl_cmd_parse(int argc, const char *const argv[], struct ctl_cmd *cmd, char 
 			cmd->flag[k].argi = vi;
 			continue;
 		}
-		if (ngiven >= np) {
+		if (ngiven >= np && !rest) {
 			snprintf(err, errlen, "unexpected argument '%s' for '%s'", a, cname);
+			return -EINVAL;
+		}
+		if (ngiven >= ARRAY_SIZE(posi)) {
+			snprintf(err, errlen, "too many arguments for '%s'", cname);
 			return -EINVAL;
 		}
 		posi[ngiven++] = i;
@@ -573,6 +610,17 @@ int ctl_cmd_parse(int argc, const char *const argv[], struct ctl_cmd *cmd, char 
 		if (convert(&s->pos[k], argv[i], &cmd->pos[k], s->pos[k].name, err, errlen) < 0)
 			return -EINVAL;
 		cmd->pos[k].argi = i;
+		if (s->pos[k].flags & CTL_REST) {
+			cmd->rest[cmd->n_rest++] = argv[i];
+			for (; next < ngiven; next++) {
+				struct ctl_val tmp;
+				memset(&tmp, 0, sizeof(tmp));
+				if (convert(&s->pos[k], argv[posi[next]], &tmp, s->pos[k].name, err,
+				            errlen) < 0)
+					return -EINVAL;
+				cmd->rest[cmd->n_rest++] = argv[posi[next]];
+			}
+		}
 	}
 	for (size_t k = 0; k < nf; k++) {
 		if ((s->flag[k].flags & CTL_REQUIRED) && !cmd->flag[k].set) {

@@ -90,6 +90,24 @@ static void ro_changed(void *ctx, const char *volume)
 	export_refresh_read_only(volume);
 }
 
+/* The groups' rules on the secondary's side of a new pair: a group's
+ * name is no volume, and a member has no pair of its own. */
+static int may_pair(void *ctx, const char *volume, char *why, size_t n)
+{
+	struct daemon *d = ctx;
+	char grp[STORE_NAME_MAX + 1];
+	if (daemon_group_exists(d, volume)) {
+		snprintf(why, n, "'%s' is a consistency group on the secondary, not a volume", volume);
+		return -EPERM;
+	}
+	if (daemon_group_of(d, volume, grp)) {
+		snprintf(why, n, "volume '%s' is in consistency group '%s' on the secondary: a "
+		         "grouped volume cannot have a pair of its own", volume, grp);
+		return -EPERM;
+	}
+	return 0;
+}
+
 int repl_service_start(struct daemon *d)
 {
 	const char *listen = daemon_opt("listen");
@@ -112,7 +130,7 @@ int repl_service_start(struct daemon *d)
 	char host[256] = "";
 	gethostname(host, sizeof(host) - 1);
 	snprintf(site, sizeof(site), "%s%s%s", host, listen ? " " : "", listen ? listen : "");
-	struct repl_opts o = { .on_ro_change = ro_changed,
+	struct repl_opts o = { .on_ro_change = ro_changed, .ro_ctx = d, .may_pair = may_pair,
 	                       .listen = listen, .secret = (const uint8_t *)secret,
 	                       .secret_len = slen, .site = site,
 	                       .plaintext = daemon_opt("plaintext") != NULL,
@@ -513,6 +531,15 @@ static int pair_create(struct dreq *r)
 			return dreq_fail(r, "volume '%s' is a clone of %s: replicate it after `ferry "
 			                 "volume flatten %s` (or pair the parent)", name, vi.parent, name);
 	}
+	char grp[STORE_NAME_MAX + 1];
+	if (daemon_group_exists(r->d, name))
+		return dreq_fail(r, "'%s' is a consistency group: replicating a group is not "
+		                    "implemented yet (pair its volumes one by one, or wait for it)",
+		                 name);
+	if (daemon_group_of(r->d, name, grp))
+		return dreq_fail(r, "volume '%s' is in consistency group '%s': a grouped volume cannot "
+		                    "have a pair of its own (ferry group remove %s %s first)",
+		                 name, grp, grp, name);
 	struct repl_created res;
 	struct repl_err err = { "" };
 	struct sbuf b;

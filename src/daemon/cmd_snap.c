@@ -13,6 +13,8 @@ static int snap_create(struct dreq *r)
 	int st = dreq_name_reserved(r, t->snap, "snapshot");
 	if (st)
 		return st;
+	if (daemon_group_exists(r->d, t->vol))
+		return daemon_group_snap(r, t->vol, t->snap);
 	struct vol *v;
 	if (dreq_open_vol(r, t->vol, NULL, &v))
 		return 1;

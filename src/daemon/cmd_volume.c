@@ -76,7 +76,13 @@ static int volume_create(struct dreq *r)
 			                  osz->str);
 		p.object_size = (uint32_t)o;
 	}
-	int e = store_vol_create(r->store, name, &p);
+	/* under the groups' lock: no group of this name appears meanwhile */
+	daemon_groups_lock();
+	int e = daemon_group_exists(r->d, name) ? -EADDRINUSE : store_vol_create(r->store, name, &p);
+	daemon_groups_unlock();
+	if (e == -EADDRINUSE)
+		return dreq_fail(r, "'%s' is a consistency group: groups and volumes share one "
+		                    "namespace; choose another volume name", name);
 	if (e == -EEXIST)
 		return dreq_fail(r, "volume '%s' already exists", name);
 	if (e < 0)
@@ -169,7 +175,15 @@ static int volume_rm(struct dreq *r)
 		return dreq_fail(r, "volume '%s' is exported over iSCSI (ferry export rm it first)", name);
 	if (daemon_repl_needs(name, NULL))
 		return dreq_fail(r, "volume '%s' is in a replication pair (ferry pair rm it first)", name);
-	int e = store_vol_remove(r->store, name, force);
+	char grp[STORE_NAME_MAX + 1];
+	daemon_groups_lock();
+	int e = daemon_group_of(r->d, name, grp) ? -EADDRINUSE : 0;
+	if (!e)
+		e = store_vol_remove(r->store, name, force);
+	daemon_groups_unlock();
+	if (e == -EADDRINUSE)
+		return dreq_fail(r, "volume '%s' is in consistency group '%s' (ferry group remove %s %s "
+		                    "first)", name, grp, grp, name);
 	if (e == -ENOENT)
 		return dreq_fail(r, "no such volume '%s'", name);
 	if (e == -ENOTEMPTY)

@@ -100,6 +100,20 @@ struct dgroup {
 extern const struct dgroup dgroup_volume;
 extern const struct dgroup dgroup_snap;
 extern const struct dgroup dgroup_export;
+extern const struct dgroup dgroup_group;
+
+/* Consistency groups (cmd_group.c).  The registry's lock is recursive:
+ * a command that checks a name against the groups and then creates a
+ * volume holds it across both (volume create), so no group of that name
+ * appears in between. */
+void daemon_groups_lock(void);
+void daemon_groups_unlock(void);
+/* True when a group called name exists. */
+bool daemon_group_exists(struct daemon *d, const char *name);
+/* True, with its name in grp, when volume vol is in a group. */
+bool daemon_group_of(struct daemon *d, const char *vol, char grp[STORE_NAME_MAX + 1]);
+/* `snap create GROUP@SNAP`: every member at one cut.  The exit status. */
+int daemon_group_snap(struct dreq *r, const char *group, const char *snap);
 
 /* The iSCSI service (cmd_export.c): serves --iscsi HOST:PORT and the
  * exports recorded in POOL/exports.conf. */

@@ -13,6 +13,7 @@
 static const struct dgroup *const groups[] = {
 	&dgroup_volume,
 	&dgroup_snap,
+	&dgroup_group,
 	&dgroup_export,
 	&dgroup_pair,
 	&dgroup_status,

@@ -370,6 +370,14 @@ int pairs_load(struct repl *r)
 			rc = 0;
 			continue;
 		}
+		if (p->rec.n_members) {
+			/* The record format has members (issue 12); the cycles of a
+			 * group pair are not built: never run one as a volume pair. */
+			log_error("repl: %s is a group pair's record, which this ferry cannot run "
+			          "yet; pair not loaded", path);
+			pair_put(p);
+			continue;
+		}
 		struct pair_health h = { 0 };
 		p->state = pair_state_of(&p->rec, &h);
 		bucket_set_rate(&p->bucket, p->rec.bandwidth);

@@ -163,6 +163,7 @@ struct repl {
 	bool ro_busy;
 	void (*on_ro_change)(void *ctx, const char *volume);
 	void *ro_ctx;
+	int (*may_pair)(void *ctx, const char *volume, char *why, size_t n);
 	/* The listener (listen.c). */
 	int lfd;
 	pthread_t accept_th;

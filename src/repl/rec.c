@@ -199,6 +199,15 @@ int pair_rec_valid(const struct pair_rec *r, char *why, size_t n)
 	if (r->has_stats && (!isfinite(r->stats.seconds) || r->stats.seconds < 0 ||
 	                     r->stats.seconds > 1e9))
 		return why_fail(why, n, "bad cycle duration");
+	if (r->n_members > REC_MEMBERS_MAX)
+		return why_fail(why, n, "%u members, at most %u", r->n_members, REC_MEMBERS_MAX);
+	for (uint32_t i = 0; i < r->n_members; i++) {
+		if (!name_valid(r->members[i]))
+			return why_fail(why, n, "bad member volume name");
+		for (uint32_t k = 0; k < i; k++)
+			if (!strcmp(r->members[i], r->members[k]))
+				return why_fail(why, n, "member %s twice", r->members[i]);
+	}
 	return 0;
 }
 
@@ -267,6 +276,16 @@ static bool same_ms(double a, double b)
 	return !strcmp(x, y);
 }
 
+static bool members_equal(const struct pair_rec *a, const struct pair_rec *b)
+{
+	if (a->n_members != b->n_members)
+		return false;
+	for (uint32_t i = 0; i < a->n_members && i < REC_MEMBERS_MAX; i++)
+		if (strcmp(a->members[i], b->members[i]))
+			return false;
+	return true;
+}
+
 bool pair_rec_equal(const struct pair_rec *a, const struct pair_rec *b)
 {
 	return a->phase == b->phase && !strcmp(a->name, b->name) &&
@@ -291,7 +310,8 @@ bool pair_rec_equal(const struct pair_rec *a, const struct pair_rec *b)
 	       a->peer_demoted_cycle == b->peer_demoted_cycle &&
 	       !strcmp(a->common_snap, b->common_snap) && !strcmp(a->sb_snap, b->sb_snap) &&
 	       !strcmp(a->reason, b->reason) && a->keep == b->keep &&
-	       a->keep_for_s == b->keep_for_s && a->pinned_cycle == b->pinned_cycle;
+	       a->keep_for_s == b->keep_for_s && a->pinned_cycle == b->pinned_cycle &&
+	       members_equal(a, b);
 }
 
 /* ---- key=value lines -------------------------------------------------- */
@@ -372,6 +392,30 @@ static bool kv_is(const struct kv *it, const char *k)
 	return !strcmp(it->key, k);
 }
 
+/* "members=a b c": valid names separated by single spaces, at most
+ * REC_MEMBERS_MAX (distinct: pair_rec_valid). */
+static bool kv_members(const struct kv *it, struct pair_rec *r)
+{
+	const char *s = it->val, *end = it->val + it->vlen;
+	r->n_members = 0;
+	while (s < end) {
+		const char *sp = memchr(s, ' ', (size_t)(end - s));
+		const char *e = sp ? sp : end;
+		size_t n = (size_t)(e - s);
+		if (!n || n > REC_NAME_MAX || r->n_members >= REC_MEMBERS_MAX)
+			return false;
+		char *dst = r->members[r->n_members++];
+		memcpy(dst, s, n);
+		dst[n] = '\0';
+		if (!name_valid(dst))
+			return false;
+		if (sp && sp + 1 == end)
+			return false; /* a trailing space */
+		s = sp ? sp + 1 : end;
+	}
+	return r->n_members > 0;
+}
+
 int pair_rec_parse(const char *text, size_t len, struct pair_rec *out)
 {
 	struct pair_rec r;
@@ -380,14 +424,14 @@ int pair_rec_parse(const char *text, size_t len, struct pair_rec *out)
 	r.max_inflight = 0;
 	uint64_t version = 1;
 	bool ok = true, bad = false, role_primary = false, role_secondary = false,
-	     have_state = false;
+	     have_state = false, have_members = false;
 	/* version 1 kept the role and its booleans apart */
 	bool v1_paused = false, v1_demoting = false, v1_peer_demoted = false,
 	     v1_split = false, v1_needs = false;
 	struct kv it = { .p = text, .end = text + len };
 	uint64_t v;
 	while (ok && kv_next(&it, &bad)) {
-		if (kv_is(&it, "version")) ok = kv_u64(&it, &version) && version >= 1 && version <= 2;
+		if (kv_is(&it, "version")) ok = kv_u64(&it, &version) && version >= 1 && version <= 3;
 		else if (kv_is(&it, "name")) ok = kv_name(&it, r.name);
 		else if (kv_is(&it, "volume")) ok = kv_name(&it, r.volume);
 		else if (kv_is(&it, "id")) ok = kv_name(&it, r.id);
@@ -430,6 +474,7 @@ int pair_rec_parse(const char *text, size_t len, struct pair_rec *out)
 		}
 		else if (kv_is(&it, "keep_for")) ok = kv_u64(&it, &r.keep_for_s);
 		else if (kv_is(&it, "pinned_cycle")) ok = kv_u64(&it, &r.pinned_cycle);
+		else if (kv_is(&it, "members")) { ok = kv_members(&it, &r); have_members = true; }
 		else if (kv_is(&it, "created")) ok = kv_u64(&it, &r.created);
 		else if (kv_is(&it, "seed_snap")) ok = kv_name(&it, r.seed_snap);
 		else if (kv_is(&it, "last_cycle")) ok = kv_u64(&it, &r.last_cycle);
@@ -466,6 +511,9 @@ int pair_rec_parse(const char *text, size_t len, struct pair_rec *out)
 		/* unknown keys: written by a newer ferry, ignored */
 	}
 	if (!ok || bad)
+		return -EINVAL;
+	/* version 3 is the members' version, and only theirs */
+	if ((version == 3) != (have_members && r.n_members > 0))
 		return -EINVAL;
 	if (!have_state) {
 		/* version 1: the role and its booleans */
@@ -515,8 +563,11 @@ int pair_rec_format(const struct pair_rec *r, char *buf, size_t cap)
 {
 	size_t o = 0;
 	/* The role line stays for readers (and tools) of version 1. */
-	put(buf, cap, &o, "version=2\nname=%s\nvolume=%s\nid=%s\nstate=%s\nrole=%s\n"
-	    "peer=%s\nremote=%s\npeer_addr=%s\npeer_fixed=%d\n", r->name, r->volume, r->id,
+	if (r->n_members > REC_MEMBERS_MAX)
+		return -EINVAL;
+	put(buf, cap, &o, "version=%d\nname=%s\nvolume=%s\nid=%s\nstate=%s\nrole=%s\n"
+	    "peer=%s\nremote=%s\npeer_addr=%s\npeer_fixed=%d\n", r->n_members ? 3 : 2,
+	    r->name, r->volume, r->id,
 	    pair_phase_name(r->phase), pair_phase_primary(r->phase) ? "primary" : "secondary",
 	    r->peer, r->remote, r->peer_addr, r->peer_fixed);
 	put(buf, cap, &o, "period=%" PRIu64 "\nmax_inflight=%u\nbandwidth=%" PRIu64
@@ -525,6 +576,9 @@ int pair_rec_format(const struct pair_rec *r, char *buf, size_t cap)
 	    repl_split_policy_name(r->split_policy));
 	put(buf, cap, &o, "keep=%u\nkeep_for=%" PRIu64 "\npinned_cycle=%" PRIu64 "\n", r->keep,
 	    r->keep_for_s, r->pinned_cycle);
+	for (uint32_t i = 0; i < r->n_members; i++)
+		put(buf, cap, &o, "%s%s%s", i ? " " : "members=", r->members[i],
+		    i + 1 == r->n_members ? "\n" : "");
 	put(buf, cap, &o, "created=%" PRIu64 "\nseed_snap=%s\nlast_cycle=%" PRIu64
 	    "\nlast_snap=%s\nlast_time=%" PRIu64 "\ncur_cycle=%" PRIu64 "\ncur_snap=%s\n"
 	    "cur_time=%" PRIu64 "\n", r->created, r->seed_snap, r->last_cycle, r->last_snap,

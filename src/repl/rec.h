@@ -32,6 +32,10 @@
 /* Recovery points a secondary keeps (pair create/set --keep N). */
 #define REC_DEFAULT_KEEP 1
 #define REC_KEEP_MAX 10000
+/* Member volumes of a group pair's record (issue 12; group pairs are not
+ * built yet: this build writes no record with members and refuses to
+ * load one, pairs_load). */
+#define REC_MEMBERS_MAX 32
 
 /* The durable part of a pair's state: its role and where it stands in a
  * role change.  The visible state (idle, syncing, error, peer-down, ...)
@@ -104,6 +108,11 @@ struct pair_rec {
 	uint64_t pinned_cycle;               /* the operator's: cycle snapshots up to
 	                                      * this one are never dropped by retention
 	                                      * (promote --at left them); 0 = none */
+	/* group pair: the member volumes its last committed cycle covered
+	 * (distinct, valid names); 0 = a volume pair.  A record with members
+	 * is written as version 3, which a ferry of before refuses. */
+	uint32_t n_members;
+	char members[REC_MEMBERS_MAX][REC_NAME_MAX + 1];
 };
 
 /* A secondary's resume point (written after vol_flush only). */
@@ -165,7 +174,8 @@ bool pair_rec_equal(const struct pair_rec *a, const struct pair_rec *b);
  * '?', so that what came from the network always fits the file format. */
 void rec_text(char *dst, size_t cap, const char *src);
 
-/* Text form.  parse reads version 1 (the booleans of before) and 2;
+/* Text form.  parse reads version 1 (the booleans of before), 2 and 3
+ * (2 with the members line of a group pair);
  * returns 0 with *out filled and valid, or -EINVAL.  format returns the
  * length written (NUL-terminated) or -ENOSPC; parse(format(r)) == r. */
 int pair_rec_parse(const char *text, size_t len, struct pair_rec *out);

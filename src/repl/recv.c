@@ -125,6 +125,11 @@ static int handle_open(struct repl *r, struct link *l, const struct wire_msg *m)
 		                r->site[0] ? r->site : "the secondary");
 		return 0;
 	}
+	char why[300];
+	if (r->may_pair && r->may_pair(r->ro_ctx, volume, why, sizeof(why)) < 0) {
+		link_send_error(l, EPERM, "%s", why);
+		return 0;
+	}
 	if (p) {
 		/* --force replaces an old pairing */
 		struct repl_removed res;

@@ -29,6 +29,7 @@ int repl_create(struct store *store, const char *pool_dir, const struct repl_opt
 	if (opts) {
 		r->on_ro_change = opts->on_ro_change;
 		r->ro_ctx = opts->ro_ctx;
+		r->may_pair = opts->may_pair;
 	}
 	if (opts && opts->secret && opts->secret_len) {
 		r->secret = malloc(opts->secret_len);

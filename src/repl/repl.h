@@ -45,6 +45,11 @@ struct repl_opts {
 	 * NULL.  The verb that made the change returns only after the call. */
 	void (*on_ro_change)(void *ctx, const char *volume);
 	void *ro_ctx;
+	/* Called (no repl lock held) when a primary asks this site to make
+	 * volume the secondary of a new pair (PAIR_OPEN): 0 lets it, < 0
+	 * refuses with the reason in why (e.g. a consistency group's name or
+	 * member).  May be NULL; gets ro_ctx. */
+	int (*may_pair)(void *ctx, const char *volume, char *why, size_t n);
 };
 
 enum repl_role { REPL_ROLE_NONE = 0, REPL_ROLE_PRIMARY, REPL_ROLE_SECONDARY };

@@ -7,6 +7,8 @@
 #include "common/common.h"
 
 #include <errno.h>
+#include <pthread.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -298,21 +300,171 @@ int vol_read_extents(struct vol *v, const char *snap, const struct extent *ext, 
 		p += ext[i].length;
 	}
 	return 0;
+/* ---- the write gate of a group cut ---------------------------------------
+ *
+ * A writer announces itself (gate_inflight++) and then looks at gate_held;
+ * the cut sets gate_held and then waits for gate_inflight to reach 0.  With
+ * sequentially consistent atomics one of the two always sees the other
+ * (a writer that sees the gate open was counted before the cut looked), so
+ * no write slips past a closed gate and none is waited for forever.  The
+ * mutex and condition variable are only touched while a cut runs: the
+ * open gate costs a writer two atomic operations.  One pair for the whole
+ * process: cuts are rare and short. */
+static pthread_mutex_t gate_mu = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t gate_cv = PTHREAD_COND_INITIALIZER;
+
+static void gate_exit(struct vol *v)
+{
+	if (atomic_fetch_sub(&v->gate_inflight, 1) == 1 && atomic_load(&v->gate_held)) {
+		pthread_mutex_lock(&gate_mu);
+		pthread_cond_broadcast(&gate_cv);
+		pthread_mutex_unlock(&gate_mu);
+	}
+}
+
+static void gate_enter(struct vol *v)
+{
+	for (;;) {
+		atomic_fetch_add(&v->gate_inflight, 1);
+		if (!atomic_load(&v->gate_held))
+			return;
+		/* a cut is on: step back (waking it if it waits for us) and wait */
+		gate_exit(v);
+		pthread_mutex_lock(&gate_mu);
+		while (atomic_load(&v->gate_held))
+			pthread_cond_wait(&gate_cv, &gate_mu);
+		pthread_mutex_unlock(&gate_mu);
+	}
 }
 
 int vol_write(struct vol *v, const void *buf, uint64_t off, size_t len)
 {
-	return v->store->ops->write(v, buf, off, len);
+	gate_enter(v);
+	int rc = v->store->ops->write(v, buf, off, len);
+	gate_exit(v);
+	return rc;
 }
 
 int vol_write_zeroes(struct vol *v, uint64_t off, uint64_t len)
 {
-	return v->store->ops->write_zeroes(v, off, len);
+	gate_enter(v);
+	int rc = v->store->ops->write_zeroes(v, off, len);
+	gate_exit(v);
+	return rc;
 }
 
 int vol_discard(struct vol *v, uint64_t off, uint64_t len)
 {
-	return v->store->ops->discard(v, off, len);
+	gate_enter(v);
+	int rc = v->store->ops->discard(v, off, len);
+	gate_exit(v);
+	return rc;
+}
+
+/* One member's snapshot, on a thread of its own under the hold. */
+struct cut_job {
+	struct vol *v;
+	const char *name;
+	const struct cut_job *first;
+	int rc;
+	bool made;
+	pthread_t th;
+	bool started;
+};
+
+void (*store_cut_hook)(size_t member);
+
+static void *cut_job_run(void *arg)
+{
+	struct cut_job *j = arg;
+	if (store_cut_hook)
+		store_cut_hook((size_t)(j - j->first));
+	j->rc = j->v->store->ops->snap_create(j->v, j->name);
+	j->made = j->rc == 0;
+	return NULL;
+}
+
+int vol_snap_create_cut(struct vol *const *vols, size_t n, const char *name,
+                        uint64_t *hold_ns)
+{
+	if (hold_ns)
+		*hold_ns = 0;
+	if (!name_valid(name) || n == 0 || n > STORE_CUT_MAX)
+		return -EINVAL;
+	for (size_t i = 0; i < n; i++) {
+		for (size_t k = 0; k < i; k++)
+			if (vols[k] == vols[i])
+				return -EINVAL;
+		struct snap_info si;
+		if (vols[i]->store->ops->snap_get(vols[i], name, &si) == 0)
+			return -EEXIST;
+	}
+	/* Outside the hold: push what is dirty now to the disk, so that the
+	 * snapshots under it flush only what was written since.  Under a heavy
+	 * load a flush takes long and the writers dirty more meanwhile: again,
+	 * while a pass is slow (at most 3 passes), so the hold flushes little. */
+	for (int pass = 0; pass < 3; pass++) {
+		uint64_t t = now_mono_ns();
+		for (size_t i = 0; i < n; i++) {
+			int rc = vol_flush(vols[i]);
+			if (rc < 0)
+				return rc;
+		}
+		if (now_mono_ns() - t < 2000000ull)
+			break;
+	}
+	struct cut_job *jobs = calloc(n, sizeof(*jobs));
+	if (!jobs)
+		return -ENOMEM;
+	/* Only one cut at a time holds a volume's gate. */
+	static pthread_mutex_t cut_mu = PTHREAD_MUTEX_INITIALIZER;
+	pthread_mutex_lock(&cut_mu);
+	uint64_t t0 = now_mono_ns();
+	for (size_t i = 0; i < n; i++)
+		atomic_store(&vols[i]->gate_held, true);
+	/* Drain: every write that entered before the gate closed finishes (and
+	 * is in the snapshot); writes acknowledged before the cut already did. */
+	pthread_mutex_lock(&gate_mu);
+	for (size_t i = 0; i < n; i++)
+		while (atomic_load(&vols[i]->gate_inflight))
+			pthread_cond_wait(&gate_cv, &gate_mu);
+	pthread_mutex_unlock(&gate_mu);
+	/* The members in parallel: the hold is the slowest snapshot, not the
+	 * sum (it matters on RBD, where each is a cluster round trip). */
+	for (size_t i = 0; i < n; i++) {
+		jobs[i].v = vols[i];
+		jobs[i].name = name;
+		jobs[i].first = jobs;
+		if (i + 1 < n && pthread_create(&jobs[i].th, NULL, cut_job_run, &jobs[i]) == 0)
+			jobs[i].started = true;
+		else
+			cut_job_run(&jobs[i]);
+	}
+	int rc = 0;
+	for (size_t i = 0; i < n; i++) {
+		if (jobs[i].started)
+			pthread_join(jobs[i].th, NULL);
+		if (jobs[i].rc < 0 && !rc)
+			rc = jobs[i].rc;
+	}
+	pthread_mutex_lock(&gate_mu);
+	for (size_t i = 0; i < n; i++)
+		atomic_store(&vols[i]->gate_held, false);
+	pthread_cond_broadcast(&gate_cv);
+	pthread_mutex_unlock(&gate_mu);
+	uint64_t t1 = now_mono_ns();
+	pthread_mutex_unlock(&cut_mu);
+	if (hold_ns)
+		*hold_ns = t1 - t0;
+	if (rc < 0) {
+		/* all or none: the members that got the snapshot lose it again */
+		for (size_t i = 0; i < n; i++)
+			if (jobs[i].made && vols[i]->store->ops->snap_delete(vols[i], name) < 0)
+				log_error("store: cut %s: could not delete %s@%s again", name,
+				          vols[i]->name, name);
+	}
+	free(jobs);
+	return rc;
 }
 
 int vol_resize(struct vol *v, uint64_t size)

@@ -232,6 +232,18 @@ int vol_flush(struct vol *v);
 /* Freezes the head as snapshot name, in time independent of the volume's
  * size or written data (it flushes first). */
 int vol_snap_create(struct vol *v, const char *name);
+/* A consistency group's cut: snapshot name of every volume of vols[0..n)
+ * (distinct, n <= STORE_CUT_MAX) at one instant.  Every write that
+ * returned before the call is in every snapshot; none that starts after
+ * the gates close is in any: new writes (vol_write, vol_write_zeroes,
+ * vol_discard) on the members wait (they are held, not failed) until every
+ * snapshot is made, while reads go on.  *hold_ns (may be NULL) is how long
+ * writes were held.  All or none: when one member fails, the snapshots
+ * made are deleted again.  -EEXIST (nothing done) when a member already
+ * has name; else what vol_snap_create returns. */
+#define STORE_CUT_MAX 256
+int vol_snap_create_cut(struct vol *const *vols, size_t n, const char *name,
+                        uint64_t *hold_ns);
 /* Deletes a snapshot; no other snapshot's content nor the head changes.
  * -ENOSPC after the snapshot is gone: the delete is done but its layer
  * could not be folded yet (space not back); the next delete or open

@@ -9,6 +9,7 @@
 #include "common/common.h"
 
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -93,6 +94,11 @@ struct vol {
 	int refs;
 	char name[STORE_NAME_MAX + 1];
 	void *priv;            /* backends other than local */
+	/* The write gate of a group cut (backend.c): writers count themselves
+	 * in gate_inflight; while gate_held is set new ones wait.  Both zero
+	 * from calloc: every backend's struct vol starts open. */
+	atomic_uint gate_inflight;
+	atomic_bool gate_held;
 	char dir[4096];
 	pthread_mutex_t wmu;   /* serialises writers and structure changes */
 	pthread_mutex_t fmu;   /* serialises flushes; taken after wmu, and a
@@ -125,6 +131,10 @@ struct store {
 	char vdir[4096];       /* local: dir/volumes */
 	void *priv;            /* backends other than local */
 };
+
+/* Tests: called on each member's thread of a cut, under the hold, before
+ * its snapshot (member: its index); NULL in production. */
+extern void (*store_cut_hook)(size_t member);
 
 /* Random bytes from the kernel; 0 or -errno. */
 int store_random(void *buf, size_t n);

@@ -205,6 +205,18 @@ static void test_grammar_accepts(void **state)
 	assert_int_equal(PARSE(&c, err, "volume", "create", "--size", "1M", "db"), 0);
 	assert_string_equal(ctl_pos(&c, "NAME")->vol, "db");
 
+	/* a CTL_REST positional takes every value left */
+	assert_int_equal(PARSE(&c, err, "group", "create", "pg", "data", "wal", "idx"), 0);
+	assert_string_equal(ctl_pos(&c, "NAME")->str, "pg");
+	assert_int_equal(c.n_rest, 3);
+	assert_string_equal(c.rest[0], "data");
+	assert_string_equal(c.rest[2], "idx");
+	assert_string_equal(ctl_pos(&c, "VOLUME...")->vol, "data");
+	assert_int_equal(PARSE(&c, err, "group", "create", "pg", "data"), 0);
+	assert_int_equal(c.n_rest, 1);
+	assert_int_equal(PARSE(&c, err, "group", "info", "pg", "--json"), 0);
+	assert_int_equal(c.n_rest, 0);
+
 	assert_int_equal(PARSE(&c, err, "volume", "list"), 0);
 	assert_false(ctl_flag(&c, "json")->set);
 	assert_int_equal(PARSE(&c, err, "volume", "list", "--json"), 0);
@@ -287,6 +299,11 @@ static void test_grammar_rejects(void **state)
 	expect_usage(PARSE(&c, err, "status", "extra"), err, "unexpected argument 'extra' for 'status'");
 	expect_usage(PARSE(&c, err, "status", "--frob"), err, "unknown option '--frob' for 'status'");
 	expect_usage(PARSE(&c, err, "volume", "create", "--size", "1G"), err, "missing NAME");
+	expect_usage(PARSE(&c, err, "group", "create", "pg"), err, "missing VOLUME...");
+	expect_usage(PARSE(&c, err, "group", "create", "pg", "a", "b@s"), err,
+	             "a snapshot is not allowed here");
+	expect_usage(PARSE(&c, err, "group", "create", "pg", "a", "../x"), err, "bad volume name");
+	expect_usage(PARSE(&c, err, "group", "add", "pg", "a", "b"), err, "unexpected argument 'b'");
 	expect_usage(PARSE(&c, err, "volume", "create", "db", "--size"), err, "needs a value");
 	expect_usage(PARSE(&c, err, "volume", "create", "db", "--size", "1Q"), err, "bad size '1Q'");
 	expect_usage(PARSE(&c, err, "volume", "create", "db", "--size", "-1"), err, "bad size");

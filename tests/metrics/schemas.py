@@ -44,6 +44,10 @@ CASES = [
     ("pair-verify.json",   "a", "pair verify paused --json",             1),  # no cycle runs under it
     ("pair-points.json",   "a", "pair points pv --json",                 1),
     ("pair-points.json",   "b", "pair points pv --json",                 1),
+    ("group-list.json",    "a", "group list --json",                     1),
+    ("group-list.json",    "c", "group list --json",                     1),  # none
+    ("group-info.json",    "a", "group info grp --json",                 1),  # after a cut
+    ("group-info.json",    "a", "group info grp2 --json",                1),  # no cut yet
     ("status.json",        "a", "status --json",                         1),
     ("status.json",        "b", "status --json",                         1),
     ("status.json",        "c", "status --json",                         1),

@@ -47,6 +47,11 @@ expect 0 "pair create paused" -- fa pair create paused --peer 127.0.0.1:$LB --pe
 expect 0 "sync pv" -- fa pair sync pv --wait
 expect 0 "sync paused" -- fa pair sync paused --wait
 expect 0 "pause" -- fa pair pause paused
+expect 0 "volumes of a group" -- fa volume create gv1 --size 4M
+expect 0 "volume gv2" -- fa volume create gv2 --size 4M
+expect 0 "group grp" -- fa group create grp gv1
+expect 0 "group grp2" -- fa group create grp2 gv2
+expect 0 "a cut of grp" -- fa snap create grp@c1
 check "an iSCSI session" session s 127.0.0.1 $IA iqn.2026-11.io.ferry:db
 
 export FERRY_BIN POOL_A=$T/a POOL_B=$T/b POOL_C=$T/c SCHEMAS=$HERE/../../docs/schemas

@@ -19,6 +19,8 @@ expect 0 "snapshot" -- ferry snap create db@monday
 expect 0 "snapshot" -- ferry snap create db@tuesday
 expect 0 "export" -- ferry export add web
 expect 0 "pair" -- ferry pair create logs --peer "127.0.0.1:$PB" --period 3600
+expect 0 "volume data" -- ferry volume create data --size 1M
+expect 0 "group" -- ferry group create dbgroup data
 
 # comp [fw|raw] WORDS...: the completions of the last word, sorted, one line.
 comp() {
@@ -46,7 +48,7 @@ is() {
 }
 
 for m in fw raw; do
-	is $m "export pair snap status volume" ferry ""
+	is $m "export group pair snap status volume" ferry ""
 	is $m "volume" ferry vo
 	is $m "--help --pool --version" ferry --
 	is $m "clone create discard export flatten info list md5 release resize rm takeover write" ferry volume ""
@@ -57,8 +59,13 @@ for m in fw raw; do
 	is $m "off on" ferry pair create db --compress ""
 	is $m "--help --json" ferry pair status db --
 	# names from the daemon
-	is $m "db logs web" ferry --pool "$POOL" volume info ""
-	is $m "db logs web" ferry "--pool=$POOL" volume md5 ""
+	is $m "data db logs web" ferry --pool "$POOL" volume info ""
+	# groups: NAME is a group, VOLUME... every volume after it
+	is $m "add create info list remove rm" ferry group ""
+	is $m "dbgroup" ferry --pool "$POOL" group info ""
+	is $m "dbgroup" ferry --pool "$POOL" group add d
+	is $m "data db" ferry --pool "$POOL" group create g2 web d
+	is $m "data db logs web" ferry "--pool=$POOL" volume md5 ""
 	is $m "db@monday db@tuesday" ferry --pool "$POOL" snap rm db@
 	is $m "db@tuesday" ferry --pool "$POOL" snap rm db@t
 	is $m "db@monday db@tuesday" ferry --pool "$POOL" volume clone db@

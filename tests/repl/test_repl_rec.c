@@ -253,6 +253,75 @@ static void test_codec(void **st)
 	assert_int_equal(pair_base_parse("snap=x\ncycle=0\npair_id=a\n", 24, &pb2), -EINVAL);
 }
 
+/* A group pair's members (issue 12): a record without them is written as
+ * before (version 2, no members line, byte for byte); with them as version
+ * 3; they travel through the file in order; bad lists are refused. */
+static void test_members(void **st)
+{
+	(void)st;
+	struct pair_rec a = rec_in(PH_SECONDARY), b;
+	char buf[REC_FILE_MAX];
+	int n = pair_rec_format(&a, buf, sizeof(buf));
+	assert_true(n > 0);
+	assert_non_null(strstr(buf, "version=2\n"));
+	assert_null(strstr(buf, "members="));
+	assert_int_equal(pair_rec_parse(buf, (size_t)n, &b), 0);
+	assert_int_equal(b.n_members, 0);
+	a.n_members = 3;
+	snprintf(a.members[0], sizeof(a.members[0]), "data");
+	snprintf(a.members[1], sizeof(a.members[1]), "log");
+	snprintf(a.members[2], sizeof(a.members[2]), "a.b-c_d");
+	n = pair_rec_format(&a, buf, sizeof(buf));
+	assert_true(n > 0);
+	assert_non_null(strstr(buf, "version=3\n"));
+	assert_non_null(strstr(buf, "\nmembers=data log a.b-c_d\n"));
+	assert_int_equal(pair_rec_parse(buf, (size_t)n, &b), 0);
+	assert_true(pair_rec_equal(&a, &b));
+	b.n_members = 2;
+	assert_false(pair_rec_equal(&a, &b));
+	b = a;
+	snprintf(b.members[1], sizeof(b.members[1]), "log2");
+	assert_false(pair_rec_equal(&a, &b));
+	/* the most members fit a record */
+	a.n_members = REC_MEMBERS_MAX;
+	for (unsigned i = 0; i < REC_MEMBERS_MAX; i++)
+		snprintf(a.members[i], sizeof(a.members[i]), "%.56s%08u",
+		         "mmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmm", i);
+	n = pair_rec_format(&a, buf, sizeof(buf));
+	assert_true(n > 0);
+	assert_int_equal(pair_rec_parse(buf, (size_t)n, &b), 0);
+	assert_true(pair_rec_equal(&a, &b));
+	char why[128];
+	b = a;
+	snprintf(b.members[5], sizeof(b.members[5]), "%s", b.members[2]);
+	assert_int_equal(pair_rec_valid(&b, why, sizeof(why)), -EINVAL);
+	assert_non_null(strstr(why, "twice"));
+	b = a;
+	b.n_members = REC_MEMBERS_MAX + 1;
+	assert_int_equal(pair_rec_valid(&b, why, sizeof(why)), -EINVAL);
+	b = a;
+	b.members[0][0] = '.';
+	assert_int_equal(pair_rec_valid(&b, why, sizeof(why)), -EINVAL);
+	const char *bad[] = {
+		"version=3\nname=g\nvolume=g\nid=x\nstate=secondary\n",   /* 3 without members */
+		"version=2\nname=g\nvolume=g\nid=x\nstate=secondary\nmembers=a b\n", /* members in 2 */
+		"version=3\nname=g\nvolume=g\nid=x\nstate=secondary\nmembers=\n",
+		"version=3\nname=g\nvolume=g\nid=x\nstate=secondary\nmembers=a  b\n",
+		"version=3\nname=g\nvolume=g\nid=x\nstate=secondary\nmembers=a b \n",
+		"version=3\nname=g\nvolume=g\nid=x\nstate=secondary\nmembers= a\n",
+		"version=3\nname=g\nvolume=g\nid=x\nstate=secondary\nmembers=a a\n",
+		"version=3\nname=g\nvolume=g\nid=x\nstate=secondary\nmembers=a ../b\n",
+		"version=4\nname=g\nvolume=g\nid=x\nstate=secondary\nmembers=a\n",
+	};
+	for (size_t i = 0; i < ARRAY_SIZE(bad); i++)
+		if (pair_rec_parse(bad[i], strlen(bad[i]), &b) == 0)
+			fail_msg("accepted bad members %zu", i);
+	const char *good = "version=3\nname=g\nvolume=g\nid=x\nstate=secondary\nmembers=a b\n";
+	assert_int_equal(pair_rec_parse(good, strlen(good), &b), 0);
+	assert_int_equal(b.n_members, 2);
+	assert_string_equal(b.members[1], "b");
+}
+
 /* Recovery points: the retention fields travel through the file, files
  * of before mean keep 1, bad values are refused, and the retention rule. */
 static void test_points(void **st)
@@ -523,6 +592,7 @@ int main(void)
 		cmocka_unit_test(test_invariants),
 		cmocka_unit_test(test_codec),
 		cmocka_unit_test(test_points),
+		cmocka_unit_test(test_members),
 		cmocka_unit_test(test_state_of),
 		cmocka_unit_test(test_timeout_and_fence),
 		cmocka_unit_test(test_pair_change),

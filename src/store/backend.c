@@ -300,6 +300,8 @@ int vol_read_extents(struct vol *v, const char *snap, const struct extent *ext, 
 		p += ext[i].length;
 	}
 	return 0;
+}
+
 /* ---- the write gate of a group cut ---------------------------------------
  *
  * A writer announces itself (gate_inflight++) and then looks at gate_held;

@@ -48,6 +48,7 @@ json_is() {
 }
 cycle_b() { fb pair status vol --json | json last_synced.cycle; }
 npoints() { fb pair points vol --json | python3 -c 'import json,sys; print(len(json.load(sys.stdin)))'; }
+npoints_is() { [ "$(npoints)" = "$1" ]; }
 check "5 points on the secondary" wait_for 60 sh -c "[ \"\$('$FERRY_BIN' --pool '$T/b' pair points vol --json | python3 -c 'import json,sys; print(len(json.load(sys.stdin)))')\" -ge 5 ]"
 # The newest point: with --keep 5 at period 1 it has ~4 s before
 # retention takes it (a loaded machine may take longer than that between
@@ -97,6 +98,10 @@ mount_at "$LOOP" "$T/mnt" || { fail "mount"; finish; }
 tree_gen "$T/src" 150 7
 expect 0 "cp -a a tree onto the clone" -- cp -a "$T/src" "$T/mnt/src"
 expect 0 "8 MiB file" -- dd if=/dev/urandom of="$T/mnt/big" bs=1M count=8 conv=fsync status=none
+# The work above may take less than a cycle: keep the clone mounted until
+# at least one cycle has committed on the secondary meanwhile.
+cycle_past() { [ "$(cycle_b)" -gt "$1" ]; }
+check "a cycle commits while the clone is mounted" wait_for 60 cycle_past "$c0"
 expect 0 "umount" -- umount_at "$T/mnt"
 expect 0 "losetup -d" -- loop_detach "$LOOP"
 expect 0 "qemu-storage-daemon stops" -- qsd_stop
@@ -121,8 +126,9 @@ check "the cloned point is still a point, marked clones: 1" python3 -c "
 import json, sys
 p = [x for x in json.loads(sys.argv[1]) if x['snapshot'] == '$P']
 assert p and p[0]['clones'] == 1, sys.argv[1]" "$OUT"
-check "5 kept points plus the 2 cloned ones" python3 -c "
-import json, sys; p = json.loads(sys.argv[1]); assert len(p) == 7, [(x['snapshot'], x['clones']) for x in p]" "$OUT"
+# A commit lands its new point before retention drops the oldest: for a
+# moment there are 8, so wait for retention to catch up.
+check "5 kept points plus the 2 cloned ones" wait_for 30 npoints_is 7
 expect 0 "points (text)" -- fb pair points vol
 check "text marks the clones" grep -q "$P.*clones: 1" <<<"$OUT"
 
@@ -151,10 +157,11 @@ expect 0 "volume rm tc" -- fb volume rm tc
 expect 0 "resume" -- fa pair resume vol
 expect 0 "a cycle" -- rand_write fa vol 0 $M
 expect 0 "sync --wait" -- timeout 120 "$FERRY_BIN" --pool "$T/a" pair sync vol --wait
+check "retention is back to 5 points" wait_for 30 npoints_is 5
 expect 0 "points" -- fb pair points vol --json
-check "both cloned points are gone (5 left)" python3 -c "
+check "both cloned points are gone" python3 -c "
 import json, sys; p = json.loads(sys.argv[1]); n = [x['snapshot'] for x in p]
-assert '$P' not in n and '$P2' not in n and len(p) == 5, n" "$OUT"
+assert '$P' not in n and '$P2' not in n, n" "$OUT"
 check "tf still reads what it did" test "$(md5_of fb tf)" = "$(md5sum <"$T/tf.img" | cut -d' ' -f1)"
 echo "point md5s: $P $MD5P, $P2 $MD5P2"
 finish

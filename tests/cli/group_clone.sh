@@ -73,4 +73,7 @@ expect 0 "volume rm H-m1" -- ferry volume rm H-m1 --force
 expect 0 "volume rm H-m2" -- ferry volume rm H-m2 --force
 expect 0 "snap rm m1@s1" -- ferry snap rm m1@s1
 expect 0 "snap rm m2@s1" -- ferry snap rm m2@s1
+check "nothing of H left" test "$(ferry group list --json)" = '[{"name":"G","volumes":["m1","m2"]}]'
+expect 0 "--help" -- "$FERRY_BIN" --help
+check "help has group clone" grep -q 'group clone GROUP@SNAP NEWGROUP' <<<"$OUT"
 finish

@@ -45,13 +45,16 @@ check "no volume made by the refusals" test "$(nvols)" = 3
 check "no group made by the refusals" test "$(ferry group list --json)" = "$groups"
 expect 0 "rm H-m2" -- ferry volume rm H-m2
 expect 0 "rm m2@only" -- ferry snap rm m2@only
-# all or nothing: a stray file where the second clone goes (not a volume, so
-# the checks pass) makes its clone fail after the first was made
-touch "$POOL/volumes/H-m2"
-expect_err 1 "volume 'H-m2' already exists \(made meanwhile\)" "the second clone fails" -- \
-	ferry group clone G@s1 H
-check "the first clone was removed again" test ! -e "$POOL/volumes/H-m1"
-rm -f "$POOL/volumes/H-m2"
+# all or nothing (local backend: POOL/volumes): a stray file where the
+# second clone goes (not a volume, so the checks pass) makes its clone fail
+# after the first was made
+if [[ ${FERRY_DAEMON_ARGS-} != *"--backend rbd"* ]]; then
+	touch "$POOL/volumes/H-m2"
+	expect_err 1 "volume 'H-m2' already exists \(made meanwhile\)" "the second clone fails" -- \
+		ferry group clone G@s1 H
+	check "the first clone was removed again" test ! -e "$POOL/volumes/H-m1"
+	rm -f "$POOL/volumes/H-m2"
+fi
 check "still nothing made" test "$(nvols)" = 2
 check "still no group H" test "$(ferry group list --json)" = "$groups"
 

@@ -117,6 +117,13 @@ static const struct ctl_cmd_spec group_cmds[] = {
 	{"info", "show a group's members and its last cut",
 	 {F_GROUP},
 	 {F_JSON}},
+	{"clone", "clone every member M of a group at its group snapshot SNAP as volume "
+	 "NEWGROUP-M (thin, at once), and make NEWGROUP a group of the clones",
+	 {{"GROUP@SNAP", CTL_A_VOL_SNAP, 0, NULL, NULL,
+	   "group and group snapshot (made by snap create GROUP@SNAP)"},
+	  {"NEWGROUP", CTL_A_NAME, 0, NULL, NULL,
+	   "name of the new group (its volumes are named NEWGROUP-MEMBER)"}},
+	 {{0}}},
 };
 
 /* Replication pairs (src/repl, src/daemon/cmd_pair.c). */

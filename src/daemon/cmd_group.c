@@ -550,6 +550,166 @@ static int group_info(struct dreq *r)
 	return dreq_out_sbuf(r, &b);
 }
 
+/* `group clone GROUP@SNAP NEW`: each member M's snapshot SNAP cloned as
+ * volume NEW-M (store_vol_clone, O(1) each), then NEW registered as a group
+ * of those clones.  No cut is needed: the snapshots of one group snapshot
+ * are immutable and were taken at one cut, so the clones are consistent
+ * with each other.  Every name is checked before anything is made; all or
+ * nothing: when a clone or the registry save fails, the clones made are
+ * removed again.  The groups lock is held throughout (recursive), so the
+ * membership and the namespace of groups cannot change meanwhile. */
+static int group_clone(struct dreq *r)
+{
+	const struct ctl_val *src = ctl_pos(r->cmd, "GROUP@SNAP");
+	const char *name = ctl_pos(r->cmd, "NEWGROUP")->str;
+	int st = dreq_name_reserved(r, name, "group");
+	if (st)
+		return st;
+	struct store_caps caps;
+	store_get_caps(r->store, &caps);
+	if (!caps.clone)
+		return dreq_fail(r, "the %s backend does not make clones", caps.backend);
+	char(*names)[STORE_NAME_MAX + 1] = NULL;
+	size_t made = 0, nv = 0;
+	struct group *g = NULL;
+	daemon_groups_lock();
+	if ((st = load_or_fail(r)))
+		goto out;
+	const struct group *sg = find_locked(src->vol);
+	if (!sg) {
+		st = store_vol_exists(r->store, src->vol)
+		         ? dreq_fail(r, "'%s' is a volume, not a consistency group (ferry volume "
+		                        "clone clones one volume)", src->vol)
+		         : dreq_fail(r, "no such group '%s'", src->vol);
+		goto out;
+	}
+	if (!sg->n_vols) {
+		st = dreq_fail(r, "group '%s' has no volumes", src->vol);
+		goto out;
+	}
+	if (find_locked(name)) {
+		st = dreq_fail(r, "group '%s' already exists", name);
+		goto out;
+	}
+	if (store_vol_exists(r->store, name)) {
+		st = dreq_fail(r, "'%s' is a volume: groups and volumes share one namespace; "
+		                  "choose another group name", name);
+		goto out;
+	}
+	nv = sg->n_vols;
+	names = calloc(nv, sizeof(*names));
+	if (!names) {
+		st = dreq_fail(r, "out of memory");
+		goto out;
+	}
+	for (size_t i = 0; i < nv; i++) {
+		const char *m = sg->vols[i];
+		int w = snprintf(names[i], sizeof(names[i]), "%s-%s", name, m);
+		if (w < 0 || (size_t)w >= sizeof(names[i]) || !name_valid(names[i])) {
+			st = dreq_fail(r, "clone name '%s-%s' is not a valid volume name (at most %u "
+			                  "characters): choose a shorter group name", name, m,
+			               CTL_NAME_MAX);
+			goto out;
+		}
+		if (name_reserved(names[i])) {
+			st = dreq_name_reserved(r, names[i], "volume");
+			goto out;
+		}
+		if (find_locked(names[i])) {
+			st = dreq_fail(r, "clone name '%s' is a consistency group: groups and volumes "
+			                  "share one namespace; choose another group name", names[i]);
+			goto out;
+		}
+		if (store_vol_exists(r->store, names[i])) {
+			st = dreq_fail(r, "volume '%s' already exists: choose another group name",
+			               names[i]);
+			goto out;
+		}
+		struct vol *v;
+		int e = vol_open(r->store, m, &v);
+		if (e < 0) {
+			char msg[2048];
+			daemon_open_error(r->store, m, e, msg, sizeof(msg));
+			st = dreq_fail(r, "%s", msg);
+			goto out;
+		}
+		struct snap_info si;
+		e = vol_snap_get(v, src->snap, &si);
+		vol_close(v);
+		if (e == -ENOENT) {
+			st = dreq_fail(r, "volume '%s' of group '%s' has no snapshot '%s' (a group "
+			                  "snapshot is made by ferry snap create %s@SNAP)", m, src->vol,
+			               src->snap, src->vol);
+			goto out;
+		}
+		if (e < 0) {
+			st = dreq_fail(r, "cannot look up snapshot '%s@%s': %s", m, src->snap,
+			               strerror(-e));
+			goto out;
+		}
+	}
+	uint64_t t0 = now_mono_ns();
+	for (; made < nv; made++) {
+		int e = store_vol_clone(r->store, sg->vols[made], src->snap, names[made]);
+		if (e < 0) {
+			if (e == -EEXIST)
+				st = dreq_fail(r, "volume '%s' already exists (made meanwhile)",
+				               names[made]);
+			else
+				st = dreq_fail(r, "cannot clone '%s@%s' to '%s': %s", sg->vols[made],
+				               src->snap, names[made], strerror(-e));
+			goto out;
+		}
+	}
+	double ms = (double)(now_mono_ns() - t0) / 1e6;
+	if (copy_locked(&g)) {
+		st = dreq_fail(r, "out of memory");
+		goto out;
+	}
+	struct group *ng = realloc(g, (g_n + 1) * sizeof(*g));
+	if (!ng) {
+		groups_free(g, g_n);
+		g = NULL;
+		st = dreq_fail(r, "out of memory");
+		goto out;
+	}
+	g = ng;
+	memset(&g[g_n], 0, sizeof(g[g_n]));
+	snprintf(g[g_n].name, sizeof(g[g_n].name), "%s", name);
+	for (size_t i = 0; i < nv; i++)
+		if (add_member(&g[g_n], names[i])) {
+			groups_free(g, g_n + 1);
+			g = NULL;
+			st = dreq_fail(r, "out of memory");
+			goto out;
+		}
+	int rc = save_swap_locked(r->d, g, g_n + 1); /* frees g on failure */
+	g = NULL;
+	if (rc) {
+		st = dreq_fail(r, "cannot save the groups: %s", strerror(-rc));
+		goto out;
+	}
+	log_info("cloned group %s@%s to group %s (%zu volumes) in %.2f ms", src->vol, src->snap,
+	         name, nv, ms);
+	dreq_printf(r, "group %s: %zu clone%s of %s@%s (%.2f ms):", name, nv, nv == 1 ? "" : "s",
+	            src->vol, src->snap, ms);
+	for (size_t i = 0; i < nv; i++)
+		dreq_printf(r, " %s", names[i]);
+	dreq_printf(r, "; the snapshots are kept while the clones depend on them\n");
+	made = 0; /* keep them */
+out:
+	/* all or nothing: remove the clones made before the failure */
+	for (size_t i = made; i-- > 0;) {
+		int e = store_vol_remove(r->store, names[i], true);
+		if (e < 0)
+			log_error("group clone %s: cannot remove clone %s again: %s", name, names[i],
+			          strerror(-e));
+	}
+	daemon_groups_unlock();
+	free(names);
+	return st;
+}
+
 int daemon_group_snap(struct dreq *r, const char *name, const char *snap)
 {
 	int st;
@@ -611,6 +771,7 @@ const struct dgroup dgroup_group = {
 		{"rm", group_rm},
 		{"list", group_list},
 		{"info", group_info},
+		{"clone", group_clone},
 		{NULL, NULL},
 	},
 };

@@ -21,6 +21,7 @@ expect 0 "export" -- ferry export add web
 expect 0 "pair" -- ferry pair create logs --peer "127.0.0.1:$PB" --period 3600
 expect 0 "volume data" -- ferry volume create data --size 1M
 expect 0 "group" -- ferry group create dbgroup data
+expect 0 "group snapshot" -- ferry snap create dbgroup@s1
 
 # comp [fw|raw] WORDS...: the completions of the last word, sorted, one line.
 comp() {
@@ -61,10 +62,14 @@ for m in fw raw; do
 	# names from the daemon
 	is $m "data db logs web" ferry --pool "$POOL" volume info ""
 	# groups: NAME is a group, VOLUME... every volume after it
-	is $m "add create info list remove rm" ferry group ""
+	is $m "add clone create info list remove rm" ferry group ""
 	is $m "dbgroup" ferry --pool "$POOL" group info ""
 	is $m "dbgroup" ferry --pool "$POOL" group add d
 	is $m "data db" ferry --pool "$POOL" group create g2 web d
+	# group clone GROUP@SNAP NEWGROUP: a group, then the first member's snapshots
+	is $m "dbgroup@" ferry --pool "$POOL" group clone d
+	is $m "dbgroup@s1" ferry --pool "$POOL" group clone dbgroup@
+	is $m "" ferry --pool "$POOL" group clone dbgroup@s1 ""
 	is $m "data db logs web" ferry "--pool=$POOL" volume md5 ""
 	is $m "db@monday db@tuesday" ferry --pool "$POOL" snap rm db@
 	is $m "db@tuesday" ferry --pool "$POOL" snap rm db@t

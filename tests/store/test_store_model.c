@@ -544,6 +544,10 @@ static void test_model(void **state)
 
 int main(void)
 {
+	/* Line-buffered even into ctest's pipe: a run killed by its timeout
+	 * still shows how far it got (seed, run, last op with
+	 * FERRY_MODEL_TRACE=1). */
+	setvbuf(stdout, NULL, _IOLBF, 0);
 	const struct CMUnitTest tests[] = {cmocka_unit_test(test_model)};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

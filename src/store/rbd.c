@@ -2670,6 +2670,20 @@ static int rbd_vol_clone_op(struct store *s, const char *src, const char *snap, 
 	rc = rbd_open(rs->io, tmp, &img, NULL);
 	struct owner me;
 	owner_self(s, &me);
+	/* RBD gives a clone its snapshot's size; the store's contract (and
+	 * the local backend) is src's size now, past the snapshot's end
+	 * reading zeros. */
+	if (!rc) {
+		rbd_image_t h;
+		uint64_t now_size = 0;
+		rc = rbd_open_read_only(rs->io, src, &h, NULL);
+		if (!rc) {
+			rc = rbd_get_size(h, &now_size);
+			rbd_close(h);
+		}
+		if (!rc && now_size != pi.size)
+			rc = rbd_resize2(img, now_size, now_size < pi.size, resize_progress, NULL);
+	}
 	/* (a clone starts with its parent's image metadata: replaced here) */
 	if (!rc)
 		rc = rbd_metadata_set(img, KEY_BS, bs);

@@ -267,6 +267,18 @@ bool daemon_group_of(struct daemon *d, const char *vol, char grp[STORE_NAME_MAX 
 	return g != NULL;
 }
 
+/* Under the groups lock: 0 if name is free for a new group, else the
+ * failed request's status (a group or a volume has it). */
+static int new_name_fails(struct dreq *r, const char *name)
+{
+	if (find_locked(name))
+		return dreq_fail(r, "group '%s' already exists", name);
+	if (store_vol_exists(r->store, name))
+		return dreq_fail(r, "'%s' is a volume: groups and volumes share one namespace; "
+		                    "choose another group name", name);
+	return 0;
+}
+
 static int load_or_fail(struct dreq *r)
 {
 	int rc = load_locked(r->d);
@@ -308,15 +320,8 @@ static int group_create(struct dreq *r)
 	daemon_groups_lock();
 	if ((st = load_or_fail(r)))
 		goto out;
-	if (find_locked(name)) {
-		st = dreq_fail(r, "group '%s' already exists", name);
+	if ((st = new_name_fails(r, name)))
 		goto out;
-	}
-	if (store_vol_exists(r->store, name)) {
-		st = dreq_fail(r, "'%s' is a volume: groups and volumes share one namespace; "
-		                  "choose another group name", name);
-		goto out;
-	}
 	for (size_t i = 0; i < r->cmd->n_rest; i++)
 		if ((st = member_check(r, r->cmd->rest[i])))
 			goto out;
@@ -587,15 +592,8 @@ static int group_clone(struct dreq *r)
 		st = dreq_fail(r, "group '%s' has no volumes", src->vol);
 		goto out;
 	}
-	if (find_locked(name)) {
-		st = dreq_fail(r, "group '%s' already exists", name);
+	if ((st = new_name_fails(r, name)))
 		goto out;
-	}
-	if (store_vol_exists(r->store, name)) {
-		st = dreq_fail(r, "'%s' is a volume: groups and volumes share one namespace; "
-		                  "choose another group name", name);
-		goto out;
-	}
 	nv = sg->n_vols;
 	names = calloc(nv, sizeof(*names));
 	if (!names) {

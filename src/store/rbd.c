@@ -1926,6 +1926,31 @@ static int peek(struct store *s, const char *name, char *uuid, size_t un, struct
 	return rc;
 }
 
+/* The end of making an image under its temporary name tmp (create,
+ * clone): rc is how far it got (img open if 0, may be NULL otherwise).
+ * Writes ferry's metadata and ownership, closes img and renames tmp to
+ * name; on any failure removes tmp.  Returns rc or the first error. */
+static int new_image_finish(struct store *s, int rc, rbd_image_t img, const char *tmp,
+                            const char *name, const char *bs, const char *uuid)
+{
+	struct rbd_store *rs = RS(s);
+	struct owner me;
+	owner_self(s, &me);
+	if (!rc)
+		rc = rbd_metadata_set(img, KEY_BS, bs);
+	if (!rc)
+		rc = rbd_metadata_set(img, KEY_UUID, uuid);
+	if (!rc)
+		rc = owner_put(img, &me);
+	if (img)
+		rbd_close(img);
+	if (!rc)
+		rc = rbd_rename(rs->io, tmp, name);
+	if (rc < 0)
+		(void)rbd_remove(rs->io, tmp);
+	return rc;
+}
+
 static int rbd_vol_create_op(struct store *s, const char *name, const struct vol_params *p)
 {
 	struct rbd_store *rs = RS(s);
@@ -1973,22 +1998,8 @@ static int rbd_vol_create_op(struct store *s, const char *name, const struct vol
 	rc = rbd_open(rs->io, tmp, &img, NULL);
 	char bs[16];
 	snprintf(bs, sizeof(bs), "%u", vp.block_size);
-	struct owner me;
-	owner_self(s, &me);
-	if (!rc)
-		rc = rbd_metadata_set(img, KEY_BS, bs);
-	if (!rc)
-		rc = rbd_metadata_set(img, KEY_UUID, uuid);
-	if (!rc)
-		rc = owner_put(img, &me);
-	if (img) {
-		rbd_close(img);
-		img = NULL;
-	}
-	if (!rc)
-		rc = rbd_rename(rs->io, tmp, name);
-	if (rc < 0)
-		(void)rbd_remove(rs->io, tmp);
+	rc = new_image_finish(s, rc, img, tmp, name, bs, uuid);
+	img = NULL;
 out:
 	rbd_image_options_destroy(o);
 	pthread_mutex_unlock(&s->mu);
@@ -2668,8 +2679,6 @@ static int rbd_vol_clone_op(struct store *s, const char *src, const char *snap, 
 	if (rc < 0)
 		goto out;
 	rc = rbd_open(rs->io, tmp, &img, NULL);
-	struct owner me;
-	owner_self(s, &me);
 	/* RBD gives a clone its snapshot's size; the store's contract (and
 	 * the local backend) is src's size now, past the snapshot's end
 	 * reading zeros. */
@@ -2685,20 +2694,8 @@ static int rbd_vol_clone_op(struct store *s, const char *src, const char *snap, 
 			rc = rbd_resize2(img, now_size, now_size < pi.size, resize_progress, NULL);
 	}
 	/* (a clone starts with its parent's image metadata: replaced here) */
-	if (!rc)
-		rc = rbd_metadata_set(img, KEY_BS, bs);
-	if (!rc)
-		rc = rbd_metadata_set(img, KEY_UUID, uuid);
-	if (!rc)
-		rc = owner_put(img, &me);
-	if (img) {
-		rbd_close(img);
-		img = NULL;
-	}
-	if (!rc)
-		rc = rbd_rename(rs->io, tmp, dst);
-	if (rc < 0)
-		(void)rbd_remove(rs->io, tmp);
+	rc = new_image_finish(s, rc, img, tmp, dst, bs, uuid);
+	img = NULL;
 out:
 	rbd_image_options_destroy(o);
 	pthread_mutex_unlock(&s->mu);
